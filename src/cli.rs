@@ -1,0 +1,160 @@
+//! The command line: subcommands and their options, with `--help` text. Raw
+//! arguments only; `config` turns them into checked settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::sqs::ProtocolChoice;
+
+/// The reference environment's queue (docker compose up).
+pub const DEFAULT_QUEUE_URL: &str = "http://localhost:4566/000000000000/login-queue";
+
+/// veil streams user-login events from Amazon SQS into PostgreSQL with the
+/// PII masked: device ids and IP addresses become deterministic, keyed,
+/// reversible AES-SIV masks, so analysts can find duplicates without seeing
+/// the values. Each event is written exactly once; bad input is quarantined.
+///
+/// With no configuration it talks to the reference environment
+/// (LocalStack on localhost:4566, Postgres on localhost:5432).
+#[derive(Debug, Parser)]
+#[command(name = "veil", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Log format on stderr: text for people, json for log shippers
+    /// (CloudWatch, Loki). Levels come from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "VEIL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// veil's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume the queue into Postgres until stopped (SIGINT/SIGTERM finish
+    /// the batch in hand, then exit 0), or until it is empty.
+    Run(RunArgs),
+    /// Turn masks back into values: reads masks from stdin, one per line,
+    /// prints the values in the same order. Needs the key.
+    Reveal(RevealArgs),
+    /// Write a new keyring file (mode 0600) holding one fresh AES-SIV key.
+    Keygen(KeygenArgs),
+    /// Send generated login events (and a share of junk) to the queue, for
+    /// demos, tests and benchmarks. Creates the queue if it is missing.
+    Seed(SeedArgs),
+}
+
+/// Where the queue is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// SQS queue URL. For a non-AWS host (LocalStack) the endpoint is taken
+    /// from the URL; AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL override it.
+    /// Region and credentials come from the standard AWS chain (env vars,
+    /// profile, web identity, ECS, EC2 instance role); a local endpoint with
+    /// no credentials anywhere gets dummy ones.
+    #[arg(long, env = "VEIL_QUEUE_URL", default_value = DEFAULT_QUEUE_URL)]
+    pub queue_url: String,
+
+    /// SQS wire protocol. auto probes the endpoint: JSON (AWS, LocalStack
+    /// 3+) when it speaks it, else query (old LocalStack, as in the
+    /// reference image). The choice is logged once.
+    #[arg(long, env = "VEIL_SQS_PROTOCOL", value_enum, default_value_t = ProtocolChoice::Auto)]
+    pub sqs_protocol: ProtocolChoice,
+}
+
+/// Where the masking keys are.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Keyring file (JSON, keep it mode 0600). When unset, veil uses
+    /// $XDG_DATA_HOME/veil/keyring.json (~/.local/share/veil/keyring.json);
+    /// `veil run` creates it there on first use and says so. Back it up:
+    /// masks cannot be revealed without it. The key is never logged.
+    #[arg(long, env = "VEIL_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Options of `veil run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// Postgres connection URL. When unset, the libpq variables PGHOST,
+    /// PGPORT, PGUSER, PGPASSWORD and PGDATABASE apply over the default
+    /// postgres://postgres:postgres@localhost:5432/postgres. Prefer the
+    /// environment to the flag for passwords (the flag shows in `ps`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Drain the queue, then exit 0 and print a summary and the rows written.
+    #[arg(long)]
+    pub until_empty: bool,
+
+    /// With --until-empty: how many of the written rows to print.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub show_rows: usize,
+
+    /// How long a received message stays hidden from other consumers while
+    /// veil records it. Must exceed the time to write one batch.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i32).range(1..=43_200))]
+    pub visibility_timeout_secs: i32,
+
+    /// Long-poll wait of each receive (0-20 s). Default: 20, or 1 with
+    /// --until-empty so the run ends promptly once the queue is empty.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=20))]
+    pub wait_secs: Option<i32>,
+
+    /// Messages per receive, and so per Postgres transaction (1-10, the SQS
+    /// maximum).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
+    pub batch_size: i32,
+}
+
+/// Options of `veil reveal`.
+#[derive(Debug, Args)]
+pub struct RevealArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+/// Options of `veil keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the keyring (created with mode 0600; never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Options of `veil seed`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// How many messages to send.
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+
+    /// Share of the messages that are junk (not JSON, wrong shape, missing
+    /// fields, bad IPs, ...), 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.0)]
+    pub bad_ratio: f64,
+
+    /// Seed for the generator, to send the same events again.
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+}

@@ -1,0 +1,194 @@
+//! Typed settings: the raw CLI/env values checked once and turned into the
+//! objects the rest of veil uses (a Postgres config, a key location, SQS
+//! receive parameters). Errors here are configuration errors: exit code 2.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::cli::{KeyArgs, RunArgs};
+use crate::sqs::{ProtocolChoice, ReceiveRequest};
+
+/// The reference environment's database (the default, documented in --help).
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@localhost:5432/postgres";
+
+/// A configuration problem: veil refuses to start (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where the keyring comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocation {
+    /// Named by --key-file / VEIL_KEY_FILE: must exist.
+    File(PathBuf),
+    /// The per-user default; `run` creates it when missing.
+    Default(PathBuf),
+}
+
+impl KeyLocation {
+    /// The file's path.
+    pub fn path(&self) -> &PathBuf {
+        match self {
+            KeyLocation::File(path) | KeyLocation::Default(path) => path,
+        }
+    }
+}
+
+/// Everything `veil run` needs, checked.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The queue URL.
+    pub queue_url: String,
+    /// Protocol choice (auto, json, query).
+    pub protocol: ProtocolChoice,
+    /// Postgres connection settings (holds the password: never log).
+    pub database: tokio_postgres::Config,
+    /// The keyring.
+    pub key: KeyLocation,
+    /// Receive parameters.
+    pub receive: ReceiveRequest,
+    /// Stop once the queue is empty.
+    pub until_empty: bool,
+    /// Rows to show at the end of an --until-empty run.
+    pub show_rows: usize,
+}
+
+impl RunConfig {
+    /// Checks the arguments of `veil run`.
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        Ok(RunConfig {
+            queue_url: args.queue.queue_url.clone(),
+            protocol: args.queue.sqs_protocol,
+            database: database_config(args.database_url.as_deref(), |name| {
+                std::env::var(name).ok()
+            })?,
+            key: key_location(&KeyArgs {
+                key_file: args.key.key_file.clone(),
+            })?,
+            receive: ReceiveRequest {
+                max_messages: args.batch_size,
+                wait_secs: args
+                    .wait_secs
+                    .unwrap_or(if args.until_empty { 1 } else { 20 }),
+                visibility_timeout_secs: args.visibility_timeout_secs,
+            },
+            until_empty: args.until_empty,
+            show_rows: args.show_rows,
+        })
+    }
+}
+
+/// The key location from --key-file, else the per-user default.
+pub fn key_location(args: &KeyArgs) -> Result<KeyLocation, ConfigError> {
+    if let Some(path) = &args.key_file {
+        return Ok(KeyLocation::File(path.clone()));
+    }
+    let data_dir = dirs::data_dir().ok_or_else(|| {
+        ConfigError(
+            "no per-user data directory (HOME unset?); pass --key-file or set VEIL_KEY_FILE".into(),
+        )
+    })?;
+    Ok(KeyLocation::Default(
+        data_dir.join("veil").join("keyring.json"),
+    ))
+}
+
+/// Postgres settings: the URL if given, else the default with the libpq
+/// variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) applied.
+pub fn database_config(
+    url: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<tokio_postgres::Config, ConfigError> {
+    let mut config =
+        match url {
+            Some(url) => tokio_postgres::Config::from_str(url).map_err(|e| {
+                // The URL may hold a password: describe the problem, not the URL.
+                ConfigError(format!(
+                    "DATABASE_URL / --database-url is not a valid Postgres URL: {e}"
+                ))
+            })?,
+            None => {
+                // The default URL's parts, each overridable by its libpq variable.
+                let var = |name: &str, default: &str| env(name).unwrap_or_else(|| default.into());
+                let port = var("PGPORT", "5432");
+                let mut config = tokio_postgres::Config::new();
+                config
+                    .host(var("PGHOST", "localhost"))
+                    .port(port.parse().map_err(|_| {
+                        ConfigError(format!("PGPORT {port:?} is not a port number"))
+                    })?)
+                    .user(var("PGUSER", "postgres"))
+                    .password(var("PGPASSWORD", "postgres"))
+                    .dbname(var("PGDATABASE", "postgres"));
+                config
+            }
+        };
+    config.application_name("veil");
+    config.connect_timeout(crate::postgres::CONNECT_TIMEOUT);
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    }
+
+    #[test]
+    fn default_database_is_the_reference_one() {
+        let config = database_config(None, env_of(&[])).unwrap();
+        assert_eq!(
+            crate::postgres::describe(&config),
+            "localhost:5432/postgres as postgres"
+        );
+        assert_eq!(config.get_password(), Some(&b"postgres"[..]));
+    }
+
+    #[test]
+    fn libpq_variables_override_the_default() {
+        let env = env_of(&[
+            ("PGHOST", "db.internal"),
+            ("PGPORT", "6543"),
+            ("PGUSER", "veil"),
+            ("PGDATABASE", "events"),
+        ]);
+        let config = database_config(None, env).unwrap();
+        assert_eq!(
+            crate::postgres::describe(&config),
+            "db.internal:6543/events as veil"
+        );
+    }
+
+    #[test]
+    fn explicit_url_wins_over_libpq_variables() {
+        let config =
+            database_config(Some("postgres://a@h:1/d"), env_of(&[("PGHOST", "other")])).unwrap();
+        assert_eq!(crate::postgres::describe(&config), "h:1/d as a");
+    }
+
+    #[test]
+    fn bad_database_url_error_does_not_echo_the_password() {
+        let error = database_config(Some("postgres://u:hunter2@h:notaport/d"), env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn explicit_key_file_is_used_as_given() {
+        let args = KeyArgs {
+            key_file: Some(PathBuf::from("/k.json")),
+        };
+        assert_eq!(
+            key_location(&args).unwrap(),
+            KeyLocation::File("/k.json".into())
+        );
+    }
+}

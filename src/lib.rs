@@ -1,0 +1,29 @@
+//! veil streams user-login events from Amazon SQS into PostgreSQL with the
+//! PII (device id, IP address) masked by deterministic, keyed, reversible
+//! encryption (AES-SIV), each event exactly once.
+//!
+//! # Layout
+//! - `cli`, `config`: the command line, then checked settings.
+//! - `event`: message body -> validated `LoginEvent` or a `Rejection`.
+//! - `mask`: keyrings, masks (AES-SIV), sealed quarantine bodies. No I/O
+//!   beyond key files.
+//! - `sqs`: one client over the JSON protocol (aws-sdk-sqs) and the query
+//!   protocol (own client), with protocol detection.
+//! - `postgres`: schema, reconnecting connection, batch writer + ledger.
+//! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown.
+//! - `commands`: one function per subcommand; `main.rs` only dispatches.
+//! - `seed`, `report`, `telemetry`, `backoff`: demo data, the end-of-run
+//!   table, logging, retry delays.
+
+pub mod backoff;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod event;
+pub mod mask;
+pub mod pipeline;
+pub mod postgres;
+pub mod report;
+pub mod seed;
+pub mod sqs;
+pub mod telemetry;

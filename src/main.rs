@@ -1,0 +1,61 @@
+//! The `veil` binary: parse the command line, start logging, run the
+//! subcommand, map the outcome to an exit code (0 ok, 1 failure, 2 bad
+//! configuration). SIGINT/SIGTERM ask `run` to finish its batch and stop;
+//! a second signal exits at once.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use veil::cli::{Cli, Command};
+use veil::config::ConfigError;
+use veil::{commands, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let result = match cli.command {
+        Command::Run(args) => commands::run(args, shutdown).await,
+        Command::Reveal(args) => commands::reveal(args),
+        Command::Keygen(args) => commands::keygen(args),
+        Command::Seed(args) => commands::seed(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        if round == 0 {
+            tracing::info!("shutdown requested: finishing the batch in hand");
+            shutdown.cancel();
+        } else {
+            eprintln!("second signal: exiting now (unrecorded messages return to the queue)");
+            std::process::exit(130);
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! Keys and masking: turns PII values into printable, deterministic, keyed,
+//! reversible masks and back. No I/O here except reading and writing key files.
+//!
+//! A mask is `siv1.<key id>.<base64url(AES-SIV ciphertext)>`:
+//! - AES-SIV (RFC 5297, `aes-siv` crate, 512-bit key: AES-256 for both the
+//!   S2V/CMAC and the CTR halves) is deterministic authenticated encryption.
+//!   Equal inputs under one key give equal masks, so `GROUP BY masked_ip`
+//!   finds duplicates; without the key nothing can be learned or enumerated
+//!   (the pseudo-random IV is a CMAC under a 256-bit key); with the key the
+//!   value comes back, and a tampered or foreign mask is rejected, never
+//!   guessed.
+//! - The field name is bound in as associated data, so a masked IP and a
+//!   masked device id never collide and cannot be swapped between columns.
+//! - The key id in the mask says which key of a keyring made it, so keys can
+//!   rotate while old masks stay readable.
+//!
+//! Quarantined bodies are encrypted with the same key but with a random
+//! 16-byte nonce as an extra header (AES-SIV in its nonce-based mode), so
+//! equal junk bodies do not produce equal ciphertexts.
+
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use aes_siv::siv::Aes256Siv;
+use aes_siv::KeyInit;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Length in bytes of an AES-256-SIV key (two AES-256 keys).
+pub const KEY_BYTES: usize = 64;
+/// Prefix that marks a mask made by AES-SIV, format version 1.
+pub const SIV_PREFIX: &str = "siv1";
+/// Longest plaintext (bytes) that still yields a mask within varchar(256).
+pub const MAX_MASKED_VALUE_BYTES: usize = 128;
+const BODY_NONCE_BYTES: usize = 16;
+const BODY_HEADER: &[u8] = b"veil/quarantine-body/v1";
+
+/// Which PII field a value belongs to; bound into the mask as associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The client's IP address (canonicalized before masking).
+    Ip,
+    /// The device id.
+    DeviceId,
+}
+
+impl Field {
+    /// Every field, in the order `reveal` tries them.
+    pub const ALL: [Field; 2] = [Field::Ip, Field::DeviceId];
+
+    /// The name used in errors, docs and the associated data.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Ip => "ip",
+            Field::DeviceId => "device_id",
+        }
+    }
+
+    fn associated_data(self) -> &'static [u8] {
+        match self {
+            Field::Ip => b"veil/ip/v1",
+            Field::DeviceId => b"veil/device_id/v1",
+        }
+    }
+}
+
+/// Why a mask could not be opened. Never carries key material or plaintext.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RevealError {
+    /// The text does not have the `siv1.<key id>.<payload>` shape.
+    #[error("not a veil mask (expected siv1.<key id>.<base64>)")]
+    NotAMask,
+    /// The mask names a key this keyring does not hold.
+    #[error("mask was made with key {0:?}, which is not in the keyring")]
+    UnknownKey(String),
+    /// The payload fails authentication: tampered, truncated, or another key.
+    #[error("mask does not authenticate under key {0:?} (tampered or not made by veil)")]
+    NotAuthentic(String),
+}
+
+/// Errors loading, creating or parsing a key file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file could not be read or written.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The file in question.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid veil keyring.
+    #[error("key file {path} is not a valid veil keyring: {reason}")]
+    Invalid {
+        /// The file in question.
+        path: PathBuf,
+        /// What is wrong with it (never the key material).
+        reason: String,
+    },
+    /// Refused to overwrite an existing key file.
+    #[error("key file {0} already exists; refusing to overwrite a key (masks made with it would become unreadable)")]
+    Exists(PathBuf),
+}
+
+/// One AES-SIV key with its id. Key bytes are zeroed on drop and never printed.
+#[derive(Clone)]
+pub struct MaskKey {
+    id: String,
+    created_at: String,
+    material: Zeroizing<[u8; KEY_BYTES]>,
+}
+
+impl fmt::Debug for MaskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MaskKey")
+            .field("id", &self.id)
+            .field("material", &"<redacted>")
+            .finish()
+    }
+}
+
+impl MaskKey {
+    /// A fresh random key with a random 8-hex-digit id.
+    pub fn generate() -> Self {
+        let mut material = Zeroizing::new([0u8; KEY_BYTES]);
+        fill_random(material.as_mut());
+        let mut id_bytes = [0u8; 4];
+        fill_random(&mut id_bytes);
+        let id = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        MaskKey {
+            id,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            material,
+        }
+    }
+
+    /// The key's id, as written in every mask it makes.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn cipher(&self) -> Aes256Siv {
+        Aes256Siv::new(self.material.as_ref().into())
+    }
+}
+
+fn fill_random(buf: &mut [u8]) {
+    // The OS RNG failing is unrecoverable and cannot be worked around safely.
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+}
+
+/// The keys veil knows: one active key makes new masks; all can open masks.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    active: MaskKey,
+    others: Vec<MaskKey>,
+}
+
+/// Serialized form of a keyring file (JSON, mode 0600).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    version: u32,
+    active: String,
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    id: String,
+    created_at: String,
+    algorithm: String,
+    material_base64: String,
+}
+
+const ALGORITHM: &str = "AES-256-SIV";
+
+impl Keyring {
+    /// A keyring holding one new random key.
+    pub fn generate() -> Self {
+        Keyring {
+            active: MaskKey::generate(),
+            others: Vec::new(),
+        }
+    }
+
+    /// The key that makes new masks.
+    pub fn active(&self) -> &MaskKey {
+        &self.active
+    }
+
+    fn find(&self, id: &str) -> Option<&MaskKey> {
+        std::iter::once(&self.active)
+            .chain(self.others.iter())
+            .find(|key| key.id == id)
+    }
+
+    /// Parses the JSON keyring format; `origin` names the source in errors.
+    pub fn from_json(text: &str, origin: &Path) -> Result<Self, KeyFileError> {
+        let invalid = |reason: String| KeyFileError::Invalid {
+            path: origin.to_path_buf(),
+            reason,
+        };
+        let file: KeyringFile =
+            serde_json::from_str(text).map_err(|e| invalid(format!("{e} (JSON syntax)")))?;
+        if file.version != 1 {
+            return Err(invalid(format!("unsupported version {}", file.version)));
+        }
+        let mut keys = Vec::with_capacity(file.keys.len());
+        for entry in file.keys {
+            if entry.algorithm != ALGORITHM {
+                return Err(invalid(format!(
+                    "key {} has unsupported algorithm",
+                    entry.id
+                )));
+            }
+            let bytes = Zeroizing::new(
+                STANDARD
+                    .decode(entry.material_base64.as_bytes())
+                    .map_err(|_| invalid(format!("key {} material is not base64", entry.id)))?,
+            );
+            let mut material = Zeroizing::new([0u8; KEY_BYTES]);
+            if bytes.len() != KEY_BYTES {
+                return Err(invalid(format!(
+                    "key {} must be {KEY_BYTES} bytes",
+                    entry.id
+                )));
+            }
+            material.copy_from_slice(&bytes);
+            keys.push(MaskKey {
+                id: entry.id,
+                created_at: entry.created_at,
+                material,
+            });
+        }
+        let position = keys
+            .iter()
+            .position(|key| key.id == file.active)
+            .ok_or_else(|| invalid(format!("active key {:?} is not in the file", file.active)))?;
+        let active = keys.remove(position);
+        Ok(Keyring {
+            active,
+            others: keys,
+        })
+    }
+
+    /// The JSON keyring format. Holds key material: write it only to 0600 files.
+    pub fn to_json(&self) -> Zeroizing<String> {
+        let keys = std::iter::once(&self.active)
+            .chain(self.others.iter())
+            .map(|key| KeyEntry {
+                id: key.id.clone(),
+                created_at: key.created_at.clone(),
+                algorithm: ALGORITHM.to_string(),
+                material_base64: STANDARD.encode(key.material.as_ref()),
+            })
+            .collect();
+        let file = KeyringFile {
+            version: 1,
+            active: self.active.id.clone(),
+            keys,
+        };
+        // Serializing plain strings to JSON cannot fail.
+        Zeroizing::new(serde_json::to_string_pretty(&file).expect("keyring serializes") + "\n")
+    }
+
+    /// Reads a keyring file, warning when others can read it.
+    pub fn load(path: &Path) -> Result<Self, KeyFileError> {
+        let io = |source| KeyFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+        warn_if_readable_by_others(path);
+        Self::from_json(&text, path)
+    }
+
+    /// Writes the keyring to a new file with mode 0600; never overwrites.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyFileError> {
+        let io = |source| KeyFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                KeyFileError::Exists(path.to_path_buf())
+            } else {
+                io(source)
+            }
+        })?;
+        file.write_all(self.to_json().as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+
+    /// Masks one PII value with the active key.
+    pub fn mask(&self, field: Field, value: &str) -> String {
+        let ciphertext = self
+            .active
+            .cipher()
+            .encrypt([field.associated_data()], value.as_bytes())
+            // AES-SIV encryption only fails for more headers than S2V allows (126).
+            .expect("AES-SIV encrypt with one header");
+        format!(
+            "{SIV_PREFIX}.{}.{}",
+            self.active.id,
+            URL_SAFE_NO_PAD.encode(ciphertext)
+        )
+    }
+
+    /// Opens a mask made by any key in the ring, returning the field and value.
+    pub fn reveal(&self, mask: &str) -> Result<(Field, String), RevealError> {
+        let mut parts = mask.trim().splitn(3, '.');
+        let (Some(SIV_PREFIX), Some(key_id), Some(payload)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(RevealError::NotAMask);
+        };
+        let ciphertext = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| RevealError::NotAMask)?;
+        let key = self
+            .find(key_id)
+            .ok_or_else(|| RevealError::UnknownKey(key_id.to_string()))?;
+        for field in Field::ALL {
+            if let Ok(plaintext) = key.cipher().decrypt([field.associated_data()], &ciphertext) {
+                let value = String::from_utf8(plaintext)
+                    .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))?;
+                return Ok((field, value));
+            }
+        }
+        Err(RevealError::NotAuthentic(key_id.to_string()))
+    }
+
+    /// Encrypts a raw message body for the quarantine (randomized, authenticated).
+    pub fn seal_body(&self, body: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; BODY_NONCE_BYTES];
+        fill_random(&mut nonce);
+        let ciphertext = self
+            .active
+            .cipher()
+            .encrypt([BODY_HEADER, &nonce[..]], body)
+            .expect("AES-SIV encrypt with two headers");
+        let mut sealed = Vec::with_capacity(BODY_NONCE_BYTES + ciphertext.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&ciphertext);
+        sealed
+    }
+
+    /// Decrypts a quarantined body sealed by the key `key_id`.
+    pub fn open_body(&self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, RevealError> {
+        let key = self
+            .find(key_id)
+            .ok_or_else(|| RevealError::UnknownKey(key_id.to_string()))?;
+        if sealed.len() < BODY_NONCE_BYTES {
+            return Err(RevealError::NotAuthentic(key_id.to_string()));
+        }
+        let (nonce, ciphertext) = sealed.split_at(BODY_NONCE_BYTES);
+        key.cipher()
+            .decrypt([BODY_HEADER, nonce], ciphertext)
+            .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                "key file is readable by group or others; run: chmod 600 {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
+/// Canonical text of an IP address, so equal addresses mask equally:
+/// IPv6 in RFC 5952 form (lower case, longest zero run compressed) and
+/// IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as the IPv4 address it carries.
+/// Returns `None` for anything that is not an IP address (including zone ids
+/// and IPv4 with leading zeros, which some parsers read as octal).
+pub fn canonical_ip(text: &str) -> Option<String> {
+    let address: IpAddr = text.parse().ok()?;
+    Some(address.to_canonical().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_are_deterministic_for_one_key() {
+        let ring = Keyring::generate();
+        assert_eq!(
+            ring.mask(Field::Ip, "10.0.0.1"),
+            ring.mask(Field::Ip, "10.0.0.1")
+        );
+        assert_ne!(
+            ring.mask(Field::Ip, "10.0.0.1"),
+            ring.mask(Field::Ip, "10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn masks_differ_between_keys_and_fields() {
+        let one = Keyring::generate();
+        let two = Keyring::generate();
+        assert_ne!(one.mask(Field::Ip, "x"), two.mask(Field::Ip, "x"));
+        assert_ne!(one.mask(Field::Ip, "x"), one.mask(Field::DeviceId, "x"));
+    }
+
+    #[test]
+    fn mask_names_its_key_and_round_trips() {
+        let ring = Keyring::generate();
+        let mask = ring.mask(Field::DeviceId, "593-47-5928");
+        assert!(mask.starts_with(&format!("siv1.{}.", ring.active().id())));
+        assert!(!mask.contains("593"));
+        assert_eq!(
+            ring.reveal(&mask),
+            Ok((Field::DeviceId, "593-47-5928".to_string()))
+        );
+    }
+
+    #[test]
+    fn longest_allowed_value_fits_varchar_256() {
+        let ring = Keyring::generate();
+        let mask = ring.mask(Field::DeviceId, &"x".repeat(MAX_MASKED_VALUE_BYTES));
+        assert!(mask.len() <= 256, "mask is {} chars", mask.len());
+        assert!(mask.bytes().all(|b| b.is_ascii_graphic()));
+    }
+
+    #[test]
+    fn reveal_refuses_foreign_tampered_and_malformed_masks() {
+        let ring = Keyring::generate();
+        let other = Keyring::generate();
+        let foreign = other.mask(Field::Ip, "1.2.3.4");
+        assert!(matches!(
+            ring.reveal(&foreign),
+            Err(RevealError::UnknownKey(_))
+        ));
+
+        let mask = ring.mask(Field::Ip, "1.2.3.4");
+        let mut tampered = mask.clone().into_bytes();
+        let last = tampered.len() - 1;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert!(matches!(
+            ring.reveal(&tampered),
+            Err(RevealError::NotAuthentic(_))
+        ));
+        assert_eq!(ring.reveal("1.2.3.4"), Err(RevealError::NotAMask));
+        assert_eq!(ring.reveal("siv1.x.!!"), Err(RevealError::NotAMask));
+    }
+
+    #[test]
+    fn keyring_json_round_trip_keeps_masks_stable() {
+        let ring = Keyring::generate();
+        let json = ring.to_json();
+        let loaded = Keyring::from_json(&json, Path::new("test")).unwrap();
+        assert_eq!(
+            ring.mask(Field::Ip, "1.2.3.4"),
+            loaded.mask(Field::Ip, "1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn keyring_file_is_created_0600_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/keys.json");
+        let ring = Keyring::generate();
+        ring.write_new(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(
+            Keyring::generate().write_new(&path),
+            Err(KeyFileError::Exists(_))
+        ));
+        let loaded = Keyring::load(&path).unwrap();
+        assert_eq!(loaded.active().id(), ring.active().id());
+    }
+
+    #[test]
+    fn invalid_key_files_are_rejected_without_echoing_material() {
+        let path = Path::new("k.json");
+        let bad_len = r#"{"version":1,"active":"a","keys":[{"id":"a","created_at":"","algorithm":"AES-256-SIV","material_base64":"c2VjcmV0"}]}"#;
+        let error = Keyring::from_json(bad_len, path).unwrap_err().to_string();
+        assert!(error.contains("must be 64 bytes"), "{error}");
+        assert!(!error.contains("c2VjcmV0"));
+        let no_active = r#"{"version":1,"active":"b","keys":[]}"#;
+        assert!(Keyring::from_json(no_active, path).is_err());
+        assert!(Keyring::from_json("not json", path).is_err());
+    }
+
+    #[test]
+    fn key_debug_output_is_redacted() {
+        let ring = Keyring::generate();
+        let debug = format!("{ring:?}");
+        assert!(debug.contains("<redacted>"));
+        assert!(!debug.contains(&STANDARD.encode(ring.active().material.as_ref())));
+    }
+
+    #[test]
+    fn quarantine_bodies_seal_randomly_and_open() {
+        let ring = Keyring::generate();
+        let one = ring.seal_body(b"{\"ip\":\"1.2.3.4\"}");
+        let two = ring.seal_body(b"{\"ip\":\"1.2.3.4\"}");
+        assert_ne!(one, two);
+        assert_eq!(
+            ring.open_body(ring.active().id(), &one).unwrap(),
+            b"{\"ip\":\"1.2.3.4\"}"
+        );
+        assert!(ring.open_body(ring.active().id(), &one[1..]).is_err());
+    }
+
+    #[test]
+    fn equal_ip_addresses_canonicalize_equally() {
+        assert_eq!(
+            canonical_ip("2001:DB8:0:0:0:0:0:1"),
+            canonical_ip("2001:db8::1")
+        );
+        assert_eq!(canonical_ip("2001:db8::1").unwrap(), "2001:db8::1");
+        assert_eq!(canonical_ip("::ffff:10.1.2.3").unwrap(), "10.1.2.3");
+        assert_eq!(canonical_ip("199.172.111.135").unwrap(), "199.172.111.135");
+    }
+
+    #[test]
+    fn non_addresses_are_not_canonicalized() {
+        for text in [
+            "",
+            "1.2.3",
+            "256.1.1.1",
+            "01.2.3.4",
+            "fe80::1%eth0",
+            " 1.2.3.4",
+            "abc",
+        ] {
+            assert_eq!(canonical_ip(text), None, "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Postgres: the connection (reconnecting after failures), the schema, and
+//! the batch writer that records rows, quarantine entries and ledger entries
+//! in one transaction.
+
+mod schema;
+mod writer;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_postgres::{Client, Config, NoTls};
+
+pub use schema::{migrate, SchemaReport, USER_LOGINS_DDL};
+pub use writer::{
+    record_batch, BatchOutcome, MaskedRow, Prepared, QuarantineEntry, Record, WriteError,
+};
+
+/// A Postgres connection that is re-opened when it breaks.
+pub struct Database {
+    config: Config,
+    client: Option<Client>,
+}
+
+impl Database {
+    /// Connects once (to fail fast on bad configuration) and returns the handle.
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let target = describe(&config);
+        let mut database = Database {
+            config,
+            client: None,
+        };
+        database
+            .client()
+            .await
+            .with_context(|| format!("connecting to Postgres at {target}"))?;
+        Ok(database)
+    }
+
+    /// The live client, reconnecting first if the last one closed.
+    pub async fn client(&mut self) -> Result<&mut Client, tokio_postgres::Error> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let (client, connection) = self.config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(error = %error, "Postgres connection closed");
+                }
+            });
+            self.client = Some(client);
+        }
+        // Set just above when missing or closed.
+        Ok(self.client.as_mut().expect("client connected"))
+    }
+
+    /// Forgets the current connection so the next call reconnects.
+    pub fn reset(&mut self) {
+        self.client = None;
+    }
+}
+
+/// `host:port/dbname as user`, for logs and errors; never the password.
+pub fn describe(config: &Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{} as {}",
+        config.get_dbname().unwrap_or("postgres"),
+        config.get_user().unwrap_or("postgres")
+    )
+}
+
+/// Connect timeout applied to every connection veil opens.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

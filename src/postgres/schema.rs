@@ -1,0 +1,124 @@
+//! The schema veil needs: the contract table `user_logins` (created with the
+//! exact DDL only when missing, never altered) and veil's own schema `veil`
+//! with the idempotency ledger and the quarantine.
+
+use anyhow::{bail, Context};
+use tokio_postgres::Client;
+
+/// The contract table, exactly as the reference Postgres ships it.
+pub const USER_LOGINS_DDL: &str = "CREATE TABLE IF NOT EXISTS user_logins(
+    user_id             varchar(128),
+    device_type         varchar(32),
+    masked_ip           varchar(256),
+    masked_device_id    varchar(256),
+    locale              varchar(32),
+    app_version         integer,
+    create_date         date
+)";
+
+const VEIL_SCHEMA_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS veil;
+COMMENT ON SCHEMA veil IS 'veil bookkeeping: idempotency ledger and quarantine';
+CREATE TABLE IF NOT EXISTS veil.ledger(
+    message_id   text PRIMARY KEY,
+    outcome      text NOT NULL CHECK (outcome IN ('written', 'quarantined')),
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE veil.ledger IS 'SQS message ids already recorded; a redelivered id is skipped';
+CREATE TABLE IF NOT EXISTS veil.quarantine(
+    message_id     text PRIMARY KEY,
+    reason         text NOT NULL,
+    field          text,
+    received_at    timestamptz NOT NULL DEFAULT now(),
+    sent_at        timestamptz,
+    receive_count  integer,
+    key_id         text NOT NULL,
+    body_sealed    bytea NOT NULL,
+    body_bytes     integer NOT NULL
+);
+COMMENT ON TABLE veil.quarantine IS 'messages that are not valid login events; body_sealed is AES-SIV encrypted (veil reveal)';
+CREATE INDEX IF NOT EXISTS quarantine_reason_idx ON veil.quarantine (reason, received_at);
+";
+
+/// The columns veil writes, with the types it needs.
+const EXPECTED_COLUMNS: [(&str, &str); 7] = [
+    ("user_id", "character varying"),
+    ("device_type", "character varying"),
+    ("masked_ip", "character varying"),
+    ("masked_device_id", "character varying"),
+    ("locale", "character varying"),
+    ("app_version", "integer"),
+    ("create_date", "date"),
+];
+
+/// What `migrate` found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaReport {
+    /// True when veil created `user_logins` (it was missing).
+    pub created_user_logins: bool,
+}
+
+/// Creates what is missing and checks the shape of what exists. Serialized
+/// across concurrent veil processes with an advisory lock, because
+/// concurrent `CREATE ... IF NOT EXISTS` can still collide in the catalog.
+pub async fn migrate(client: &mut Client) -> anyhow::Result<SchemaReport> {
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute(
+            "SET LOCAL client_min_messages = warning;
+             SELECT pg_advisory_xact_lock(hashtext('veil.migrate'));",
+        )
+        .await?;
+    let existed: bool = transaction
+        .query_one("SELECT to_regclass('user_logins') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if existed {
+        check_user_logins_shape(&transaction).await?;
+    } else {
+        transaction
+            .batch_execute(USER_LOGINS_DDL)
+            .await
+            .context("creating table user_logins")?;
+        tracing::info!("created table user_logins");
+    }
+    transaction.batch_execute(VEIL_SCHEMA_DDL).await.context(
+        "creating schema veil (ledger, quarantine); the role needs CREATE on the database",
+    )?;
+    transaction.commit().await?;
+    Ok(SchemaReport {
+        created_user_logins: !existed,
+    })
+}
+
+async fn check_user_logins_shape(
+    transaction: &tokio_postgres::Transaction<'_>,
+) -> anyhow::Result<()> {
+    let rows = transaction
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, NULL)
+               FROM pg_attribute a
+              WHERE a.attrelid = to_regclass('user_logins') AND a.attnum > 0 AND NOT a.attisdropped",
+            &[],
+        )
+        .await?;
+    let found: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut problems = Vec::new();
+    for (name, wanted) in EXPECTED_COLUMNS {
+        match found.iter().find(|(column, _)| column == name) {
+            None => problems.push(format!("column {name} is missing")),
+            Some((_, actual)) if actual != wanted => {
+                problems.push(format!("column {name} is {actual}, expected {wanted}"))
+            }
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "table user_logins exists but does not match the contract: {}. \
+             veil never alters it; fix the table or point veil at another database",
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}

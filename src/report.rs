@@ -1,0 +1,160 @@
+//! The end-of-run report of `veil run --until-empty`: counts, rate, and the
+//! rows written, laid out the way psql prints a table. Masked values only.
+
+use std::fmt::Write;
+
+use crate::pipeline::RunReport;
+use crate::postgres::MaskedRow;
+
+const HEADERS: [&str; 7] = [
+    "user_id",
+    "device_type",
+    "masked_ip",
+    "masked_device_id",
+    "locale",
+    "app_version",
+    "create_date",
+];
+
+/// The summary lines and the table of sample rows.
+pub fn render(report: &RunReport) -> String {
+    let mut out = String::new();
+    let reasons = if report.quarantined_by_reason.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = report
+            .quarantined_by_reason
+            .iter()
+            .map(|(reason, count)| format!("{reason}: {count}"))
+            .collect();
+        format!(" ({})", list.join(", "))
+    };
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        "received {}, written {}, quarantined {}{}, duplicates skipped {}, in {:.2} s ({:.0} msg/s)",
+        report.received,
+        report.written,
+        report.quarantined,
+        reasons,
+        report.duplicates,
+        report.elapsed.as_secs_f64(),
+        report.rate_per_sec()
+    );
+    if report.delete_failures > 0 {
+        let _ = writeln!(
+            out,
+            "warning: {} recorded messages could not be deleted; they will be redelivered and skipped",
+            report.delete_failures
+        );
+    }
+    if report.written > 0 {
+        out.push('\n');
+        out.push_str(&psql_table(&report.sample_rows, report.written));
+    }
+    out
+}
+
+/// Rows as psql's aligned format prints them, with a row-count footer.
+pub fn psql_table(rows: &[MaskedRow], total: u64) -> String {
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.user_id.clone(),
+                row.device_type.clone(),
+                row.masked_ip.clone(),
+                row.masked_device_id.clone(),
+                row.locale.clone().unwrap_or_default(),
+                row.app_version.to_string(),
+                row.create_date.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = HEADERS.iter().map(|h| h.chars().count()).collect();
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = HEADERS
+        .iter()
+        .zip(&widths)
+        .map(|(h, w)| format!(" {h:^w$} "))
+        .collect();
+    out.push_str(header.join("|").trim_end());
+    out.push('\n');
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+    out.push_str(&rule.join("+"));
+    out.push('\n');
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(column, (cell, w))| {
+                if column == 5 {
+                    format!(" {cell:>w$} ")
+                } else {
+                    format!(" {cell:<w$} ")
+                }
+            })
+            .collect();
+        out.push_str(line.join("|").trim_end());
+        out.push('\n');
+    }
+    let noun = if total == 1 { "row" } else { "rows" };
+    if (rows.len() as u64) < total {
+        let _ = writeln!(
+            out,
+            "({total} {noun}; first {} shown, see --show-rows)",
+            rows.len()
+        );
+    } else {
+        let _ = writeln!(out, "({total} {noun})");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn row(locale: Option<&str>) -> MaskedRow {
+        MaskedRow {
+            user_id: "u-1".into(),
+            device_type: "ios".into(),
+            masked_ip: "siv1.ab.cd".into(),
+            masked_device_id: "siv1.ab.ef".into(),
+            locale: locale.map(Into::into),
+            app_version: 12,
+            create_date: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+        }
+    }
+
+    #[test]
+    fn table_looks_like_psql() {
+        let table = psql_table(&[row(Some("RU")), row(None)], 2);
+        let expected = [
+            " user_id | device_type | masked_ip  | masked_device_id | locale | app_version | create_date",
+            "---------+-------------+------------+------------------+--------+-------------+-------------",
+            " u-1     | ios         | siv1.ab.cd | siv1.ab.ef       | RU     |          12 | 2026-11-24",
+            " u-1     | ios         | siv1.ab.cd | siv1.ab.ef       |        |          12 | 2026-11-24",
+            "(2 rows)",
+            "",
+        ]
+        .join("\n");
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn footer_says_when_rows_are_cut() {
+        let table = psql_table(&[row(None)], 5);
+        assert!(
+            table.ends_with("(5 rows; first 1 shown, see --show-rows)\n"),
+            "{table}"
+        );
+    }
+}

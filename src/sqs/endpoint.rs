@@ -1,0 +1,177 @@
+//! Where the queue lives and how to sign for it: the endpoint (from
+//! `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL`, or the queue URL's own host
+//! when that is not AWS), the region and the credentials: the standard AWS
+//! chain for AWS; for a local endpoint only env and profile (instance
+//! metadata is pointless there), falling back to dummy credentials.
+
+use anyhow::{bail, Context};
+use aws_config::environment::{
+    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
+};
+use aws_config::meta::credentials::CredentialsProviderChain;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use url::Url;
+
+const DEFAULT_REGION: &str = "us-east-1";
+
+/// The resolved SQS endpoint for one queue URL.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Explicit endpoint for the SDK; `None` lets the SDK resolve AWS's own.
+    pub sdk_url: Option<String>,
+    /// Base URL for our own HTTP calls (query protocol, detection).
+    pub origin: String,
+    /// Region named by the queue URL's AWS host, if any.
+    pub region_hint: Option<String>,
+    /// True for anything but an AWS host (LocalStack, a proxy, a test server).
+    pub is_local: bool,
+}
+
+/// Resolves the endpoint for `queue_url`, honouring the AWS endpoint variables.
+pub fn resolve_endpoint(queue_url: &str) -> anyhow::Result<Endpoint> {
+    let url =
+        Url::parse(queue_url).with_context(|| format!("queue URL {queue_url:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("queue URL {queue_url:?} must be http(s)://host[:port]/ACCOUNT/QUEUE");
+    }
+    if url
+        .path_segments()
+        .map_or(0, |s| s.filter(|p| !p.is_empty()).count())
+        < 2
+    {
+        bail!("queue URL {queue_url:?} must end in /ACCOUNT_ID/QUEUE_NAME");
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let is_aws_host = host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn");
+    let region_hint = is_aws_host.then(|| region_of_aws_host(&host)).flatten();
+    let from_env = ["AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    let origin_of_queue = url.origin().ascii_serialization();
+    Ok(match from_env {
+        Some(env_url) => {
+            let parsed = Url::parse(&env_url)
+                .with_context(|| format!("AWS_ENDPOINT_URL(_SQS) {env_url:?} is not a URL"))?;
+            let env_host = parsed.host_str().unwrap_or_default();
+            Endpoint {
+                origin: parsed.origin().ascii_serialization(),
+                is_local: !(env_host.ends_with(".amazonaws.com")
+                    || env_host.ends_with(".amazonaws.com.cn")),
+                sdk_url: Some(env_url),
+                region_hint,
+            }
+        }
+        None if is_aws_host => Endpoint {
+            sdk_url: None,
+            origin: origin_of_queue,
+            region_hint,
+            is_local: false,
+        },
+        None => Endpoint {
+            sdk_url: Some(origin_of_queue.clone()),
+            origin: origin_of_queue,
+            region_hint: None,
+            is_local: true,
+        },
+    })
+}
+
+/// `sqs.eu-west-1.amazonaws.com` -> `eu-west-1`; also the legacy
+/// `eu-west-1.queue.amazonaws.com` form.
+fn region_of_aws_host(host: &str) -> Option<String> {
+    let labels: Vec<&str> = host.split('.').collect();
+    match labels.as_slice() {
+        ["sqs", region, ..] | [region, "queue", ..] => Some(region.to_string()),
+        _ => None,
+    }
+}
+
+impl Endpoint {
+    /// The endpoint as shown in logs.
+    pub fn display_url(&self) -> &str {
+        self.sdk_url.as_deref().unwrap_or(&self.origin)
+    }
+
+    /// Loads region and credentials through the standard AWS chain. The
+    /// queue URL's region wins over the chain's (a queue lives in one
+    /// region); a local endpoint with no credentials anywhere gets dummies.
+    pub async fn load_aws_config(&self) -> anyhow::Result<SdkConfig> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(url) = &self.sdk_url {
+            loader = loader.endpoint_url(url);
+        }
+        if self.is_local {
+            // Off AWS, instance metadata has nothing to say and probing it
+            // costs time and warnings: env and profile only, then dummies.
+            let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+                .or_else(ProfileFileRegionProvider::builder().build())
+                .or_else(Region::new(DEFAULT_REGION));
+            loader = loader.region(region);
+            let chain = CredentialsProviderChain::first_try(
+                "Environment",
+                EnvironmentVariableCredentialsProvider::new(),
+            )
+            .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
+            let credentials = match chain.provide_credentials().await {
+                Ok(credentials) => credentials,
+                Err(_) => {
+                    tracing::debug!("no AWS credentials in env or profile; using dummy ones for the local endpoint");
+                    Credentials::new("test", "test", None, None, "veil-local-endpoint")
+                }
+            };
+            loader = loader.credentials_provider(SharedCredentialsProvider::new(credentials));
+        } else if let Some(region) = &self.region_hint {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let mut config = loader.load().await;
+        if config.region().is_none() {
+            config = config
+                .into_builder()
+                .region(Region::new(DEFAULT_REGION))
+                .build();
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_queue_url_gives_its_own_endpoint() {
+        let endpoint = resolve_endpoint("http://localhost:4566/000000000000/login-queue").unwrap();
+        assert_eq!(endpoint.sdk_url.as_deref(), Some("http://localhost:4566"));
+        assert!(endpoint.is_local);
+        assert_eq!(endpoint.region_hint, None);
+    }
+
+    #[test]
+    fn aws_queue_url_gives_region_and_sdk_resolution() {
+        let endpoint =
+            resolve_endpoint("https://sqs.eu-west-1.amazonaws.com/123456789012/logins").unwrap();
+        assert_eq!(endpoint.sdk_url, None);
+        assert!(!endpoint.is_local);
+        assert_eq!(endpoint.region_hint.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            region_of_aws_host("us-east-2.queue.amazonaws.com").as_deref(),
+            Some("us-east-2")
+        );
+    }
+
+    #[test]
+    fn malformed_queue_urls_are_refused_with_the_expected_shape() {
+        for bad in [
+            "login-queue",
+            "ftp://x/1/q",
+            "http://localhost:4566/login-queue",
+        ] {
+            let error = resolve_endpoint(bad).unwrap_err().to_string();
+            assert!(error.contains("queue URL"), "{bad}: {error}");
+        }
+    }
+}

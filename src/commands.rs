@@ -8,10 +8,10 @@ use anyhow::Context;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{KeyArgs, KeygenArgs, RevealArgs, RunArgs, SeedArgs};
+use crate::cli::{KeygenArgs, RevealArgs, RunArgs, SeedArgs};
 use crate::config::{key_location, ConfigError, KeyLocation, RunConfig};
 use crate::mask::{KeyFileError, Keyring};
-use crate::pipeline::{self, PipelineSettings};
+use crate::pipeline::{self, PipelineSettings, RunReport};
 use crate::postgres::{self, Database};
 use crate::sqs::{SqsClient, SQS_BATCH_LIMIT};
 use crate::{report, seed};
@@ -19,6 +19,16 @@ use crate::{report, seed};
 /// `veil run`.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = RunConfig::from_args(&args)?;
+    let report = serve(&config, shutdown).await?;
+    if config.until_empty {
+        print!("{}", report::render(&report));
+    }
+    Ok(())
+}
+
+/// Runs the service with checked settings until shutdown (or an empty
+/// queue) and returns what it did. Tests call this in-process.
+pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
     let keyring = load_keyring(&config.key, true)?;
     let sqs = SqsClient::connect(&config.queue_url, config.protocol).await?;
     let mut database = Database::connect(config.database.clone()).await?;
@@ -49,10 +59,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         elapsed_ms = report.elapsed.as_millis() as u64,
         "veil stopped"
     );
-    if config.until_empty {
-        print!("{}", report::render(&report));
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// Loads the keyring; with `create_default`, makes the per-user default
@@ -161,11 +168,4 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         anyhow::bail!("SQS accepted only {sent} of {} messages", messages.len());
     }
     Ok(())
-}
-
-/// Key arguments for tests and other callers that only have a path.
-pub fn key_args(path: std::path::PathBuf) -> KeyArgs {
-    KeyArgs {
-        key_file: Some(path),
-    }
 }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail};
 use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 
-use super::query::{error_chain, http_client, signed_headers, signed_headers_with};
+use super::query::{error_chain, form_body, http_client, signed_headers, signed_headers_with};
 use super::{Endpoint, Protocol};
 
 /// How long to keep retrying an endpoint that refuses connections (it may
@@ -115,12 +115,11 @@ impl Probe {
     }
 
     async fn query_probe(&self) -> Result<(u16, String), ProbeError> {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("Action", "GetQueueAttributes")
-            .append_pair("Version", "2012-11-05")
-            .append_pair("QueueUrl", &self.queue_url)
-            .append_pair("AttributeName.1", "QueueArn");
-        let body = form.finish();
+        let params = [
+            ("QueueUrl".to_string(), self.queue_url.clone()),
+            ("AttributeName.1".to_string(), "QueueArn".to_string()),
+        ];
+        let body = form_body("GetQueueAttributes", &params);
         let headers = signed_headers(&self.credentials, &self.region, &self.url, body.as_bytes())
             .map_err(|e| ProbeError::Neither(e.to_string()))?;
         let content_type = (

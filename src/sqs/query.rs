@@ -87,13 +87,7 @@ impl QueryTransport {
         params: &[(String, String)],
         timeout: Duration,
     ) -> Result<Reply, SqsError> {
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.append_pair("Action", action);
-        form.append_pair("Version", API_VERSION);
-        for (name, value) in params {
-            form.append_pair(name, value);
-        }
-        let body = form.finish();
+        let body = form_body(action, params);
         let url = format!("{}/", self.origin);
         let credentials = self.credentials.get().await?;
         let headers = signed_headers(&credentials, &self.region, &url, body.as_bytes())?;
@@ -239,6 +233,18 @@ impl QueryTransport {
         self.call("DeleteQueue", &params, CALL_TIMEOUT).await?;
         Ok(())
     }
+}
+
+/// The form-encoded body of an action. (The serializer is not `Send`, so it
+/// must not live across an await.)
+pub(super) fn form_body(action: &str, params: &[(String, String)]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("Action", action);
+    form.append_pair("Version", API_VERSION);
+    for (name, value) in params {
+        form.append_pair(name, value);
+    }
+    form.finish()
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,234 @@
+//! The binary as users run it: exit codes, help, reveal, keygen, logs.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use veil::event;
+use veil::sqs::ProtocolChoice;
+
+use crate::helpers::*;
+
+fn veil(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(veil_binary())
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("VEIL_KEY_FILE")
+        .env_remove("DATABASE_URL")
+        .env_remove("VEIL_QUEUE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("veil binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn until_empty_run_prints_summary_and_table_and_reveal_round_trips() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let messages = queue.seed(25, 0.2, 21).await;
+    let mut args = run_args(&queue, &db, &key);
+    args.extend(["--until-empty".into(), "--show-rows".into(), "3".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    let output = veil(&args, "", &[]);
+
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("received 25, written 20, quarantined 5"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("masked_device_id"), "{stdout}");
+    assert!(stdout.contains("(20 rows; first 3 shown"), "{stdout}");
+
+    // Reveal every mask in the table and compare with what was sent.
+    let expected: HashMap<String, (String, String)> = messages
+        .iter()
+        .filter_map(|m| event::parse(m.body.as_bytes()).ok())
+        .map(|e| (e.user_id, (e.ip, e.device_id)))
+        .collect();
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT user_id, masked_ip, masked_device_id FROM user_logins ORDER BY user_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let masks: String = rows
+        .iter()
+        .flat_map(|r| [r.get::<_, String>(1), r.get::<_, String>(2)])
+        .map(|m| m + "\n")
+        .collect();
+    let revealed = veil(
+        &["reveal", "--key-file", key.path.to_str().unwrap()],
+        &masks,
+        &[],
+    );
+    assert!(revealed.status.success(), "{}", text(&revealed.stderr));
+    let values: Vec<String> = text(&revealed.stdout).lines().map(String::from).collect();
+    assert_eq!(values.len(), rows.len() * 2);
+    for (row, pair) in rows.iter().zip(values.chunks(2)) {
+        let user_id: String = row.get(0);
+        assert_eq!(expected[&user_id], (pair[0].clone(), pair[1].clone()));
+    }
+}
+
+#[test]
+fn reveal_refuses_a_mask_it_cannot_open() {
+    let key = TestKey::create();
+    let good = key.keyring.mask(veil::mask::Field::Ip, "10.0.0.1");
+    let other = TestKey::create()
+        .keyring
+        .mask(veil::mask::Field::Ip, "10.0.0.1");
+    let input = format!("{good}\n{other}\n{good}\n");
+
+    let output = veil(
+        &["reveal", "--key-file", key.path.to_str().unwrap()],
+        &input,
+        &[],
+    );
+
+    assert!(!output.status.success());
+    assert_eq!(
+        text(&output.stdout),
+        "10.0.0.1\n",
+        "stops before the bad line"
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("not in the keyring"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.json");
+    let path = path.to_str().unwrap();
+
+    let first = veil(&["keygen", "--out", path], "", &[]);
+    let second = veil(&["keygen", "--out", path], "", &[]);
+
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(second.status.code(), Some(2));
+    assert!(text(&second.stderr).contains("refusing to overwrite"));
+    let material = std::fs::read_to_string(path).unwrap();
+    let secret = material
+        .split("\"material_base64\": \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(!text(&first.stdout).contains(secret) && !text(&first.stderr).contains(secret));
+}
+
+#[test]
+fn missing_key_file_is_a_configuration_error() {
+    let output = veil(
+        &["run", "--key-file", "/nonexistent/veil/key.json"],
+        "",
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("veil keygen --out /nonexistent/veil/key.json"));
+}
+
+#[test]
+fn help_explains_every_option() {
+    let output = veil(&["run", "--help"], "", &[]);
+    let help = text(&output.stdout);
+    for option in [
+        "--queue-url",
+        "VEIL_QUEUE_URL",
+        "--database-url",
+        "DATABASE_URL",
+        "--key-file",
+        "VEIL_KEY_FILE",
+        "--sqs-protocol",
+        "VEIL_SQS_PROTOCOL",
+        "--visibility-timeout-secs",
+        "--wait-secs",
+        "--batch-size",
+        "--until-empty",
+        "--show-rows",
+        "--log-format",
+    ] {
+        assert!(help.contains(option), "run --help lacks {option}");
+    }
+    for command in ["run", "reveal", "keygen", "seed"] {
+        let output = veil(&[command, "--help"], "", &[]);
+        assert!(output.status.success(), "{command} --help");
+    }
+}
+
+#[tokio::test]
+async fn no_pii_reaches_the_output_even_at_trace_level() {
+    for level in ["debug", "trace"] {
+        let db = TestDb::create().await;
+        let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+        let key = TestKey::create();
+        let messages = queue.seed(20, 0.2, 8).await;
+        let mut secrets: Vec<String> = Vec::new();
+        for message in &messages {
+            let value: serde_json::Value = match serde_json::from_str(&message.body) {
+                Ok(value) => value,
+                Err(_) => continue,
+            };
+            for field in ["ip", "device_id"] {
+                if let Some(text) = value.get(field).and_then(|v| v.as_str()) {
+                    secrets.push(text.to_string());
+                    if let Some(canonical) = veil::mask::canonical_ip(text) {
+                        secrets.push(canonical);
+                    }
+                }
+            }
+        }
+        let mut args = run_args(&queue, &db, &key);
+        args.push("--until-empty".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+        let output = veil(&args, "", &[("RUST_LOG", level)]);
+
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let all = text(&output.stdout) + &text(&output.stderr);
+        assert!(all.lines().count() > 5, "{level} produced output");
+        for secret in &secrets {
+            assert!(
+                !all.contains(secret.as_str()),
+                "PII {secret:?} leaked at {level}"
+            );
+        }
+        let key_material = std::fs::read_to_string(&key.path).unwrap();
+        let material = key_material
+            .split("\"material_base64\": \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(!all.contains(material), "key leaked at {level}");
+    }
+}

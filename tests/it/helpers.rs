@@ -1,0 +1,267 @@
+//! Test fixtures: a fresh database, a fresh queue and a key per test, and
+//! ways to drain a queue in-process or through the binary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use veil::cli::{Cli, Command};
+use veil::config::RunConfig;
+use veil::mask::Keyring;
+use veil::pipeline::RunReport;
+use veil::seed::{self, SeedMessage};
+use veil::sqs::{ProtocolChoice, QueueDepth, SqsClient};
+
+/// Modern LocalStack (JSON and query protocols).
+pub fn modern_endpoint() -> String {
+    std::env::var("VEIL_TEST_MODERN_ENDPOINT").unwrap_or_else(|_| "http://localhost:4566".into())
+}
+
+/// Legacy LocalStack (query protocol only, like the reference image).
+pub fn legacy_endpoint() -> String {
+    std::env::var("VEIL_TEST_LEGACY_ENDPOINT").unwrap_or_else(|_| "http://localhost:4510".into())
+}
+
+fn admin_url() -> String {
+    std::env::var("VEIL_TEST_ADMIN_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Upper bound for any wait in these tests.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn unique_suffix() -> String {
+    let bytes: [u8; 6] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn admin_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .expect("Postgres on 127.0.0.1:5432 (run scripts/services.sh up)");
+    tokio::spawn(connection);
+    client
+}
+
+/// A database created for one test and dropped after it.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// A fresh UTF-8 database.
+    pub async fn create() -> Self {
+        Self::create_with("").await
+    }
+
+    /// A fresh database with extra CREATE DATABASE options.
+    pub async fn create_with(options: &str) -> Self {
+        let name = format!("veil_test_{}", unique_suffix());
+        admin_client()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
+            .await
+            .expect("create test database");
+        let mut url = url::Url::parse(&admin_url()).unwrap();
+        url.set_path(&name);
+        TestDb {
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// The single number a query returns.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// The number a query returns, or `None` while it fails (e.g. the table
+    /// does not exist yet).
+    pub async fn try_scalar(&self, sql: &str) -> Option<i64> {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .ok()
+            .map(|row| row.get(0))
+    }
+
+    /// Every row of a one-column text query.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        self.client()
+            .await
+            .query(sql, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context; use a private runtime on a thread.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let _ = admin_client()
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A queue created for one test.
+pub struct TestQueue {
+    pub url: String,
+    pub client: SqsClient,
+    pub protocol: ProtocolChoice,
+}
+
+impl TestQueue {
+    pub async fn create(endpoint: &str, protocol: ProtocolChoice) -> Self {
+        let url = format!("{endpoint}/000000000000/veil-test-{}", unique_suffix());
+        let client = SqsClient::connect(&url, protocol)
+            .await
+            .expect("SQS endpoint (run scripts/services.sh up)");
+        client.create_queue().await.expect("create queue");
+        TestQueue {
+            url,
+            client,
+            protocol,
+        }
+    }
+
+    pub async fn send(&self, bodies: &[String]) {
+        for chunk in bodies.chunks(10) {
+            let sent = self.client.send_batch(chunk).await.expect("send");
+            assert_eq!(sent, chunk.len());
+        }
+    }
+
+    /// Sends generated events; returns them with their valid/junk labels.
+    pub async fn seed(&self, count: usize, bad_ratio: f64, rng_seed: u64) -> Vec<SeedMessage> {
+        let messages = seed::generate(count, bad_ratio, rng_seed);
+        let bodies: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();
+        self.send(&bodies).await;
+        messages
+    }
+
+    pub async fn depth(&self) -> QueueDepth {
+        self.client.depth().await.expect("queue depth")
+    }
+}
+
+/// A keyring file in a temporary directory.
+pub struct TestKey {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub keyring: Keyring,
+}
+
+impl TestKey {
+    pub fn create() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring.json");
+        let keyring = Keyring::generate();
+        keyring.write_new(&path).unwrap();
+        TestKey {
+            _dir: dir,
+            path,
+            keyring,
+        }
+    }
+}
+
+fn protocol_name(protocol: ProtocolChoice) -> &'static str {
+    match protocol {
+        ProtocolChoice::Auto => "auto",
+        ProtocolChoice::Json => "json",
+        ProtocolChoice::Query => "query",
+    }
+}
+
+/// The `veil run` arguments for this queue, database and key.
+pub fn run_args(queue: &TestQueue, db: &TestDb, key: &TestKey) -> Vec<String> {
+    [
+        "run",
+        "--queue-url",
+        &queue.url,
+        "--database-url",
+        &db.url,
+        "--key-file",
+        key.path.to_str().unwrap(),
+        "--sqs-protocol",
+        protocol_name(queue.protocol),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Checked settings, through the real command-line parser.
+pub fn run_config(queue: &TestQueue, db: &TestDb, key: &TestKey, extra: &[&str]) -> RunConfig {
+    let mut argv = vec!["veil".to_string()];
+    argv.extend(run_args(queue, db, key));
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!("parsed a run command")
+    };
+    RunConfig::from_args(&args).unwrap()
+}
+
+/// Runs `veil run --until-empty` in-process and returns its report.
+pub async fn drain(queue: &TestQueue, db: &TestDb, key: &TestKey) -> RunReport {
+    let config = run_config(queue, db, key, &["--until-empty"]);
+    tokio::time::timeout(
+        TEST_TIMEOUT,
+        veil::commands::serve(&config, CancellationToken::new()),
+    )
+    .await
+    .expect("drain finished in time")
+    .expect("drain succeeded")
+}
+
+/// Polls `condition` every 50 ms until it holds or the test timeout passes.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + TEST_TIMEOUT;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The path of the built `veil` binary.
+pub fn veil_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_veil")
+}

@@ -1,0 +1,8 @@
+//! Integration tests against real servers: PostgreSQL on 127.0.0.1:5432 and
+//! two LocalStacks (modern, JSON + query, on 4566; legacy, query only, on
+//! 4510). `scripts/services.sh up` starts them; `make test` does it for you.
+//! Every test creates its own database and queue.
+
+mod cli;
+mod helpers;
+mod pipeline;

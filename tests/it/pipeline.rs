@@ -1,0 +1,316 @@
+//! The service against real SQS and Postgres: counts, exactly-once,
+//! masking, schema handling, poison isolation, shutdown.
+
+use std::collections::HashSet;
+
+use tokio_util::sync::CancellationToken;
+use veil::mask::Field;
+use veil::pipeline::prepare;
+use veil::postgres::{record_batch, Database, USER_LOGINS_DDL};
+use veil::sqs::{Protocol, ProtocolChoice, ReceiveRequest};
+
+use crate::helpers::*;
+
+async fn drains_every_event_exactly_once(endpoint: &str, protocol: ProtocolChoice) {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(endpoint, protocol).await;
+    let key = TestKey::create();
+    let messages = queue.seed(60, 0.2, 11).await;
+    let valid = messages.iter().filter(|m| m.valid).count() as i64;
+
+    let report = drain(&queue, &db, &key).await;
+
+    assert_eq!(report.received, 60);
+    assert_eq!(report.written as i64, valid);
+    assert_eq!(report.quarantined as i64, 60 - valid);
+    assert_eq!(report.duplicates, 0);
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, valid);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM veil.quarantine").await,
+        60 - valid
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, 60);
+    assert_eq!(
+        queue.depth().await,
+        Default::default(),
+        "queue is empty afterwards"
+    );
+}
+
+#[tokio::test]
+async fn modern_localstack_with_json_protocol_drains_exactly_once() {
+    drains_every_event_exactly_once(&modern_endpoint(), ProtocolChoice::Json).await;
+}
+
+#[tokio::test]
+async fn modern_localstack_with_auto_protocol_drains_exactly_once() {
+    drains_every_event_exactly_once(&modern_endpoint(), ProtocolChoice::Auto).await;
+}
+
+#[tokio::test]
+async fn legacy_localstack_with_query_protocol_drains_exactly_once() {
+    drains_every_event_exactly_once(&legacy_endpoint(), ProtocolChoice::Query).await;
+}
+
+#[tokio::test]
+async fn legacy_localstack_with_auto_protocol_drains_exactly_once() {
+    drains_every_event_exactly_once(&legacy_endpoint(), ProtocolChoice::Auto).await;
+}
+
+#[tokio::test]
+async fn auto_detects_json_on_modern_and_query_on_legacy() {
+    let modern = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let legacy = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
+    assert_eq!(modern.client.protocol(), Protocol::Json);
+    assert_eq!(legacy.client.protocol(), Protocol::Query);
+}
+
+#[tokio::test]
+async fn create_date_is_the_utc_day_the_message_was_sent() {
+    for endpoint in [modern_endpoint(), legacy_endpoint()] {
+        let db = TestDb::create().await;
+        let queue = TestQueue::create(&endpoint, ProtocolChoice::Auto).await;
+        let key = TestKey::create();
+        queue.seed(5, 0.0, 3).await;
+        drain(&queue, &db, &key).await;
+        let days = db
+            .scalar("SELECT count(*) FROM user_logins WHERE create_date = (now() AT TIME ZONE 'UTC')::date")
+            .await;
+        // A run straddling UTC midnight could see yesterday; both are sane.
+        let plausible = db
+            .scalar("SELECT count(*) FROM user_logins WHERE create_date >= (now() AT TIME ZONE 'UTC')::date - 1")
+            .await;
+        assert_eq!(plausible, 5, "{endpoint}");
+        assert!(days >= 0);
+    }
+}
+
+#[tokio::test]
+async fn masks_are_stable_across_runs_and_equal_addresses_mask_equally() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let event = |ip: &str| {
+        serde_json::json!({"user_id": "u", "app_version": "1.0", "device_type": "ios",
+                           "ip": ip, "locale": null, "device_id": "123-45-6789"})
+        .to_string()
+    };
+    queue.send(&[event("2001:DB8:0:0:0:0:0:1")]).await;
+    drain(&queue, &db, &key).await;
+    queue.send(&[event("2001:db8::1")]).await;
+    drain(&queue, &db, &key).await;
+
+    let ips: HashSet<String> = db
+        .strings("SELECT masked_ip FROM user_logins")
+        .await
+        .into_iter()
+        .collect();
+    let devices: HashSet<String> = db
+        .strings("SELECT masked_device_id FROM user_logins")
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 2);
+    assert_eq!(ips.len(), 1, "one address, one mask");
+    assert_eq!(devices.len(), 1);
+    assert!(ips.contains(&key.keyring.mask(Field::Ip, "2001:db8::1")));
+    assert!(devices.contains(&key.keyring.mask(Field::DeviceId, "123-45-6789")));
+}
+
+async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(endpoint, ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    queue.seed(10, 0.2, 5).await;
+
+    // Record the messages but "crash" before deleting them: they stay on the
+    // queue and come back once their 1 s visibility timeout runs out.
+    let mut database = Database::connect(run_config(&queue, &db, &key, &[]).database)
+        .await
+        .unwrap();
+    veil::postgres::migrate(database.client().await.unwrap())
+        .await
+        .unwrap();
+    let mut recorded = 0;
+    while recorded < 10 {
+        let request = ReceiveRequest {
+            max_messages: 10,
+            wait_secs: 1,
+            visibility_timeout_secs: 1,
+        };
+        let messages = queue.client.receive(request).await.unwrap();
+        let prepared: Vec<_> = messages.iter().map(|m| prepare(&key.keyring, m)).collect();
+        let outcome = record_batch(database.client().await.unwrap(), &prepared)
+            .await
+            .unwrap();
+        recorded += outcome.written.len() + outcome.quarantined.len();
+    }
+    let rows_before = db.scalar("SELECT count(*) FROM user_logins").await;
+
+    let report = drain(&queue, &db, &key).await;
+
+    assert_eq!(report.received, 10, "all ten came back");
+    assert_eq!(report.duplicates, 10);
+    assert_eq!(report.written + report.quarantined, 0);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM user_logins").await,
+        rows_before
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, 10);
+    assert_eq!(queue.depth().await, Default::default());
+}
+
+#[tokio::test]
+async fn message_redelivered_after_its_row_committed_adds_nothing_on_modern() {
+    redelivery_after_commit_adds_nothing(&modern_endpoint()).await;
+}
+
+#[tokio::test]
+async fn message_redelivered_after_its_row_committed_adds_nothing_on_legacy() {
+    redelivery_after_commit_adds_nothing(&legacy_endpoint()).await;
+}
+
+#[tokio::test]
+async fn existing_contract_table_is_used_as_it_is() {
+    let db = TestDb::create().await;
+    db.client()
+        .await
+        .batch_execute(USER_LOGINS_DDL)
+        .await
+        .unwrap();
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    queue.seed(5, 0.0, 9).await;
+
+    drain(&queue, &db, &key).await;
+
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 5);
+    let columns = db
+        .strings("SELECT column_name::text FROM information_schema.columns WHERE table_name = 'user_logins' ORDER BY ordinal_position")
+        .await;
+    assert_eq!(
+        columns,
+        [
+            "user_id",
+            "device_type",
+            "masked_ip",
+            "masked_device_id",
+            "locale",
+            "app_version",
+            "create_date"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn table_of_another_shape_is_refused_with_a_clear_message() {
+    let db = TestDb::create().await;
+    db.client()
+        .await
+        .batch_execute("CREATE TABLE user_logins(user_id text, masked_ip text)")
+        .await
+        .unwrap();
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let config = run_config(&queue, &db, &key, &["--until-empty"]);
+
+    let error = veil::commands::serve(&config, CancellationToken::new())
+        .await
+        .unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("does not match the contract"), "{message}");
+    assert!(
+        message.contains("column app_version is missing"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn value_postgres_cannot_store_is_quarantined_and_the_rest_commit() {
+    // A LATIN1 database cannot hold CJK text: Postgres rejects that one row.
+    let db =
+        TestDb::create_with("ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+            .await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let mut bodies: Vec<String> = veil::seed::generate(9, 0.0, 2)
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    let poison = serde_json::json!({"user_id": "u", "app_version": "1.0", "device_type": "手机",
+                                    "ip": "10.0.0.1", "locale": null, "device_id": "123-45-6789"});
+    bodies.insert(4, poison.to_string());
+    queue.send(&bodies).await;
+
+    let report = drain(&queue, &db, &key).await;
+
+    assert_eq!(report.written, 9);
+    assert_eq!(report.quarantined, 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 9);
+    assert_eq!(
+        db.strings("SELECT reason FROM veil.quarantine").await,
+        ["db_rejected"]
+    );
+    assert_eq!(queue.depth().await, Default::default());
+}
+
+#[tokio::test]
+async fn shutdown_stops_a_running_consumer_after_its_batch() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    queue.seed(30, 0.0, 4).await;
+    let config = run_config(&queue, &db, &key, &["--wait-secs", "1"]);
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { veil::commands::serve(&config, shutdown).await }
+    });
+
+    wait_until("all rows written", || async {
+        db.try_scalar("SELECT count(*) FROM user_logins").await == Some(30)
+    })
+    .await;
+    shutdown.cancel();
+    let report = tokio::time::timeout(TEST_TIMEOUT, service)
+        .await
+        .expect("stopped in time")
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(report.written, 30);
+    assert_eq!(queue.depth().await, Default::default());
+}
+
+#[tokio::test]
+async fn quarantined_bodies_are_encrypted_and_open_with_the_key() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let junk = r#"{"user_id": "u", "ip": "10.9.8.7", "device_id": "555-55-5555"}"#.to_string();
+    queue.send(std::slice::from_ref(&junk)).await;
+
+    drain(&queue, &db, &key).await;
+
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT reason, field, key_id, body_sealed FROM veil.quarantine",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (reason, field, key_id, sealed): (String, String, String, Vec<u8>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        (reason.as_str(), field.as_str()),
+        ("missing_field", "device_type")
+    );
+    assert!(!String::from_utf8_lossy(&sealed).contains("10.9.8.7"));
+    assert_eq!(
+        key.keyring.open_body(&key_id, &sealed).unwrap(),
+        junk.as_bytes()
+    );
+}

@@ -21,7 +21,7 @@ demo-legacy: services build
 
 ## test: start services, run unit and integration tests against them
 test: services
-	$(CARGO) test --locked
+	$(CARGO) test --locked --lib --bins --tests
 
 ## check: formatting and lints, as CI runs them
 check:

@@ -51,6 +51,9 @@ pub struct RunReport {
     pub batches: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Time from the start until the last batch was recorded and deleted
+    /// (excludes the final empty polls of an --until-empty run).
+    pub busy: Duration,
     /// The first `keep_rows` rows written.
     pub sample_rows: Vec<MaskedRow>,
 }
@@ -69,9 +72,9 @@ impl RunReport {
             .extend(outcome.written.iter().take(room).cloned());
     }
 
-    /// Messages recorded per second of wall time.
+    /// Messages handled per second until the last batch was done.
     pub fn rate_per_sec(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
+        let secs = self.busy.as_secs_f64();
         if secs > 0.0 {
             self.received as f64 / secs
         } else {
@@ -126,6 +129,7 @@ pub async fn run(
         };
         report.absorb(&outcome, settings.keep_rows);
         delete_recorded(sqs, &messages, &mut report).await;
+        report.busy = started.elapsed();
         tracing::debug!(
             messages = messages.len(),
             written = outcome.written.len(),

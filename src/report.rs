@@ -32,13 +32,15 @@ pub fn render(report: &RunReport) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        "received {}, written {}, quarantined {}{}, duplicates skipped {}, in {:.2} s ({:.0} msg/s)",
+        "received {}, written {}, quarantined {}{}, duplicates skipped {}, in {:.2} s \
+         (last batch done at {:.2} s: {:.0} msg/s)",
         report.received,
         report.written,
         report.quarantined,
         reasons,
         report.duplicates,
         report.elapsed.as_secs_f64(),
+        report.busy.as_secs_f64(),
         report.rate_per_sec()
     );
     if report.delete_failures > 0 {

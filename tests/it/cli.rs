@@ -232,3 +232,28 @@ async fn no_pii_reaches_the_output_even_at_trace_level() {
         assert!(!all.contains(material), "key leaked at {level}");
     }
 }
+
+#[tokio::test]
+async fn aws_endpoint_variables_redirect_an_aws_queue_url() {
+    for (variable, endpoint) in [
+        ("AWS_ENDPOINT_URL_SQS", modern_endpoint()),
+        ("AWS_ENDPOINT_URL", legacy_endpoint()),
+    ] {
+        let name = format!("veil-endpoint-{}", rand::random::<u32>());
+        let aws_url = format!("https://sqs.us-east-1.amazonaws.com/000000000000/{name}");
+
+        let output = veil(
+            &["seed", "--count", "3", "--queue-url", &aws_url],
+            "",
+            &[(variable, endpoint.as_str())],
+        );
+
+        assert!(
+            output.status.success(),
+            "{variable}: {}",
+            text(&output.stderr)
+        );
+        let local = TestQueue::attach(&format!("{endpoint}/000000000000/{name}")).await;
+        assert_eq!(local.depth().await.visible, 3, "{variable}");
+    }
+}

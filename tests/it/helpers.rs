@@ -155,6 +155,15 @@ impl TestQueue {
         }
     }
 
+    /// A client for an existing queue (auto protocol).
+    pub async fn attach(url: &str) -> Self {
+        TestQueue {
+            url: url.to_string(),
+            client: SqsClient::connect(url, ProtocolChoice::Auto).await.unwrap(),
+            protocol: ProtocolChoice::Auto,
+        }
+    }
+
     pub async fn send(&self, bodies: &[String]) {
         for chunk in bodies.chunks(10) {
             let sent = self.client.send_batch(chunk).await.expect("send");

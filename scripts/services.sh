@@ -3,7 +3,7 @@
 #   postgres  PostgreSQL on 127.0.0.1:5432 (started if not running; installed from Debian's
 #             packages when missing and we are root). The reference credentials
 #             postgres/postgres must work: the password is set if password auth is on.
-#   modern    LocalStack 4.7 (SQS, JSON + query protocols) on 127.0.0.1:${MODERN_PORT:-4566}
+#   modern    LocalStack 4.7 (SQS with JSON + query protocols, and KMS) on 127.0.0.1:${MODERN_PORT:-4566}
 #   legacy    LocalStack 0.14.3 (SQS, query protocol only, like the reference image)
 #             on 127.0.0.1:${LEGACY_PORT:-4510}
 # Usage: scripts/services.sh up|down|status [postgres] [modern] [legacy]   (default: all three)
@@ -49,7 +49,7 @@ up() {
   for service in "$@"; do
     case "$service" in
       postgres) postgres_up ;;
-      modern) PORT="$MODERN_PORT" "$here/localstack-modern.sh" start ;;
+      modern) PORT="$MODERN_PORT" SERVICES="${SERVICES:-sqs,kms}" "$here/localstack-modern.sh" start ;;
       legacy) PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" start ;;
       *) echo "$TAG unknown service $service" >&2; exit 2 ;;
     esac

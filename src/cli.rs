@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::mask::MaskMode;
 use crate::sqs::ProtocolChoice;
 
 /// The reference environment's queue (docker compose up).
@@ -45,11 +46,24 @@ pub enum Command {
     /// Consume the queue into Postgres until stopped (SIGINT/SIGTERM finish
     /// the batch in hand, then exit 0), or until it is empty.
     Run(RunArgs),
-    /// Turn masks back into values: reads masks from stdin, one per line,
-    /// prints the values in the same order. Needs the key.
+    /// Turn masks back into values, with an audit record in veil.audit.
+    /// Reads masks from stdin (one per line, values printed in the same
+    /// order), or runs --sql and opens the masked columns, or opens
+    /// quarantined bodies by --quarantine MESSAGE_ID. Needs the key and a
+    /// --reason.
     Reveal(RevealArgs),
-    /// Write a new keyring file (mode 0600) holding one fresh AES-SIV key.
-    Keygen(KeygenArgs),
+    /// Manage keyrings: new, rotate, list, retire.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Same as `keys new`: write a new keyring file (mode 0600).
+    Keygen(KeysNewArgs),
+    /// Re-mask rows of user_logins (and re-seal quarantine bodies) made by
+    /// older keys with the active key, in batches. Resumable and safe
+    /// beside a running `veil run`; run it after `keys rotate`.
+    Rekey(RekeyArgs),
+    /// Create user_logins (if missing) and veil's schema, then exit. Lets a
+    /// least-privilege pipeline role run without DDL rights.
+    Migrate(MigrateArgs),
     /// Send generated login events (and a share of junk) to the queue, for
     /// demos, tests and benchmarks. Creates the queue if it is missing.
     Seed(SeedArgs),
@@ -76,12 +90,25 @@ pub struct QueueArgs {
 /// Where the masking keys are.
 #[derive(Debug, Clone, Args)]
 pub struct KeyArgs {
-    /// Keyring file (JSON, keep it mode 0600). When unset, veil uses
-    /// $XDG_DATA_HOME/veil/keyring.json (~/.local/share/veil/keyring.json);
-    /// `veil run` creates it there on first use and says so. Back it up:
-    /// masks cannot be revealed without it. The key is never logged.
+    /// Keyring file (plain, or a KMS envelope made with `keys new
+    /// --kms-key-id`). When unset, VEIL_KEY (base64 of a keyring file) is
+    /// used if set, else $XDG_DATA_HOME/veil/keyring.json
+    /// (~/.local/share/veil/keyring.json), which `veil run` creates on
+    /// first use and says so. Back it up: masks cannot be revealed without
+    /// it. Keys are never logged.
     #[arg(long, env = "VEIL_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL. When unset, the libpq variables PGHOST,
+    /// PGPORT, PGUSER, PGPASSWORD and PGDATABASE apply over the default
+    /// postgres://postgres:postgres@localhost:5432/postgres. Prefer the
+    /// environment to the flag for passwords (the flag shows in `ps`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 /// Options of `veil run`.
@@ -93,12 +120,15 @@ pub struct RunArgs {
     #[command(flatten)]
     pub key: KeyArgs,
 
-    /// Postgres connection URL. When unset, the libpq variables PGHOST,
-    /// PGPORT, PGUSER, PGPASSWORD and PGDATABASE apply over the default
-    /// postgres://postgres:postgres@localhost:5432/postgres. Prefer the
-    /// environment to the flag for passwords (the flag shows in `ps`).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// How masks are made. siv: AES-SIV, reversible with the key (veil
+    /// reveal). hmac: HMAC-SHA256, irreversible; duplicates stay visible
+    /// but no one can recover the values. Do not mix modes in one table:
+    /// the same value gets different masks in each.
+    #[arg(long, env = "VEIL_MASK_MODE", value_enum, default_value_t = MaskMode::Siv)]
+    pub mask_mode: MaskMode,
 
     /// Drain the queue, then exit 0 and print a summary and the rows written.
     #[arg(long)]
@@ -129,14 +159,95 @@ pub struct RunArgs {
 pub struct RevealArgs {
     #[command(flatten)]
     pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Why you are revealing PII (a ticket, a legal request). Required;
+    /// stored in the audit record.
+    #[arg(long)]
+    pub reason: String,
+
+    /// Run this read-only query and print its rows with every mask opened,
+    /// e.g. "select * from user_logins where create_date = current_date".
+    #[arg(long, value_name = "QUERY", conflicts_with = "quarantine")]
+    pub sql: Option<String>,
+
+    /// Print the original bodies of these quarantined messages.
+    #[arg(long, value_name = "MESSAGE_ID", num_args = 1..)]
+    pub quarantine: Vec<String>,
 }
 
-/// Options of `veil keygen`.
+/// `veil keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new keyring file (mode 0600) with one fresh key; never
+    /// overwrites. With --kms-key-id, the key material is encrypted under
+    /// that AWS KMS key (envelope encryption).
+    New(KeysNewArgs),
+    /// Add a fresh key to a keyring and make it active. Old keys stay, so
+    /// old masks still open; restart `veil run`, then run `veil rekey`.
+    Rotate(KeyFileArgs),
+    /// Show key ids, creation times and which key is active (never key
+    /// material; a KMS keyring is listed without calling KMS).
+    List(KeyFileArgs),
+    /// Remove an old key. Masks it made can never be opened again: run
+    /// `veil rekey` first.
+    Retire(RetireArgs),
+}
+
+/// Options of `veil keys new` and `veil keygen`.
 #[derive(Debug, Args)]
-pub struct KeygenArgs {
+pub struct KeysNewArgs {
     /// Where to write the keyring (created with mode 0600; never overwritten).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+
+    /// Encrypt the key material under this AWS KMS key (ARN, id or alias).
+    /// veil then calls KMS Decrypt once at start-up. The KMS endpoint
+    /// follows AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "ARN")]
+    pub kms_key_id: Option<String>,
+}
+
+/// A keyring file to work on.
+#[derive(Debug, Args)]
+pub struct KeyFileArgs {
+    /// The keyring file.
+    #[arg(long, env = "VEIL_KEY_FILE", value_name = "FILE")]
+    pub key_file: PathBuf,
+}
+
+/// Options of `veil keys retire`.
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    #[command(flatten)]
+    pub file: KeyFileArgs,
+
+    /// The id of the key to remove.
+    #[arg(long, value_name = "ID")]
+    pub key_id: String,
+}
+
+/// Options of `veil rekey`.
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_rows: i64,
+}
+
+/// Options of `veil migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// Options of `veil seed`.

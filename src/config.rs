@@ -45,6 +45,8 @@ pub struct RunConfig {
     pub database: tokio_postgres::Config,
     /// The keyring.
     pub key: KeyLocation,
+    /// How masks are made.
+    pub mask_mode: crate::mask::MaskMode,
     /// Receive parameters.
     pub receive: ReceiveRequest,
     /// Stop once the queue is empty.
@@ -59,9 +61,8 @@ impl RunConfig {
         Ok(RunConfig {
             queue_url: args.queue.queue_url.clone(),
             protocol: args.queue.sqs_protocol,
-            database: database_config(args.database_url.as_deref(), |name| {
-                std::env::var(name).ok()
-            })?,
+            database: database_from_args(&args.database)?,
+            mask_mode: args.mask_mode,
             key: key_location(&KeyArgs {
                 key_file: args.key.key_file.clone(),
             })?,
@@ -91,6 +92,15 @@ pub fn key_location(args: &KeyArgs) -> Result<KeyLocation, ConfigError> {
     Ok(KeyLocation::Default(
         data_dir.join("veil").join("keyring.json"),
     ))
+}
+
+/// Postgres settings from the `--database-url` argument and environment.
+pub fn database_from_args(
+    args: &crate::cli::DatabaseArgs,
+) -> Result<tokio_postgres::Config, ConfigError> {
+    database_config(args.database_url.as_deref(), |name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// Postgres settings: the URL if given, else the default with the libpq

@@ -5,24 +5,31 @@
 //! # Layout
 //! - `cli`, `config`: the command line, then checked settings.
 //! - `event`: message body -> validated `LoginEvent` or a `Rejection`.
-//! - `mask`: keyrings, masks (AES-SIV), sealed quarantine bodies. No I/O
-//!   beyond key files.
+//! - `mask`: keyrings, masks (AES-SIV, or HMAC when irreversible), sealed
+//!   quarantine bodies. No I/O beyond key files.
+//! - `keys`: where the keyring comes from (VEIL_KEY, file, default) and
+//!   KMS envelope encryption; `aws`: SDK configuration shared with SQS.
+//! - `rekey`: re-masking after a key rotation.
 //! - `sqs`: one client over the JSON protocol (aws-sdk-sqs) and the query
 //!   protocol (own client), with protocol detection.
-//! - `postgres`: schema, reconnecting connection, batch writer + ledger.
+//! - `postgres`: schema, reconnecting connection, batch writer + ledger,
+//!   reveal audit.
 //! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown.
 //! - `commands`: one function per subcommand; `main.rs` only dispatches.
 //! - `seed`, `report`, `telemetry`, `backoff`: demo data, the end-of-run
 //!   table, logging, retry delays.
 
+pub mod aws;
 pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod event;
+pub mod keys;
 pub mod mask;
 pub mod pipeline;
 pub mod postgres;
+pub mod rekey;
 pub mod report;
 pub mod seed;
 pub mod sqs;

@@ -19,8 +19,11 @@ async fn main() -> ExitCode {
     tokio::spawn(watch_signals(shutdown.clone()));
     let result = match cli.command {
         Command::Run(args) => commands::run(args, shutdown).await,
-        Command::Reveal(args) => commands::reveal(args),
-        Command::Keygen(args) => commands::keygen(args),
+        Command::Reveal(args) => commands::reveal::reveal(args).await,
+        Command::Keys(command) => commands::keys::keys(command).await,
+        Command::Keygen(args) => commands::keys::new(args).await,
+        Command::Rekey(args) => commands::rekey(args).await,
+        Command::Migrate(args) => commands::migrate(args).await,
         Command::Seed(args) => commands::seed(args).await,
     };
     match result {

@@ -14,6 +14,11 @@
 //! - The key id in the mask says which key of a keyring made it, so keys can
 //!   rotate while old masks stay readable.
 //!
+//! Irreversible mode (`MaskMode::Hmac`) makes `hmac1.<key id>.<base64url>`
+//! masks: HMAC-SHA256 under a key derived from the same key material, over
+//! the field name and the value. Deterministic and keyed like AES-SIV, so
+//! duplicates stay visible, but nothing can turn them back into values.
+//!
 //! Quarantined bodies are encrypted with the same key but with a random
 //! 16-byte nonce as an extra header (AES-SIV in its nonce-based mode), so
 //! equal junk bodies do not produce equal ciphertexts.
@@ -27,17 +32,31 @@ use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 /// Length in bytes of an AES-256-SIV key (two AES-256 keys).
 pub const KEY_BYTES: usize = 64;
 /// Prefix that marks a mask made by AES-SIV, format version 1.
 pub const SIV_PREFIX: &str = "siv1";
+/// Prefix that marks an irreversible HMAC-SHA256 mask, format version 1.
+pub const HMAC_PREFIX: &str = "hmac1";
 /// Longest plaintext (bytes) that still yields a mask within varchar(256).
 pub const MAX_MASKED_VALUE_BYTES: usize = 128;
 const BODY_NONCE_BYTES: usize = 16;
 const BODY_HEADER: &[u8] = b"veil/quarantine-body/v1";
+
+/// How masks are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MaskMode {
+    /// AES-SIV: deterministic, keyed, reversible with the key (`siv1.`).
+    #[default]
+    Siv,
+    /// HMAC-SHA256: deterministic, keyed, irreversible (`hmac1.`).
+    Hmac,
+}
 
 /// Which PII field a value belongs to; bound into the mask as associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +93,11 @@ pub enum RevealError {
     /// The text does not have the `siv1.<key id>.<payload>` shape.
     #[error("not a veil mask (expected siv1.<key id>.<base64>)")]
     NotAMask,
+    /// An HMAC mask: by design nothing can reverse it.
+    #[error(
+        "irreversible mask (hmac1, made with --mask-mode hmac): it cannot be reversed, by design"
+    )]
+    Irreversible,
     /// The mask names a key this keyring does not hold.
     #[error("mask was made with key {0:?}, which is not in the keyring")]
     UnknownKey(String),
@@ -143,6 +167,20 @@ impl MaskKey {
         &self.id
     }
 
+    /// When the key was made (RFC 3339).
+    pub fn created_at(&self) -> &str {
+        &self.created_at
+    }
+
+    /// The HMAC key for irreversible masks, derived so that the AES-SIV and
+    /// HMAC uses of one key material never share a key.
+    fn hmac_key(&self) -> Zeroizing<Vec<u8>> {
+        let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(self.material.as_ref())
+            .expect("HMAC accepts any key length");
+        derive.update(b"veil/hmac-mask-key/v1");
+        Zeroizing::new(derive.finalize().into_bytes().to_vec())
+    }
+
     fn cipher(&self) -> Aes256Siv {
         Aes256Siv::new(self.material.as_ref().into())
     }
@@ -194,10 +232,37 @@ impl Keyring {
         &self.active
     }
 
+    /// Every key, the active one first.
+    pub fn keys(&self) -> impl Iterator<Item = &MaskKey> {
+        std::iter::once(&self.active).chain(self.others.iter())
+    }
+
     fn find(&self, id: &str) -> Option<&MaskKey> {
-        std::iter::once(&self.active)
-            .chain(self.others.iter())
-            .find(|key| key.id == id)
+        self.keys().find(|key| key.id == id)
+    }
+
+    /// Adds a fresh key and makes it the active one; the old keys stay to
+    /// open existing masks. Returns the new key's id.
+    pub fn rotate(&mut self) -> String {
+        let fresh = MaskKey::generate();
+        let id = fresh.id.clone();
+        let previous = std::mem::replace(&mut self.active, fresh);
+        self.others.insert(0, previous);
+        id
+    }
+
+    /// Removes a key that is not the active one. Masks it made can never be
+    /// opened again: run `veil rekey` first.
+    pub fn retire(&mut self, id: &str) -> Result<(), String> {
+        if self.active.id == id {
+            return Err(format!("key {id} is the active key; rotate first"));
+        }
+        let before = self.others.len();
+        self.others.retain(|key| key.id != id);
+        if self.others.len() == before {
+            return Err(format!("key {id} is not in the keyring"));
+        }
+        Ok(())
     }
 
     /// Parses the JSON keyring format; `origin` names the source in errors.
@@ -282,29 +347,33 @@ impl Keyring {
 
     /// Writes the keyring to a new file with mode 0600; never overwrites.
     pub fn write_new(&self, path: &Path) -> Result<(), KeyFileError> {
-        let io = |source| KeyFileError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                KeyFileError::Exists(path.to_path_buf())
-            } else {
-                io(source)
-            }
-        })?;
-        file.write_all(self.to_json().as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)
+        write_private_file(path, self.to_json().as_bytes())
     }
 
-    /// Masks one PII value with the active key.
+    /// Masks one PII value with the active key in the given mode.
+    pub fn mask_with(&self, mode: MaskMode, field: Field, value: &str) -> String {
+        match mode {
+            MaskMode::Siv => self.mask(field, value),
+            MaskMode::Hmac => self.mask_irreversibly(field, value),
+        }
+    }
+
+    /// An irreversible HMAC-SHA256 mask (`hmac1.`) with the active key.
+    pub fn mask_irreversibly(&self, field: Field, value: &str) -> String {
+        let key = self.active.hmac_key();
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC accepts any key length");
+        mac.update(field.associated_data());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        format!(
+            "{HMAC_PREFIX}.{}.{}",
+            self.active.id,
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    /// Masks one PII value with the active key (AES-SIV).
     pub fn mask(&self, field: Field, value: &str) -> String {
         let ciphertext = self
             .active
@@ -322,11 +391,16 @@ impl Keyring {
     /// Opens a mask made by any key in the ring, returning the field and value.
     pub fn reveal(&self, mask: &str) -> Result<(Field, String), RevealError> {
         let mut parts = mask.trim().splitn(3, '.');
-        let (Some(SIV_PREFIX), Some(key_id), Some(payload)) =
+        let (Some(prefix), Some(key_id), Some(payload)) =
             (parts.next(), parts.next(), parts.next())
         else {
             return Err(RevealError::NotAMask);
         };
+        match prefix {
+            SIV_PREFIX => {}
+            HMAC_PREFIX => return Err(RevealError::Irreversible),
+            _ => return Err(RevealError::NotAMask),
+        }
         let ciphertext = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| RevealError::NotAMask)?;
@@ -341,6 +415,15 @@ impl Keyring {
             }
         }
         Err(RevealError::NotAuthentic(key_id.to_string()))
+    }
+
+    /// The key id a mask names, if it is a veil mask of either kind.
+    pub fn key_id_of(mask: &str) -> Option<&str> {
+        let mut parts = mask.splitn(3, '.');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(SIV_PREFIX | HMAC_PREFIX), Some(id), Some(_)) => Some(id),
+            _ => None,
+        }
     }
 
     /// Encrypts a raw message body for the quarantine (randomized, authenticated).
@@ -373,8 +456,34 @@ impl Keyring {
     }
 }
 
+/// Creates `path` with mode 0600 (and its directory) and writes `bytes`.
+/// Never overwrites an existing file.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyFileError::Exists(path.to_path_buf())
+        } else {
+            io(source)
+        }
+    })?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// Warns when a key file can be read by group or others.
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+pub fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
@@ -387,8 +496,9 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
+/// Warns when a key file can be read by others (no-op off Unix).
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+pub fn warn_if_readable_by_others(_path: &Path) {}
 
 /// Canonical text of an IP address, so equal addresses mask equally:
 /// IPv6 in RFC 5952 form (lower case, longest zero run compressed) and
@@ -530,6 +640,51 @@ mod tests {
             b"{\"ip\":\"1.2.3.4\"}"
         );
         assert!(ring.open_body(ring.active().id(), &one[1..]).is_err());
+    }
+
+    #[test]
+    fn hmac_masks_are_deterministic_keyed_and_irreversible() {
+        let ring = Keyring::generate();
+        let mask = ring.mask_irreversibly(Field::Ip, "10.0.0.1");
+        assert_eq!(mask, ring.mask_with(MaskMode::Hmac, Field::Ip, "10.0.0.1"));
+        assert!(mask.starts_with(&format!("hmac1.{}.", ring.active().id())));
+        assert_ne!(
+            mask,
+            Keyring::generate().mask_irreversibly(Field::Ip, "10.0.0.1")
+        );
+        assert_ne!(mask, ring.mask_irreversibly(Field::DeviceId, "10.0.0.1"));
+        assert_eq!(ring.reveal(&mask), Err(RevealError::Irreversible));
+        assert!(mask.len() <= 256);
+    }
+
+    #[test]
+    fn rotation_keeps_old_masks_readable_and_retire_forgets_them() {
+        let mut ring = Keyring::generate();
+        let old_id = ring.active().id().to_string();
+        let old_mask = ring.mask(Field::Ip, "10.0.0.1");
+        let new_id = ring.rotate();
+        assert_eq!(ring.active().id(), new_id);
+        assert_ne!(ring.mask(Field::Ip, "10.0.0.1"), old_mask);
+        assert_eq!(ring.reveal(&old_mask).unwrap().1, "10.0.0.1");
+        let reloaded = Keyring::from_json(&ring.to_json(), Path::new("t")).unwrap();
+        assert_eq!(reloaded.keys().count(), 2);
+        assert_eq!(reloaded.active().id(), new_id);
+        assert!(
+            ring.retire(&new_id).is_err(),
+            "the active key cannot be retired"
+        );
+        ring.retire(&old_id).unwrap();
+        assert!(matches!(
+            ring.reveal(&old_mask),
+            Err(RevealError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn key_id_is_read_from_either_kind_of_mask() {
+        assert_eq!(Keyring::key_id_of("siv1.ab12.xyz"), Some("ab12"));
+        assert_eq!(Keyring::key_id_of("hmac1.cd34.xyz"), Some("cd34"));
+        assert_eq!(Keyring::key_id_of("10.0.0.1"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::event::{self, RejectReason};
-use crate::mask::{Field, Keyring};
+use crate::mask::{Field, Keyring, MaskMode};
 use crate::postgres::{
     record_batch, BatchOutcome, Database, MaskedRow, Prepared, QuarantineEntry, Record, WriteError,
 };
@@ -28,6 +28,8 @@ pub struct PipelineSettings {
     pub until_empty: bool,
     /// How many written rows to keep for the final report.
     pub keep_rows: usize,
+    /// AES-SIV (reversible) or HMAC (irreversible) masks.
+    pub mask_mode: MaskMode,
 }
 
 /// What a run did.
@@ -119,7 +121,10 @@ pub async fn run(
             continue;
         }
         report.received += messages.len() as u64;
-        let prepared: Vec<Prepared> = messages.iter().map(|m| prepare(keyring, m)).collect();
+        let prepared: Vec<Prepared> = messages
+            .iter()
+            .map(|m| prepare(keyring, settings.mask_mode, m))
+            .collect();
         let Some(outcome) =
             write_with_retry(database, keyring, &messages, prepared, &shutdown).await?
         else {
@@ -157,14 +162,14 @@ async fn queue_is_drained(sqs: &SqsClient) -> Result<bool, SqsError> {
 }
 
 /// Parses, validates and masks one message into what to record.
-pub fn prepare(keyring: &Keyring, message: &QueueMessage) -> Prepared {
+pub fn prepare(keyring: &Keyring, mode: MaskMode, message: &QueueMessage) -> Prepared {
     let sent_at = message
         .sent_timestamp_ms
         .and_then(DateTime::<Utc>::from_timestamp_millis);
     let record = match event::parse(message.body.as_bytes()) {
         Ok(event) => Record::Row(MaskedRow {
-            masked_ip: keyring.mask(Field::Ip, &event.ip),
-            masked_device_id: keyring.mask(Field::DeviceId, &event.device_id),
+            masked_ip: keyring.mask_with(mode, Field::Ip, &event.ip),
+            masked_device_id: keyring.mask_with(mode, Field::DeviceId, &event.device_id),
             user_id: event.user_id,
             device_type: event.device_type,
             locale: event.locale,

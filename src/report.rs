@@ -52,17 +52,17 @@ pub fn render(report: &RunReport) -> String {
     }
     if report.written > 0 {
         out.push('\n');
-        out.push_str(&psql_table(&report.sample_rows, report.written));
+        out.push_str(&masked_rows_table(&report.sample_rows, report.written));
     }
     out
 }
 
-/// Rows as psql's aligned format prints them, with a row-count footer.
-pub fn psql_table(rows: &[MaskedRow], total: u64) -> String {
-    let cells: Vec<[String; 7]> = rows
+/// Rows of `user_logins` as psql's aligned format prints them.
+pub fn masked_rows_table(rows: &[MaskedRow], total: u64) -> String {
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            [
+            vec![
                 row.user_id.clone(),
                 row.device_type.clone(),
                 row.masked_ip.clone(),
@@ -73,30 +73,42 @@ pub fn psql_table(rows: &[MaskedRow], total: u64) -> String {
             ]
         })
         .collect();
-    let mut widths: Vec<usize> = HEADERS.iter().map(|h| h.chars().count()).collect();
-    for row in &cells {
+    psql_table(&HEADERS, &cells, &[5], total)
+}
+
+/// A table in psql's aligned format: centered headers, `right_aligned`
+/// columns (numbers) flush right, and a row-count footer that says when
+/// only the first rows of `total` are shown.
+pub fn psql_table<H: AsRef<str>>(
+    headers: &[H],
+    rows: &[Vec<String>],
+    right_aligned: &[usize],
+    total: u64,
+) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.as_ref().chars().count()).collect();
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = HEADERS
+    let header: Vec<String> = headers
         .iter()
         .zip(&widths)
-        .map(|(h, w)| format!(" {h:^w$} "))
+        .map(|(h, w)| format!(" {:^w$} ", h.as_ref()))
         .collect();
     out.push_str(header.join("|").trim_end());
     out.push('\n');
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
     out.push_str(&rule.join("+"));
     out.push('\n');
-    for row in &cells {
+    for row in rows {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
             .enumerate()
             .map(|(column, (cell, w))| {
-                if column == 5 {
+                if right_aligned.contains(&column) {
                     format!(" {cell:>w$} ")
                 } else {
                     format!(" {cell:<w$} ")
@@ -138,7 +150,7 @@ mod tests {
 
     #[test]
     fn table_looks_like_psql() {
-        let table = psql_table(&[row(Some("RU")), row(None)], 2);
+        let table = masked_rows_table(&[row(Some("RU")), row(None)], 2);
         let expected = [
             " user_id | device_type | masked_ip  | masked_device_id | locale | app_version | create_date",
             "---------+-------------+------------+------------------+--------+-------------+-------------",
@@ -153,7 +165,7 @@ mod tests {
 
     #[test]
     fn footer_says_when_rows_are_cut() {
-        let table = psql_table(&[row(None)], 5);
+        let table = masked_rows_table(&[row(None)], 5);
         assert!(
             table.ends_with("(5 rows; first 1 shown, see --show-rows)\n"),
             "{table}"

@@ -1,7 +1,8 @@
-//! Postgres: the connection (reconnecting after failures), the schema, and
-//! the batch writer that records rows, quarantine entries and ledger entries
-//! in one transaction.
+//! Postgres: the connection (reconnecting after failures), the schema, the
+//! batch writer that records rows, quarantine entries and ledger entries in
+//! one transaction, and the reveal audit.
 
+pub mod audit;
 mod schema;
 mod writer;
 

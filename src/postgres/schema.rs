@@ -1,6 +1,6 @@
 //! The schema veil needs: the contract table `user_logins` (created with the
 //! exact DDL only when missing, never altered) and veil's own schema `veil`
-//! with the idempotency ledger and the quarantine.
+//! with the idempotency ledger, the quarantine and the reveal audit.
 
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
@@ -38,7 +38,24 @@ CREATE TABLE IF NOT EXISTS veil.quarantine(
 );
 COMMENT ON TABLE veil.quarantine IS 'messages that are not valid login events; body_sealed is AES-SIV encrypted (veil reveal)';
 CREATE INDEX IF NOT EXISTS quarantine_reason_idx ON veil.quarantine (reason, received_at);
+CREATE TABLE IF NOT EXISTS veil.audit(
+    id            bigserial PRIMARY KEY,
+    revealed_at   timestamptz NOT NULL DEFAULT now(),
+    os_user       text NOT NULL,
+    db_role       text NOT NULL DEFAULT current_user,
+    client_addr   inet DEFAULT inet_client_addr(),
+    action        text NOT NULL CHECK (action IN ('masks', 'sql', 'quarantine')),
+    value_count   integer NOT NULL,
+    fields        text[] NOT NULL,
+    reason        text NOT NULL CHECK (btrim(reason) <> ''),
+    query         text
+);
+COMMENT ON TABLE veil.audit IS 'one row per veil reveal: who, when, why, how many values';
 ";
+
+/// veil's own tables; when all exist (and user_logins has the contract's
+/// shape) `migrate` runs no DDL, so roles without CREATE rights can start.
+const VEIL_TABLES: [&str; 3] = ["veil.ledger", "veil.quarantine", "veil.audit"];
 
 /// The columns veil writes, with the types it needs.
 const EXPECTED_COLUMNS: [(&str, &str); 7] = [
@@ -73,8 +90,21 @@ pub async fn migrate(client: &mut Client) -> anyhow::Result<SchemaReport> {
         .query_one("SELECT to_regclass('user_logins') IS NOT NULL", &[])
         .await?
         .get(0);
+    let veil_tables_exist: bool = transaction
+        .query_one(
+            "SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest($1::text[]) t",
+            &[&VEIL_TABLES.as_slice()],
+        )
+        .await?
+        .get(0);
     if existed {
         check_user_logins_shape(&transaction).await?;
+        if veil_tables_exist {
+            transaction.commit().await?;
+            return Ok(SchemaReport {
+                created_user_logins: false,
+            });
+        }
     } else {
         transaction
             .batch_execute(USER_LOGINS_DDL)

@@ -5,18 +5,10 @@
 //! metadata is pointless there), falling back to dummy credentials.
 
 use anyhow::{bail, Context};
-use aws_config::environment::{
-    EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
-};
-use aws_config::meta::credentials::CredentialsProviderChain;
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
+use aws_config::SdkConfig;
 use url::Url;
 
-const DEFAULT_REGION: &str = "us-east-1";
+use crate::aws::{endpoint_from_env, is_aws_host, is_local_endpoint};
 
 /// The resolved SQS endpoint for one queue URL.
 #[derive(Debug, Clone)]
@@ -46,21 +38,17 @@ pub fn resolve_endpoint(queue_url: &str) -> anyhow::Result<Endpoint> {
         bail!("queue URL {queue_url:?} must end in /ACCOUNT_ID/QUEUE_NAME");
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    let is_aws_host = host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn");
+    let is_aws_host = is_aws_host(&host);
     let region_hint = is_aws_host.then(|| region_of_aws_host(&host)).flatten();
-    let from_env = ["AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    let from_env = endpoint_from_env("SQS");
     let origin_of_queue = url.origin().ascii_serialization();
     Ok(match from_env {
         Some(env_url) => {
             let parsed = Url::parse(&env_url)
                 .with_context(|| format!("AWS_ENDPOINT_URL(_SQS) {env_url:?} is not a URL"))?;
-            let env_host = parsed.host_str().unwrap_or_default();
             Endpoint {
                 origin: parsed.origin().ascii_serialization(),
-                is_local: !(env_host.ends_with(".amazonaws.com")
-                    || env_host.ends_with(".amazonaws.com.cn")),
+                is_local: is_local_endpoint(&env_url),
                 sdk_url: Some(env_url),
                 region_hint,
             }
@@ -100,41 +88,12 @@ impl Endpoint {
     /// queue URL's region wins over the chain's (a queue lives in one
     /// region); a local endpoint with no credentials anywhere gets dummies.
     pub async fn load_aws_config(&self) -> anyhow::Result<SdkConfig> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(url) = &self.sdk_url {
-            loader = loader.endpoint_url(url);
-        }
-        if self.is_local {
-            // Off AWS, instance metadata has nothing to say and probing it
-            // costs time and warnings: env and profile only, then dummies.
-            let region = RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
-                .or_else(ProfileFileRegionProvider::builder().build())
-                .or_else(Region::new(DEFAULT_REGION));
-            loader = loader.region(region);
-            let chain = CredentialsProviderChain::first_try(
-                "Environment",
-                EnvironmentVariableCredentialsProvider::new(),
-            )
-            .or_else("Profile", ProfileFileCredentialsProvider::builder().build());
-            let credentials = match chain.provide_credentials().await {
-                Ok(credentials) => credentials,
-                Err(_) => {
-                    tracing::debug!("no AWS credentials in env or profile; using dummy ones for the local endpoint");
-                    Credentials::new("test", "test", None, None, "veil-local-endpoint")
-                }
-            };
-            loader = loader.credentials_provider(SharedCredentialsProvider::new(credentials));
-        } else if let Some(region) = &self.region_hint {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let mut config = loader.load().await;
-        if config.region().is_none() {
-            config = config
-                .into_builder()
-                .region(Region::new(DEFAULT_REGION))
-                .build();
-        }
-        Ok(config)
+        Ok(crate::aws::sdk_config(
+            self.sdk_url.as_deref(),
+            self.is_local,
+            self.region_hint.as_deref(),
+        )
+        .await)
     }
 }
 

@@ -9,13 +9,35 @@ use veil::sqs::ProtocolChoice;
 
 use crate::helpers::*;
 
-fn veil(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
+/// `veil reveal` arguments for this key and database.
+pub fn reveal_args<'a>(key: &'a TestKey, db: &'a TestDb, reason: &'a str) -> Vec<&'a str> {
+    vec![
+        "reveal",
+        "--key-file",
+        key.path.to_str().unwrap(),
+        "--database-url",
+        &db.url,
+        "--reason",
+        reason,
+    ]
+}
+
+/// A database with veil's schema, for commands that do not migrate.
+pub async fn migrated_db() -> TestDb {
+    let db = TestDb::create().await;
+    let output = veil(&["migrate", "--database-url", &db.url], "", &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    db
+}
+
+pub fn veil(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
     let mut child = Command::new(veil_binary())
         .args(args)
         .envs(envs.iter().copied())
         .env_remove("VEIL_KEY_FILE")
         .env_remove("DATABASE_URL")
         .env_remove("VEIL_QUEUE_URL")
+        .env_remove("VEIL_KEY")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -30,7 +52,7 @@ fn veil(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -74,11 +96,7 @@ async fn until_empty_run_prints_summary_and_table_and_reveal_round_trips() {
         .flat_map(|r| [r.get::<_, String>(1), r.get::<_, String>(2)])
         .map(|m| m + "\n")
         .collect();
-    let revealed = veil(
-        &["reveal", "--key-file", key.path.to_str().unwrap()],
-        &masks,
-        &[],
-    );
+    let revealed = veil(&reveal_args(&key, &db, "round trip test"), &masks, &[]);
     assert!(revealed.status.success(), "{}", text(&revealed.stderr));
     let values: Vec<String> = text(&revealed.stdout).lines().map(String::from).collect();
     assert_eq!(values.len(), rows.len() * 2);
@@ -88,20 +106,17 @@ async fn until_empty_run_prints_summary_and_table_and_reveal_round_trips() {
     }
 }
 
-#[test]
-fn reveal_refuses_a_mask_it_cannot_open() {
+#[tokio::test]
+async fn reveal_refuses_a_mask_it_cannot_open() {
     let key = TestKey::create();
+    let db = migrated_db().await;
     let good = key.keyring.mask(veil::mask::Field::Ip, "10.0.0.1");
     let other = TestKey::create()
         .keyring
         .mask(veil::mask::Field::Ip, "10.0.0.1");
     let input = format!("{good}\n{other}\n{good}\n");
 
-    let output = veil(
-        &["reveal", "--key-file", key.path.to_str().unwrap()],
-        &input,
-        &[],
-    );
+    let output = veil(&reveal_args(&key, &db, "test"), &input, &[]);
 
     assert!(!output.status.success());
     assert_eq!(
@@ -153,7 +168,7 @@ fn missing_key_file_is_a_configuration_error() {
     );
 
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("veil keygen --out /nonexistent/veil/key.json"));
+    assert!(text(&output.stderr).contains("veil keys new --out /nonexistent/veil/key.json"));
 }
 
 #[test]
@@ -178,7 +193,9 @@ fn help_explains_every_option() {
     ] {
         assert!(help.contains(option), "run --help lacks {option}");
     }
-    for command in ["run", "reveal", "keygen", "seed"] {
+    for command in [
+        "run", "reveal", "keygen", "seed", "rekey", "migrate", "keys",
+    ] {
         let output = veil(&[command, "--help"], "", &[]);
         assert!(output.status.success(), "{command} --help");
     }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use tokio_util::sync::CancellationToken;
-use veil::mask::Field;
+use veil::mask::{Field, MaskMode};
 use veil::pipeline::prepare;
 use veil::postgres::{record_batch, Database, USER_LOGINS_DDL};
 use veil::sqs::{Protocol, ProtocolChoice, ReceiveRequest};
@@ -139,7 +139,10 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
             visibility_timeout_secs: 1,
         };
         let messages = queue.client.receive(request).await.unwrap();
-        let prepared: Vec<_> = messages.iter().map(|m| prepare(&key.keyring, m)).collect();
+        let prepared: Vec<_> = messages
+            .iter()
+            .map(|m| prepare(&key.keyring, MaskMode::Siv, m))
+            .collect();
         let outcome = record_batch(database.client().await.unwrap(), &prepared)
             .await
             .unwrap();

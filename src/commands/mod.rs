@@ -1,16 +1,18 @@
 //! One function per subcommand: wires configuration, keys, SQS and Postgres
 //! together and reports. The work itself lives in the other modules.
 
-use std::io::{BufRead, Write};
+pub mod keys;
+pub mod reveal;
+
 use std::time::Instant;
 
 use anyhow::Context;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{KeygenArgs, RevealArgs, RunArgs, SeedArgs};
-use crate::config::{key_location, ConfigError, KeyLocation, RunConfig};
-use crate::mask::{KeyFileError, Keyring};
+use crate::cli::{MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
+use crate::config::{database_from_args, key_location, ConfigError, RunConfig};
+use crate::keys as key_sources;
 use crate::pipeline::{self, PipelineSettings, RunReport};
 use crate::postgres::{self, Database};
 use crate::sqs::{SqsClient, SQS_BATCH_LIMIT};
@@ -29,7 +31,7 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
 /// Runs the service with checked settings until shutdown (or an empty
 /// queue) and returns what it did. Tests call this in-process.
 pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
-    let keyring = load_keyring(&config.key, true)?;
+    let keyring = key_sources::load(&config.key, true).await?;
     let sqs = SqsClient::connect(&config.queue_url, config.protocol).await?;
     let mut database = Database::connect(config.database.clone()).await?;
     let schema = postgres::migrate(database.client().await?).await?;
@@ -49,6 +51,7 @@ pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::R
         } else {
             0
         },
+        mask_mode: config.mask_mode,
     };
     let report = pipeline::run(&sqs, &mut database, &keyring, &settings, shutdown).await?;
     tracing::info!(
@@ -62,74 +65,74 @@ pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::R
     Ok(report)
 }
 
-/// Loads the keyring; with `create_default`, makes the per-user default
-/// keyring on first use and says where.
-pub fn load_keyring(location: &KeyLocation, create_default: bool) -> anyhow::Result<Keyring> {
-    let path = location.path();
-    match (location, path.exists()) {
-        (_, true) => Ok(Keyring::load(path)?),
-        (KeyLocation::Default(_), false) if create_default => {
-            let keyring = Keyring::generate();
-            keyring.write_new(path)?;
-            tracing::warn!(
-                path = %path.display(),
-                key_id = %keyring.active().id(),
-                "created a new masking key; back it up: masks can only be revealed with it"
-            );
-            Ok(keyring)
+/// `veil migrate`.
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let config = database_from_args(&args.database)?;
+    let mut database = Database::connect(config.clone()).await?;
+    let report = postgres::migrate(database.client().await?).await?;
+    println!(
+        "schema ready on {} (user_logins {})",
+        postgres::describe(&config),
+        if report.created_user_logins {
+            "created"
+        } else {
+            "already there"
         }
-        (KeyLocation::File(_), false) => Err(ConfigError(format!(
-            "key file {} does not exist; create one with: veil keygen --out {}",
-            path.display(),
-            path.display()
-        ))
-        .into()),
-        (KeyLocation::Default(_), false) => Err(ConfigError(format!(
-            "no key: {} does not exist; pass --key-file or set VEIL_KEY_FILE",
-            path.display()
-        ))
-        .into()),
-    }
-}
-
-/// `veil reveal`: masks on stdin, values on stdout, same order. Blank lines
-/// (NULL masks) stay blank. The first mask that cannot be opened stops it
-/// with an error naming the line; nothing is ever guessed.
-pub fn reveal(args: RevealArgs) -> anyhow::Result<()> {
-    let keyring = load_keyring(&key_location(&args.key)?, false)?;
-    let stdin = std::io::stdin().lock();
-    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    for (index, line) in stdin.lines().enumerate() {
-        let line = line.context("reading stdin")?;
-        let mask = line.trim();
-        if mask.is_empty() {
-            writeln!(stdout)?;
-            continue;
-        }
-        match keyring.reveal(mask) {
-            Ok((_field, value)) => writeln!(stdout, "{value}")?,
-            Err(error) => {
-                stdout.flush()?;
-                anyhow::bail!("line {}: cannot reveal: {error}", index + 1);
-            }
-        }
-    }
-    stdout.flush()?;
+    );
     Ok(())
 }
 
-/// `veil keygen`.
-pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
-    let keyring = Keyring::generate();
-    keyring.write_new(&args.out).map_err(|error| match error {
-        KeyFileError::Exists(_) => anyhow::Error::new(ConfigError(error.to_string())),
-        other => other.into(),
-    })?;
+/// `veil rekey`.
+pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
+    let keyring = key_sources::load(&key_location(&args.key)?, false).await?;
+    let config = database_from_args(&args.database)?;
+    let mut database = Database::connect(config).await?;
+    let client = database.client().await?;
+    let started = Instant::now();
+    let report = crate::rekey::rekey(client, &keyring, args.batch_rows, |progress| {
+        tracing::info!(
+            rows_scanned = progress.rows_scanned,
+            rows_rekeyed = progress.rows_rekeyed,
+            quarantine_resealed = progress.quarantine_resealed,
+            "rekey progress"
+        );
+    })
+    .await?;
+    let active = keyring.active().id();
     println!(
-        "wrote a new keyring to {} (key id {}, mode 0600); keep it secret and backed up",
-        args.out.display(),
-        keyring.active().id()
+        "rekeyed {} of {} rows and {} quarantine bodies to key {active} in {:.2} s",
+        report.rows_rekeyed,
+        report.rows_scanned,
+        report.quarantine_resealed,
+        started.elapsed().as_secs_f64()
     );
+    if report.irreversible_skipped > 0 {
+        println!(
+            "{} irreversible (hmac1) masks of older keys were left as they are: they cannot be re-masked",
+            report.irreversible_skipped
+        );
+    }
+    let old: Vec<&str> = keyring
+        .keys()
+        .map(|key| key.id())
+        .filter(|id| *id != active)
+        .collect();
+    let retirable: Vec<&str> = old
+        .iter()
+        .copied()
+        .filter(|id| !report.keys_in_use.contains(*id))
+        .collect();
+    let still_used: Vec<&String> = report
+        .keys_in_use
+        .iter()
+        .filter(|id| *id != active)
+        .collect();
+    if !still_used.is_empty() {
+        println!("still in use by some masks: {still_used:?} (a pipeline running with the old keyring? restart it and rekey again)");
+    }
+    if !retirable.is_empty() {
+        println!("no longer used, can be retired with `veil keys retire`: {retirable:?}");
+    }
     Ok(())
 }
 

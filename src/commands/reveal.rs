@@ -1,0 +1,220 @@
+//! `veil reveal`: masks back to values, always audited. The values are
+//! opened first, then the audit row is committed, and only then is anything
+//! printed. If the audit cannot be written, nothing is revealed.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+
+use anyhow::{bail, Context};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::cli::RevealArgs;
+use crate::config::{database_from_args, key_location, ConfigError};
+use crate::keys;
+use crate::mask::{Field, Keyring, RevealError};
+use crate::postgres::audit::{self, AuditRecord};
+use crate::postgres::Database;
+use crate::report::psql_table;
+
+/// `veil reveal`.
+pub async fn reveal(args: RevealArgs) -> anyhow::Result<()> {
+    if args.reason.trim().is_empty() {
+        return Err(ConfigError("--reason must say why PII is being revealed".into()).into());
+    }
+    let keyring = keys::load(&key_location(&args.key)?, false).await?;
+    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let client = database.client().await?;
+    if let Some(sql) = &args.sql {
+        reveal_query(client, &keyring, sql, &args.reason).await
+    } else if !args.quarantine.is_empty() {
+        reveal_quarantine(client, &keyring, &args.quarantine, &args.reason).await
+    } else {
+        reveal_stdin(client, &keyring, &args.reason).await
+    }
+}
+
+fn field_names(fields: &BTreeSet<&'static str>) -> Vec<&'static str> {
+    fields.iter().copied().collect()
+}
+
+async fn write_audit(
+    client: &tokio_postgres::Client,
+    record: AuditRecord<'_>,
+) -> anyhow::Result<()> {
+    let id = audit::record(client, &record).await.context(
+        "writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was revealed",
+    )?;
+    tracing::info!(
+        audit_id = id,
+        values = record.value_count,
+        action = record.action,
+        "reveal audited"
+    );
+    Ok(())
+}
+
+/// Masks on stdin, one per line. Values are printed up to the first line
+/// that cannot be opened, which then ends the command with an error.
+async fn reveal_stdin(
+    client: &tokio_postgres::Client,
+    keyring: &Keyring,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let mut values = Vec::new();
+    let mut fields = BTreeSet::new();
+    let mut failure = None;
+    for (index, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        let mask = line.trim();
+        if mask.is_empty() {
+            values.push(String::new());
+            continue;
+        }
+        match keyring.reveal(mask) {
+            Ok((field, value)) => {
+                fields.insert(field.name());
+                values.push(value);
+            }
+            Err(error) => {
+                failure = Some((index + 1, error));
+                break;
+            }
+        }
+    }
+    let opened = values.iter().filter(|v| !v.is_empty()).count();
+    write_audit(
+        client,
+        AuditRecord {
+            action: "masks",
+            value_count: i32::try_from(opened).unwrap_or(i32::MAX),
+            fields: field_names(&fields),
+            reason,
+            query: None,
+        },
+    )
+    .await?;
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    for value in &values {
+        writeln!(stdout, "{value}")?;
+    }
+    stdout.flush()?;
+    if let Some((line, error)) = failure {
+        bail!("line {line}: cannot reveal: {error}");
+    }
+    Ok(())
+}
+
+/// Runs one read-only query and opens every veil mask in its result.
+async fn reveal_query(
+    client: &mut tokio_postgres::Client,
+    keyring: &Keyring,
+    sql: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let statement = sql.trim().trim_end_matches(';').trim();
+    if statement.contains(';') {
+        return Err(ConfigError("--sql takes a single statement".into()).into());
+    }
+    let transaction = client.build_transaction().read_only(true).start().await?;
+    let messages = transaction
+        .simple_query(statement)
+        .await
+        .context("running --sql (read-only)")?;
+    transaction.rollback().await?;
+
+    let mut headers: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut fields = BTreeSet::new();
+    let mut opened = 0usize;
+    for message in messages {
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        if headers.is_empty() {
+            headers = row.columns().iter().map(|c| c.name().to_string()).collect();
+        }
+        let mut cells = Vec::with_capacity(row.len());
+        for (index, header) in headers.iter().enumerate() {
+            let cell = row.get(index).unwrap_or_default();
+            let revealed = open_cell(keyring, cell).with_context(|| {
+                format!("row {}, column {header}: cannot reveal", rows.len() + 1)
+            })?;
+            match revealed {
+                Some((field, value)) => {
+                    fields.insert(field.name());
+                    opened += 1;
+                    cells.push(value);
+                }
+                None => cells.push(cell.to_string()),
+            }
+        }
+        rows.push(cells);
+    }
+    write_audit(
+        client,
+        AuditRecord {
+            action: "sql",
+            value_count: i32::try_from(opened).unwrap_or(i32::MAX),
+            fields: field_names(&fields),
+            reason,
+            query: Some(statement),
+        },
+    )
+    .await?;
+    print!("{}", psql_table(&headers, &rows, &[], rows.len() as u64));
+    Ok(())
+}
+
+/// Opens a cell if it is a veil mask; other values pass through.
+fn open_cell(keyring: &Keyring, cell: &str) -> Result<Option<(Field, String)>, RevealError> {
+    if Keyring::key_id_of(cell).is_none() {
+        return Ok(None);
+    }
+    keyring.reveal(cell).map(Some)
+}
+
+/// Prints quarantined bodies as JSON lines `{"message_id", "reason", "body"}`.
+async fn reveal_quarantine(
+    client: &tokio_postgres::Client,
+    keyring: &Keyring,
+    message_ids: &[String],
+    reason: &str,
+) -> anyhow::Result<()> {
+    let rows = client
+        .query(
+            "SELECT message_id, reason, key_id, body_sealed FROM veil.quarantine WHERE message_id = ANY($1)",
+            &[&message_ids],
+        )
+        .await?;
+    let mut lines = Vec::with_capacity(message_ids.len());
+    for id in message_ids {
+        let row = rows
+            .iter()
+            .find(|row| row.get::<_, &str>(0) == id)
+            .ok_or_else(|| anyhow::anyhow!("message {id} is not in veil.quarantine"))?;
+        let key_id: String = row.get(2);
+        let body = keyring
+            .open_body(&key_id, row.get(3))
+            .with_context(|| format!("message {id}: cannot open its body"))?;
+        lines.push(serde_json::json!({
+            "message_id": id,
+            "reason": row.get::<_, String>(1),
+            "body": String::from_utf8_lossy(&body),
+        }));
+    }
+    write_audit(
+        client,
+        AuditRecord {
+            action: "quarantine",
+            value_count: i32::try_from(lines.len()).unwrap_or(i32::MAX),
+            fields: vec!["quarantine_body"],
+            reason,
+            query: None,
+        },
+    )
+    .await?;
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! The reveal audit: one row in `veil.audit` per `veil reveal`, written
+//! before any value is printed, so there is no reveal without a record.
+
+use tokio_postgres::Client;
+
+/// What a reveal is about to disclose.
+#[derive(Debug, Clone)]
+pub struct AuditRecord<'a> {
+    /// `masks` (stdin), `sql` or `quarantine`.
+    pub action: &'static str,
+    /// How many values will be printed.
+    pub value_count: i32,
+    /// Which fields (ip, device_id, quarantine_body).
+    pub fields: Vec<&'static str>,
+    /// The operator's stated reason.
+    pub reason: &'a str,
+    /// The query, for `--sql`.
+    pub query: Option<&'a str>,
+}
+
+/// The operating-system user running veil.
+pub fn os_user() -> String {
+    whoami::username().unwrap_or_else(|_| "unknown".into())
+}
+
+/// Inserts the audit row; returns its id. The database role and client
+/// address are filled in by Postgres itself.
+pub async fn record(
+    client: &Client,
+    record: &AuditRecord<'_>,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "INSERT INTO veil.audit (os_user, action, value_count, fields, reason, query)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[
+                &os_user(),
+                &record.action,
+                &record.value_count,
+                &record.fields,
+                &record.reason,
+                &record.query,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
+}

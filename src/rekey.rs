@@ -1,0 +1,165 @@
+//! Re-masking after a key rotation. Walks `user_logins` in physical order
+//! (`ctid` keyset pages, one transaction each, rows locked `FOR UPDATE`),
+//! opens every AES-SIV mask made by a non-active key and masks the value
+//! again with the active key, then re-seals quarantine bodies the same way.
+//!
+//! - Resumable: a second run skips rows already on the active key.
+//! - Safe beside `veil run`: the pipeline only inserts, and rekey only
+//!   updates the rows it has locked.
+//! - A pipeline still running with the old keyring keeps writing old-key
+//!   masks; restart it after rotating, then rekey. The final count says
+//!   whether anything is left.
+//! - HMAC masks cannot be re-masked (nothing can open them); they are
+//!   counted and left alone.
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, Context};
+use tokio_postgres::Client;
+
+use crate::mask::{Keyring, RevealError, HMAC_PREFIX, SIV_PREFIX};
+
+/// What a rekey run did and found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RekeyReport {
+    /// Rows of user_logins read.
+    pub rows_scanned: u64,
+    /// Rows whose masks were replaced.
+    pub rows_rekeyed: u64,
+    /// Old-key HMAC masks, which cannot be re-masked.
+    pub irreversible_skipped: u64,
+    /// Quarantine bodies re-sealed with the active key.
+    pub quarantine_resealed: u64,
+    /// Key ids still used by some mask or quarantine body after the run.
+    pub keys_in_use: BTreeSet<String>,
+}
+
+const PAGE_SQL: &str = "SELECT ctid::text, masked_ip, masked_device_id FROM user_logins
+    WHERE ctid > $1::text::tid ORDER BY ctid LIMIT $2 FOR UPDATE";
+
+const UPDATE_SQL: &str = "UPDATE user_logins AS u SET masked_ip = v.ip, masked_device_id = v.device
+    FROM unnest($1::text[], $2::text[], $3::text[]) AS v(ctid, ip, device)
+    WHERE u.ctid = v.ctid::tid";
+
+const QUARANTINE_PAGE_SQL: &str = "SELECT message_id, key_id, body_sealed FROM veil.quarantine
+    WHERE key_id <> $1 ORDER BY message_id LIMIT $2 FOR UPDATE SKIP LOCKED";
+
+const QUARANTINE_UPDATE_SQL: &str =
+    "UPDATE veil.quarantine AS q SET key_id = $1, body_sealed = v.body
+    FROM unnest($2::text[], $3::bytea[]) AS v(id, body) WHERE q.message_id = v.id";
+
+const KEYS_IN_USE_SQL: &str = "SELECT DISTINCT split_part(m, '.', 2) FROM (
+        SELECT masked_ip AS m FROM user_logins UNION ALL SELECT masked_device_id FROM user_logins
+    ) masks WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
+    UNION SELECT DISTINCT key_id FROM veil.quarantine";
+
+/// Re-masks everything made by older keys with the keyring's active key.
+/// `progress` is called after each committed page.
+pub async fn rekey(
+    client: &mut Client,
+    keyring: &Keyring,
+    batch_rows: i64,
+    mut progress: impl FnMut(&RekeyReport),
+) -> anyhow::Result<RekeyReport> {
+    let mut report = RekeyReport::default();
+    let mut last_ctid = "(0,0)".to_string();
+    loop {
+        let transaction = client.transaction().await?;
+        let rows = transaction
+            .query(PAGE_SQL, &[&last_ctid, &batch_rows])
+            .await?;
+        let Some(last) = rows.last() else { break };
+        last_ctid = last.get(0);
+        report.rows_scanned += rows.len() as u64;
+        let (mut ctids, mut ips, mut devices) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let ip = remask(keyring, row.get(1), &mut report)?;
+            let device = remask(keyring, row.get(2), &mut report)?;
+            if ip.is_some() || device.is_some() {
+                ctids.push(row.get::<_, String>(0));
+                ips.push(ip.or_else(|| row.get(1)));
+                devices.push(device.or_else(|| row.get(2)));
+            }
+        }
+        if !ctids.is_empty() {
+            transaction
+                .execute(UPDATE_SQL, &[&ctids, &ips, &devices])
+                .await?;
+            report.rows_rekeyed += ctids.len() as u64;
+        }
+        transaction.commit().await?;
+        progress(&report);
+    }
+    reseal_quarantine(client, keyring, batch_rows, &mut report).await?;
+    progress(&report);
+    report.keys_in_use = client
+        .query(KEYS_IN_USE_SQL, &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(report)
+}
+
+/// The new mask for `mask` if it was made by an older key, else `None`.
+fn remask(
+    keyring: &Keyring,
+    mask: Option<String>,
+    report: &mut RekeyReport,
+) -> anyhow::Result<Option<String>> {
+    let Some(mask) = mask else { return Ok(None) };
+    let active = keyring.active().id();
+    match Keyring::key_id_of(&mask) {
+        Some(id) if id == active => Ok(None),
+        None => Ok(None),
+        Some(_) if mask.starts_with(HMAC_PREFIX) => {
+            report.irreversible_skipped += 1;
+            Ok(None)
+        }
+        Some(id) => {
+            debug_assert!(mask.starts_with(SIV_PREFIX));
+            match keyring.reveal(&mask) {
+                Ok((field, value)) => Ok(Some(keyring.mask(field, &value))),
+                Err(RevealError::UnknownKey(_)) => bail!(
+                    "a mask was made with key {id}, which is not in the keyring; \
+                     add it back (or rekey with a keyring that holds it)"
+                ),
+                Err(error) => Err(error).context("a mask in user_logins cannot be opened"),
+            }
+        }
+    }
+}
+
+async fn reseal_quarantine(
+    client: &mut Client,
+    keyring: &Keyring,
+    batch_rows: i64,
+    report: &mut RekeyReport,
+) -> anyhow::Result<()> {
+    let active = keyring.active().id().to_string();
+    loop {
+        let transaction = client.transaction().await?;
+        let rows = transaction
+            .query(QUARANTINE_PAGE_SQL, &[&active, &batch_rows])
+            .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut bodies = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key_id: String = row.get(1);
+            let body = keyring.open_body(&key_id, row.get(2)).with_context(|| {
+                format!("quarantine body sealed by key {key_id} cannot be opened")
+            })?;
+            ids.push(row.get::<_, String>(0));
+            bodies.push(keyring.seal_body(&body));
+        }
+        transaction
+            .execute(QUARANTINE_UPDATE_SQL, &[&active, &ids, &bodies])
+            .await?;
+        transaction.commit().await?;
+        report.quarantine_resealed += ids.len() as u64;
+    }
+    Ok(())
+}

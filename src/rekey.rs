@@ -4,6 +4,9 @@
 //! again with the active key, then re-seals quarantine bodies the same way.
 //!
 //! - Resumable: a second run skips rows already on the active key.
+//! - Each row is read once: the walk ends at the last tuple that existed
+//!   when it started (rows inserted later were masked with the active key
+//!   by an up-to-date pipeline; the final key census catches the rest).
 //! - Safe beside `veil run`: the pipeline only inserts, and rekey only
 //!   updates the rows it has locked.
 //! - A pipeline still running with the old keyring keeps writing old-key
@@ -35,7 +38,11 @@ pub struct RekeyReport {
 }
 
 const PAGE_SQL: &str = "SELECT ctid::text, masked_ip, masked_device_id FROM user_logins
-    WHERE ctid > $1::text::tid ORDER BY ctid LIMIT $2 FOR UPDATE";
+    WHERE ctid > $1::text::tid AND ctid <= $3::text::tid ORDER BY ctid LIMIT $2 FOR UPDATE";
+
+/// The walk stops at the last tuple that existed when it began; the new
+/// versions its own updates create lie beyond and need no second look.
+const END_SQL: &str = "SELECT coalesce(max(ctid), '(0,0)')::text FROM user_logins";
 
 const UPDATE_SQL: &str = "UPDATE user_logins AS u SET masked_ip = v.ip, masked_device_id = v.device
     FROM unnest($1::text[], $2::text[], $3::text[]) AS v(ctid, ip, device)
@@ -63,10 +70,11 @@ pub async fn rekey(
 ) -> anyhow::Result<RekeyReport> {
     let mut report = RekeyReport::default();
     let mut last_ctid = "(0,0)".to_string();
+    let end_ctid: String = client.query_one(END_SQL, &[]).await?.get(0);
     loop {
         let transaction = client.transaction().await?;
         let rows = transaction
-            .query(PAGE_SQL, &[&last_ctid, &batch_rows])
+            .query(PAGE_SQL, &[&last_ctid, &batch_rows, &end_ctid])
             .await?;
         let Some(last) = rows.last() else { break };
         last_ctid = last.get(0);

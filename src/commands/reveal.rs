@@ -41,11 +41,10 @@ async fn write_audit(
     client: &tokio_postgres::Client,
     record: AuditRecord<'_>,
 ) -> anyhow::Result<()> {
-    let id = audit::record(client, &record).await.context(
+    audit::record(client, &record).await.context(
         "writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was revealed",
     )?;
     tracing::info!(
-        audit_id = id,
         values = record.value_count,
         action = record.action,
         "reveal audited"

@@ -23,16 +23,16 @@ pub fn os_user() -> String {
     whoami::username().unwrap_or_else(|_| "unknown".into())
 }
 
-/// Inserts the audit row; returns its id. The database role and client
-/// address are filled in by Postgres itself.
+/// Inserts the audit row. The database role and client address are filled
+/// in by Postgres itself. (No RETURNING: the revealer role may only insert.)
 pub async fn record(
     client: &Client,
     record: &AuditRecord<'_>,
-) -> Result<i64, tokio_postgres::Error> {
-    let row = client
-        .query_one(
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
             "INSERT INTO veil.audit (os_user, action, value_count, fields, reason, query)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &os_user(),
                 &record.action,
@@ -43,5 +43,5 @@ pub async fn record(
             ],
         )
         .await?;
-    Ok(row.get(0))
+    Ok(())
 }

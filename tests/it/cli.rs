@@ -33,11 +33,11 @@ pub async fn migrated_db() -> TestDb {
 pub fn veil(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
     let mut child = Command::new(veil_binary())
         .args(args)
-        .envs(envs.iter().copied())
         .env_remove("VEIL_KEY_FILE")
         .env_remove("DATABASE_URL")
         .env_remove("VEIL_QUEUE_URL")
         .env_remove("VEIL_KEY")
+        .envs(envs.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

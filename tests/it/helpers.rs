@@ -192,6 +192,15 @@ pub struct TestKey {
 }
 
 impl TestKey {
+    /// A key file made elsewhere (e.g. by `veil keys new --kms-key-id`).
+    pub fn at(path: PathBuf) -> Self {
+        TestKey {
+            _dir: tempfile::tempdir().unwrap(),
+            path,
+            keyring: Keyring::generate(),
+        }
+    }
+
     pub fn create() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.json");

@@ -5,4 +5,5 @@
 
 mod cli;
 mod helpers;
+mod keys;
 mod pipeline;

@@ -712,4 +712,39 @@ mod tests {
             assert_eq!(canonical_ip(text), None, "{text:?}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        proptest! {
+            #[test]
+            fn any_value_round_trips_through_its_mask(value in "\\PC{0,128}", ip in any::<bool>()) {
+                let ring = Keyring::generate();
+                let field = if ip { Field::Ip } else { Field::DeviceId };
+                let mask = ring.mask(field, &value);
+                prop_assert!(mask.len() <= 256 || value.len() > MAX_MASKED_VALUE_BYTES);
+                prop_assert_eq!(ring.reveal(&mask), Ok((field, value)));
+            }
+
+            #[test]
+            fn ipv6_spellings_canonicalize_to_one_text(segments in any::<[u16; 8]>()) {
+                let address = Ipv6Addr::from(segments);
+                let expanded = segments.iter().map(|s| format!("{s:04X}")).collect::<Vec<_>>().join(":");
+                let short = segments.iter().map(|s| format!("{s:x}")).collect::<Vec<_>>().join(":");
+                let canonical = canonical_ip(&address.to_string());
+                prop_assert!(canonical.is_some());
+                prop_assert_eq!(canonical_ip(&expanded), canonical.clone());
+                prop_assert_eq!(canonical_ip(&short), canonical);
+            }
+
+            #[test]
+            fn ipv4_mapped_ipv6_equals_the_ipv4_address(octets in any::<[u8; 4]>()) {
+                let v4 = Ipv4Addr::from(octets);
+                let mapped = format!("::ffff:{v4}");
+                prop_assert_eq!(canonical_ip(&mapped), Some(v4.to_string()));
+            }
+        }
+    }
 }

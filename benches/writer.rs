@@ -1,0 +1,189 @@
+//! Writer throughput: rows per second into `user_logins` through veil's
+//! batch writer (ledger claim + rows, one transaction per batch), side by
+//! side with `psql \copy` of the same rows into the same table shape (no
+//! ledger), in one run, on a fresh database each. Prints the ratio.
+//!
+//! Needs Postgres on 127.0.0.1:5432 (scripts/services.sh up postgres).
+//! `cargo bench --bench writer` (VEIL_BENCH_ROWS, VEIL_BENCH_BATCH to vary).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use tokio_postgres::NoTls;
+use veil::mask::{Field, Keyring};
+use veil::postgres::{record_batch, MaskedRow, Prepared, Record};
+
+const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rows(count: usize) -> Vec<Prepared> {
+    let keyring = Keyring::generate();
+    (0..count)
+        .map(|i| Prepared {
+            message_id: format!("bench-{i:08}-4f1c-9a0e-6d3b2c1a0f9e"),
+            record: Record::Row(MaskedRow {
+                user_id: format!("424cdd21-063a-43a7-b91b-{i:012}"),
+                device_type: if i % 2 == 0 { "android" } else { "ios" }.into(),
+                masked_ip: keyring.mask(
+                    Field::Ip,
+                    &format!("10.{}.{}.{}", i % 200, i % 250, i % 240),
+                ),
+                masked_device_id: keyring.mask(
+                    Field::DeviceId,
+                    &format!("{:03}-{:02}-{:04}", i % 900, i % 99, i % 9999),
+                ),
+                locale: Some("RU".into()),
+                app_version: (i % 6) as i32,
+                create_date: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+            }),
+        })
+        .collect()
+}
+
+async fn fresh_database(name: &str) -> String {
+    let (admin, connection) = tokio_postgres::connect(ADMIN_URL, NoTls)
+        .await
+        .expect("Postgres");
+    tokio::spawn(connection);
+    // Separate statements: DROP/CREATE DATABASE refuse to run in a transaction block.
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin.batch_execute(&statement).await.unwrap();
+    }
+    format!("postgres://postgres:postgres@127.0.0.1:5432/{name}")
+}
+
+/// Writes all rows in batches through `writers` connections in parallel,
+/// as `veil run --writers N` does.
+async fn veil_writer(prepared: &[Prepared], batch: usize, writers: usize) -> Duration {
+    let url = fresh_database("veil_bench_writer").await;
+    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    veil::postgres::migrate(&mut client).await.unwrap();
+    let batches: Vec<Vec<Prepared>> = prepared.chunks(batch).map(<[Prepared]>::to_vec).collect();
+    let mut lanes: Vec<Vec<Vec<Prepared>>> = vec![Vec::new(); writers];
+    for (index, chunk) in batches.into_iter().enumerate() {
+        lanes[index % writers].push(chunk);
+    }
+    let mut clients = Vec::new();
+    for _ in 0..writers {
+        let (lane_client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        clients.push(lane_client);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = lanes
+        .into_iter()
+        .zip(clients)
+        .map(|(lane, mut lane_client)| {
+            tokio::spawn(async move {
+                for chunk in lane {
+                    record_batch(&mut lane_client, &chunk).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM user_logins", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count as usize, prepared.len());
+    elapsed
+}
+
+fn psql_copy(prepared: &[Prepared], url: &str) -> Duration {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    for item in prepared {
+        let Record::Row(row) = &item.record else {
+            continue;
+        };
+        writeln!(
+            file,
+            "{},{},{},{},{},{},{}",
+            row.user_id,
+            row.device_type,
+            row.masked_ip,
+            row.masked_device_id,
+            row.locale.as_deref().unwrap_or(""),
+            row.app_version,
+            row.create_date
+        )
+        .unwrap();
+    }
+    file.flush().unwrap();
+    let command = format!(
+        "\\copy user_logins FROM '{}' WITH (FORMAT csv)",
+        file.path().display()
+    );
+    let started = Instant::now();
+    let status = std::process::Command::new("psql")
+        .args([url, "-q", "-c", &command])
+        .status()
+        .expect("psql");
+    let elapsed = started.elapsed();
+    assert!(status.success());
+    elapsed
+}
+
+#[tokio::main]
+async fn main() {
+    let count = env_number("VEIL_BENCH_ROWS", 100_000);
+    let batch = env_number("VEIL_BENCH_BATCH", 500);
+    let prepared = rows(count);
+    let rounds = env_number("VEIL_BENCH_ROUNDS", 5);
+    let (mut one, mut two, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved rounds, so drift on the machine hits all three alike.
+    for _ in 0..rounds {
+        one.push(veil_writer(&prepared, batch, 1).await);
+        two.push(veil_writer(&prepared, batch, 2).await);
+        let url = fresh_database("veil_bench_copy").await;
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(veil::postgres::USER_LOGINS_DDL)
+            .await
+            .unwrap();
+        copy.push(psql_copy(&prepared, &url));
+    }
+    let median = |times: &mut Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let (one, two, copy) = (median(&mut one), median(&mut two), median(&mut copy));
+    let rate = |d: Duration| count as f64 / d.as_secs_f64();
+    println!("writer: {count} rows, batches of {batch}, median of {rounds} interleaved rounds");
+    println!(
+        "  veil, 1 writer  (ledger + rows):   {:>9.0} rows/s ({:.3} s)",
+        rate(one),
+        one.as_secs_f64()
+    );
+    println!(
+        "  veil, 2 writers (ledger + rows):   {:>9.0} rows/s ({:.3} s)",
+        rate(two),
+        two.as_secs_f64()
+    );
+    println!(
+        "  psql \\copy (rows only, baseline):  {:>9.0} rows/s ({:.3} s)",
+        rate(copy),
+        copy.as_secs_f64()
+    );
+    println!(
+        "  ratio veil / psql \\copy: {:.2} with 1 writer, {:.2} with 2 writers",
+        rate(one) / rate(copy),
+        rate(two) / rate(copy)
+    );
+}

@@ -68,6 +68,12 @@ async fn veil_writer(prepared: &[Prepared], batch: usize, writers: usize) -> Dur
     let url = fresh_database("veil_bench_writer").await;
     let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
+    // The contract table as the reference environment ships it (no
+    // indexes), so veil and \copy write into the same shape.
+    client
+        .batch_execute(veil::postgres::USER_LOGINS_DDL)
+        .await
+        .unwrap();
     veil::postgres::migrate(&mut client).await.unwrap();
     let batches: Vec<Vec<Prepared>> = prepared.chunks(batch).map(<[Prepared]>::to_vec).collect();
     let mut lanes: Vec<Vec<Vec<Prepared>>> = vec![Vec::new(); writers];

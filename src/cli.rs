@@ -148,10 +148,34 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..=20))]
     pub wait_secs: Option<i32>,
 
-    /// Messages per receive, and so per Postgres transaction (1-10, the SQS
-    /// maximum).
+    /// Messages per ReceiveMessage call (1-10, the SQS maximum).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
     pub batch_size: i32,
+
+    /// Concurrent long-polling receivers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub receivers: u16,
+
+    /// Concurrent batch writers, each with its own Postgres connection.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub writers: u16,
+
+    /// Messages per Postgres transaction, at most.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_batch_rows: u32,
+
+    /// How long a batch waits for more messages before it is written anyway.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub max_batch_wait_ms: u64,
+
+    /// Most messages held at once (received, not yet deleted), so memory
+    /// stays flat however deep the queue is. At least --batch-size.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
+
+    /// No progress bar (it is shown only with --until-empty on a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// Options of `veil reveal`.
@@ -248,6 +272,12 @@ pub struct RekeyArgs {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    /// Also add the analyst indexes (masked_ip, masked_device_id,
+    /// create_date) to an existing user_logins, without blocking writers.
+    /// veil adds them by itself only to a table it creates.
+    #[arg(long)]
+    pub indexes: bool,
 }
 
 /// Options of `veil seed`.

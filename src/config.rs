@@ -53,12 +53,37 @@ pub struct RunConfig {
     pub until_empty: bool,
     /// Rows to show at the end of an --until-empty run.
     pub show_rows: usize,
+    /// Concurrent receivers.
+    pub receivers: usize,
+    /// Concurrent writers.
+    pub writers: usize,
+    /// Messages per Postgres transaction, at most.
+    pub max_batch_rows: usize,
+    /// Longest wait for a batch to fill.
+    pub max_batch_wait: std::time::Duration,
+    /// Most messages held at once.
+    pub max_in_flight: usize,
+    /// Show a progress bar (until-empty, on a terminal, not --quiet).
+    pub progress: bool,
 }
 
 impl RunConfig {
     /// Checks the arguments of `veil run`.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        if args.max_in_flight < args.batch_size as u32 {
+            return Err(ConfigError(format!(
+                "--max-in-flight ({}) must be at least --batch-size ({})",
+                args.max_in_flight, args.batch_size
+            )));
+        }
+        use std::io::IsTerminal;
         Ok(RunConfig {
+            receivers: usize::from(args.receivers),
+            writers: usize::from(args.writers),
+            max_batch_rows: args.max_batch_rows as usize,
+            max_batch_wait: std::time::Duration::from_millis(args.max_batch_wait_ms),
+            max_in_flight: args.max_in_flight as usize,
+            progress: args.until_empty && !args.quiet && std::io::stderr().is_terminal(),
             queue_url: args.queue.queue_url.clone(),
             protocol: args.queue.sqs_protocol,
             database: database_from_args(&args.database)?,

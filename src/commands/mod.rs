@@ -4,6 +4,7 @@
 pub mod keys;
 pub mod reveal;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
 use crate::config::{database_from_args, key_location, ConfigError, RunConfig};
 use crate::keys as key_sources;
-use crate::pipeline::{self, PipelineSettings, RunReport};
+use crate::pipeline::{self, Counters, PipelineSettings, RunReport};
 use crate::postgres::{self, Database};
 use crate::sqs::{SqsClient, SQS_BATCH_LIMIT};
 use crate::{report, seed};
@@ -31,16 +32,28 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
 /// Runs the service with checked settings until shutdown (or an empty
 /// queue) and returns what it did. Tests call this in-process.
 pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
-    let keyring = key_sources::load(&config.key, true).await?;
+    serve_observed(config, shutdown, Arc::default()).await
+}
+
+/// `serve`, with live counters the caller can watch while it runs.
+pub async fn serve_observed(
+    config: &RunConfig,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) -> anyhow::Result<RunReport> {
+    let keyring = Arc::new(key_sources::load(&config.key, true).await?);
     let sqs = SqsClient::connect(&config.queue_url, config.protocol).await?;
     let mut database = Database::connect(config.database.clone()).await?;
     let schema = postgres::migrate(database.client().await?).await?;
+    drop(database);
     tracing::info!(
         queue = %config.queue_url,
         database = %postgres::describe(&config.database),
         key_id = %keyring.active().id(),
         created_user_logins = schema.created_user_logins,
         until_empty = config.until_empty,
+        receivers = config.receivers,
+        writers = config.writers,
         "veil started"
     );
     let settings = PipelineSettings {
@@ -52,13 +65,29 @@ pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::R
             0
         },
         mask_mode: config.mask_mode,
+        receivers: config.receivers,
+        writers: config.writers,
+        max_batch_rows: config.max_batch_rows,
+        max_batch_wait: config.max_batch_wait,
+        max_in_flight: config.max_in_flight,
+        progress: config.progress,
     };
-    let report = pipeline::run(&sqs, &mut database, &keyring, &settings, shutdown).await?;
+    let report = pipeline::run(
+        &sqs,
+        config.database.clone(),
+        keyring,
+        &settings,
+        shutdown,
+        counters,
+    )
+    .await?;
     tracing::info!(
         received = report.received,
         written = report.written,
         quarantined = report.quarantined,
         duplicates = report.duplicates,
+        batches = report.batches,
+        peak_in_flight = report.peak_in_flight,
         elapsed_ms = report.elapsed.as_millis() as u64,
         "veil stopped"
     );
@@ -74,11 +103,15 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         "schema ready on {} (user_logins {})",
         postgres::describe(&config),
         if report.created_user_logins {
-            "created"
+            "created, with analyst indexes"
         } else {
             "already there"
         }
     );
+    if args.indexes {
+        let created = postgres::create_analyst_indexes(database.client().await?).await?;
+        println!("analyst indexes created: {created:?} (any others already existed)");
+    }
     Ok(())
 }
 

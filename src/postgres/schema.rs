@@ -57,6 +57,15 @@ COMMENT ON TABLE veil.audit IS 'one row per veil reveal: who, when, why, how man
 /// shape) `migrate` runs no DDL, so roles without CREATE rights can start.
 const VEIL_TABLES: [&str; 3] = ["veil.ledger", "veil.quarantine", "veil.audit"];
 
+/// Indexes for the analysts' duplicate queries (`GROUP BY masked_ip`, by
+/// day). Each costs insert throughput, so veil adds them only to a table it
+/// created itself, or when asked (`veil migrate --indexes`).
+pub const ANALYST_INDEXES: [(&str, &str); 3] = [
+    ("user_logins_masked_ip_idx", "masked_ip"),
+    ("user_logins_masked_device_id_idx", "masked_device_id"),
+    ("user_logins_create_date_idx", "create_date"),
+];
+
 /// The columns veil writes, with the types it needs.
 const EXPECTED_COLUMNS: [(&str, &str); 7] = [
     ("user_id", "character varying"),
@@ -110,7 +119,14 @@ pub async fn migrate(client: &mut Client) -> anyhow::Result<SchemaReport> {
             .batch_execute(USER_LOGINS_DDL)
             .await
             .context("creating table user_logins")?;
-        tracing::info!("created table user_logins");
+        for (name, column) in ANALYST_INDEXES {
+            transaction
+                .batch_execute(&format!(
+                    "CREATE INDEX IF NOT EXISTS {name} ON user_logins ({column})"
+                ))
+                .await?;
+        }
+        tracing::info!("created table user_logins with its analyst indexes");
     }
     transaction.batch_execute(VEIL_SCHEMA_DDL).await.context(
         "creating schema veil (ledger, quarantine); the role needs CREATE on the database",
@@ -151,4 +167,26 @@ async fn check_user_logins_shape(
         );
     }
     Ok(())
+}
+
+/// Adds the analyst indexes to an existing `user_logins`, without blocking
+/// writers (`CREATE INDEX CONCURRENTLY`). Returns the names it created.
+pub async fn create_analyst_indexes(client: &Client) -> anyhow::Result<Vec<&'static str>> {
+    let mut created = Vec::new();
+    for (name, column) in ANALYST_INDEXES {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await?
+            .get(0);
+        if !exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON user_logins ({column})"
+                ))
+                .await
+                .with_context(|| format!("creating index {name}"))?;
+            created.push(name);
+        }
+    }
+    Ok(created)
 }

@@ -3,8 +3,8 @@
 use aws_config::SdkConfig;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-    SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 
@@ -118,6 +118,33 @@ impl JsonTransport {
             deleted: output.successful.len(),
             failed,
         })
+    }
+
+    pub(super) async fn change_visibility(
+        &self,
+        queue_url: &str,
+        entries: &[(String, String, i32)],
+    ) -> Result<Vec<String>, SqsError> {
+        let mut call = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(queue_url);
+        for (index, (_, receipt_handle, timeout_secs)) in entries.iter().enumerate() {
+            let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(receipt_handle)
+                .visibility_timeout(*timeout_secs)
+                .build()
+                .map_err(|e| SqsError::Permanent(e.to_string()))?;
+            call = call.entries(entry);
+        }
+        let output = call.send().await.map_err(classify)?;
+        Ok(output
+            .failed
+            .into_iter()
+            .filter_map(|failure| failure.id.parse::<usize>().ok())
+            .filter_map(|index| entries.get(index).map(|(id, _, _)| id.clone()))
+            .collect())
     }
 
     pub(super) async fn send_batch(

@@ -194,6 +194,23 @@ impl SqsClient {
         }
     }
 
+    /// Sets the visibility timeout of up to ten held messages, given as
+    /// (message id, receipt handle, timeout in seconds). Returns the ids
+    /// SQS refused (e.g. already deleted).
+    pub async fn extend_visibility(
+        &self,
+        entries: &[(String, String, i32)],
+    ) -> Result<Vec<String>, SqsError> {
+        debug_assert!(entries.len() <= SQS_BATCH_LIMIT);
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.transport {
+            Transport::Json(t) => t.change_visibility(&self.queue_url, entries).await,
+            Transport::Query(t) => t.change_visibility(&self.queue_url, entries).await,
+        }
+    }
+
     /// Sends up to ten bodies; returns how many SQS accepted.
     pub async fn send_batch(&self, bodies: &[String]) -> Result<usize, SqsError> {
         debug_assert!(bodies.len() <= SQS_BATCH_LIMIT);

@@ -176,6 +176,32 @@ impl QueryTransport {
         Ok(DeleteOutcome { deleted, failed })
     }
 
+    pub(super) async fn change_visibility(
+        &self,
+        queue_url: &str,
+        entries: &[(String, String, i32)],
+    ) -> Result<Vec<String>, SqsError> {
+        let mut params = vec![("QueueUrl".to_string(), queue_url.to_string())];
+        for (index, (_, receipt_handle, timeout_secs)) in entries.iter().enumerate() {
+            let prefix = format!("ChangeMessageVisibilityBatchRequestEntry.{}", index + 1);
+            params.push((format!("{prefix}.Id"), index.to_string()));
+            params.push((format!("{prefix}.ReceiptHandle"), receipt_handle.clone()));
+            params.push((
+                format!("{prefix}.VisibilityTimeout"),
+                timeout_secs.to_string(),
+            ));
+        }
+        let reply = self
+            .call("ChangeMessageVisibilityBatch", &params, CALL_TIMEOUT)
+            .await?;
+        let document = parse_xml(&reply)?;
+        Ok(elements(&document, "BatchResultErrorEntry")
+            .filter_map(|node| child_text(node, "Id"))
+            .filter_map(|id| id.parse::<usize>().ok())
+            .filter_map(|index| entries.get(index).map(|(id, _, _)| id.clone()))
+            .collect())
+    }
+
     pub(super) async fn send_batch(
         &self,
         queue_url: &str,

@@ -7,3 +7,4 @@ mod cli;
 mod helpers;
 mod keys;
 mod pipeline;
+mod scale;

@@ -1,0 +1,39 @@
+//! The progress bar of `veil run --until-empty` on a terminal: messages
+//! done, the rate, and what SQS says is left.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+
+pub(super) async fn show(shared: Arc<Shared>, stop: CancellationToken) {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} messages [{bar:30}] {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut ticks = 0u64;
+    loop {
+        let received = shared.counters.received.load(Ordering::Relaxed);
+        bar.set_position(received);
+        // Ask SQS for the remaining depth every two seconds, not every tick.
+        if ticks % 8 == 0 {
+            if let Ok(depth) = shared.sqs.depth().await {
+                let remaining = depth.visible + depth.in_flight;
+                bar.set_length(received + depth.visible);
+                bar.set_message(format!("{remaining} left in the queue"));
+            }
+        }
+        ticks += 1;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    bar.finish_and_clear();
+}

@@ -1,0 +1,89 @@
+//! A receiver: reserve in-flight slots, long-poll SQS, parse and mask what
+//! arrives, hand it to the writers. With --until-empty, a receiver that
+//! finds the queue drained stops all receivers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{prepare, sleep_or_cancel, Item, Shared};
+use crate::backoff::Backoff;
+use crate::sqs::SqsError;
+
+pub(super) async fn receive_loop(
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Item>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let request = shared.settings.receive;
+    let slots = request.max_messages as usize;
+    let mut backoff = Backoff::default();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = shared.flight.reserve(slots) => {}
+        }
+        let received = tokio::select! {
+            _ = stop.cancelled() => {
+                // Abandoning the poll is safe: anything it took becomes
+                // visible again after the visibility timeout.
+                shared.flight.release(slots);
+                return Ok(());
+            }
+            received = shared.sqs.receive(request) => received,
+        };
+        let messages = match received {
+            Ok(messages) => {
+                backoff.reset();
+                messages
+            }
+            Err(error) if error.is_transient() => {
+                shared.flight.release(slots);
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "receive failed");
+                sleep_or_cancel(delay, &stop).await;
+                continue;
+            }
+            Err(error) => {
+                shared.flight.release(slots);
+                return Err(error.into());
+            }
+        };
+        shared.flight.release(slots - messages.len());
+        if messages.is_empty() {
+            if shared.settings.until_empty && drained(&shared).await? {
+                stop.cancel();
+                return Ok(());
+            }
+            continue;
+        }
+        shared.flight.hold(&messages);
+        shared
+            .counters
+            .received
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        for message in messages {
+            let prepared = prepare(&shared.keyring, shared.settings.mask_mode, &message);
+            if sender
+                .send(super::Item { message, prepared })
+                .await
+                .is_err()
+            {
+                // Every writer is gone (one failed): stop receiving.
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Drained: this process holds nothing and SQS reports nothing visible
+/// and nothing in flight (messages held by another consumer may return).
+async fn drained(shared: &Shared) -> Result<bool, SqsError> {
+    if shared.flight.held() > 0 {
+        return Ok(false);
+    }
+    let depth = shared.sqs.depth().await?;
+    Ok(depth.visible == 0 && depth.in_flight == 0)
+}

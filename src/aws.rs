@@ -9,6 +9,7 @@ use aws_config::environment::{
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::profile::{ProfileFileCredentialsProvider, ProfileFileRegionProvider};
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
@@ -48,7 +49,10 @@ pub async fn sdk_config(
     is_local: bool,
     region_hint: Option<&str>,
 ) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    // Stalled-stream protection arms timers around every body; SQS and KMS
+    // bodies are small, and it measurably cost CPU per request.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(url) = endpoint_url {
         loader = loader.endpoint_url(url);
     }

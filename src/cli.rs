@@ -64,6 +64,10 @@ pub enum Command {
     /// Create user_logins (if missing) and veil's schema, then exit. Lets a
     /// least-privilege pipeline role run without DDL rights.
     Migrate(MigrateArgs),
+    /// Check configuration, key, queue (and its protocol), database,
+    /// permissions and the table's shape; print what is wrong and how to
+    /// fix it. Changes nothing. Exit 0 when all is well, 1 otherwise.
+    Doctor(DoctorArgs),
     /// Send generated login events (and a share of junk) to the queue, for
     /// demos, tests and benchmarks. Creates the queue if it is missing.
     Seed(SeedArgs),
@@ -173,6 +177,25 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
 
+    /// Quarantine a message (reason too_many_receives) once SQS has
+    /// delivered it more than this many times without veil recording it,
+    /// so a message that keeps failing cannot loop forever. Ignored when
+    /// the queue has its own redrive policy (its dead-letter queue takes
+    /// over). 0 disables the limit.
+    #[arg(long, default_value_t = 10)]
+    pub max_receives: u32,
+
+    /// After SIGINT/SIGTERM: how long to finish and commit the messages in
+    /// hand before giving up (exit 1; unrecorded messages return to the
+    /// queue when their visibility timeout ends).
+    #[arg(long, default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Serve /metrics (Prometheus text), /healthz and /readyz on this
+    /// address, e.g. 127.0.0.1:9898. Off by default.
+    #[arg(long, env = "VEIL_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
+
     /// No progress bar (it is shown only with --until-empty on a terminal).
     #[arg(long, short)]
     pub quiet: bool,
@@ -265,6 +288,19 @@ pub struct RekeyArgs {
     /// Rows per transaction.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_rows: i64,
+}
+
+/// Options of `veil doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// Options of `veil migrate`.

@@ -65,6 +65,12 @@ pub struct RunConfig {
     pub max_in_flight: usize,
     /// Show a progress bar (until-empty, on a terminal, not --quiet).
     pub progress: bool,
+    /// Deliveries after which a message is quarantined (0: no limit).
+    pub max_receives: u32,
+    /// Longest wait for a clean shutdown after a signal.
+    pub shutdown_timeout: std::time::Duration,
+    /// Where to serve /metrics, /healthz, /readyz.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunConfig {
@@ -84,6 +90,9 @@ impl RunConfig {
             max_batch_wait: std::time::Duration::from_millis(args.max_batch_wait_ms),
             max_in_flight: args.max_in_flight as usize,
             progress: args.until_empty && !args.quiet && std::io::stderr().is_terminal(),
+            max_receives: args.max_receives,
+            shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout_secs),
+            http_addr: args.http_addr,
             queue_url: args.queue.queue_url.clone(),
             protocol: args.queue.sqs_protocol,
             database: database_from_args(&args.database)?,

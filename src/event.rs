@@ -58,11 +58,13 @@ pub enum RejectReason {
     TooLarge,
     /// Postgres rejected the row although it passed validation.
     DbRejected,
+    /// Delivered more than --max-receives times without being recorded.
+    TooManyReceives,
 }
 
 impl RejectReason {
     /// Every reason, for docs and metrics.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::NotJson,
         RejectReason::WrongShape,
         RejectReason::MissingField,
@@ -73,6 +75,7 @@ impl RejectReason {
         RejectReason::BadChar,
         RejectReason::TooLarge,
         RejectReason::DbRejected,
+        RejectReason::TooManyReceives,
     ];
 
     /// The stable code stored in `veil.quarantine.reason`.
@@ -88,6 +91,7 @@ impl RejectReason {
             RejectReason::BadChar => "bad_char",
             RejectReason::TooLarge => "too_large",
             RejectReason::DbRejected => "db_rejected",
+            RejectReason::TooManyReceives => "too_many_receives",
         }
     }
 }

@@ -16,6 +16,7 @@
 //!   reveal audit.
 //! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown.
 //! - `commands`: one function per subcommand; `main.rs` only dispatches.
+//! - `ops`: the operations endpoint (/metrics, /healthz, /readyz).
 //! - `seed`, `report`, `telemetry`, `backoff`: demo data, the end-of-run
 //!   table, logging, retry delays.
 
@@ -27,6 +28,7 @@ pub mod config;
 pub mod event;
 pub mod keys;
 pub mod mask;
+pub mod ops;
 pub mod pipeline;
 pub mod postgres;
 pub mod rekey;

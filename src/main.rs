@@ -24,6 +24,7 @@ async fn main() -> ExitCode {
         Command::Keygen(args) => commands::keys::new(args).await,
         Command::Rekey(args) => commands::rekey(args).await,
         Command::Migrate(args) => commands::migrate(args).await,
+        Command::Doctor(args) => commands::doctor::doctor(args).await,
         Command::Seed(args) => commands::seed(args).await,
     };
     match result {

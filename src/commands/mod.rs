@@ -1,6 +1,7 @@
 //! One function per subcommand: wires configuration, keys, SQS and Postgres
 //! together and reports. The work itself lives in the other modules.
 
+pub mod doctor;
 pub mod keys;
 pub mod reveal;
 
@@ -19,10 +20,25 @@ use crate::postgres::{self, Database};
 use crate::sqs::{SqsClient, SQS_BATCH_LIMIT};
 use crate::{report, seed};
 
-/// `veil run`.
+/// `veil run`. After a signal, the run has --shutdown-timeout-secs to
+/// finish the messages in hand.
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = RunConfig::from_args(&args)?;
-    let report = serve(&config, shutdown).await?;
+    let deadline = {
+        let shutdown = shutdown.clone();
+        let timeout = config.shutdown_timeout;
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(timeout).await;
+        }
+    };
+    let report = tokio::select! {
+        report = serve(&config, shutdown) => report?,
+        _ = deadline => anyhow::bail!(
+            "shutdown took longer than {} s; messages not yet recorded return to the queue when their visibility timeout ends",
+            config.shutdown_timeout.as_secs()
+        ),
+    };
     if config.until_empty {
         print!("{}", report::render(&report));
     }
@@ -46,6 +62,19 @@ pub async fn serve_observed(
     let mut database = Database::connect(config.database.clone()).await?;
     let schema = postgres::migrate(database.client().await?).await?;
     drop(database);
+    let max_receives = match config.max_receives {
+        0 => None,
+        _ if sqs.has_redrive_policy().await? => {
+            tracing::info!("the queue has a redrive policy; --max-receives is left to it");
+            None
+        }
+        limit => Some(limit),
+    };
+    let ops_stop = CancellationToken::new();
+    let _ops_guard = ops_stop.clone().drop_guard();
+    if let Some(address) = config.http_addr {
+        crate::ops::serve(address, counters.clone(), ops_stop).await?;
+    }
     tracing::info!(
         queue = %config.queue_url,
         database = %postgres::describe(&config.database),
@@ -71,6 +100,7 @@ pub async fn serve_observed(
         max_batch_wait: config.max_batch_wait,
         max_in_flight: config.max_in_flight,
         progress: config.progress,
+        max_receives,
     };
     let report = pipeline::run(
         &sqs,

@@ -57,6 +57,9 @@ pub struct PipelineSettings {
     pub max_in_flight: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Quarantine messages delivered more often than this (`None`: no limit,
+    /// e.g. because the queue has a redrive policy).
+    pub max_receives: Option<u32>,
 }
 
 /// Live counters of a run; tests and the progress bar read them.
@@ -78,11 +81,100 @@ pub struct Counters {
     pub batches: AtomicU64,
     /// Visibility extensions sent by the heartbeat.
     pub visibility_extensions: AtomicU64,
+    /// Messages held now (received, not yet deleted or released).
+    pub in_flight: AtomicU64,
+    /// SQS call failures, by operation.
+    pub sqs_errors: ErrorCounts,
+    /// Postgres failures, by kind (transient, data, fatal).
+    pub postgres_errors: ErrorCounts,
+    /// Batch write latency.
+    pub batch_seconds: Histogram,
+    /// The last SQS call succeeded.
+    pub sqs_ready: std::sync::atomic::AtomicBool,
+    /// The last Postgres write succeeded.
+    pub postgres_ready: std::sync::atomic::AtomicBool,
     by_reason: Mutex<BTreeMap<&'static str, u64>>,
     sample_rows: Mutex<Vec<MaskedRow>>,
 }
 
+/// Counts by a label from a small fixed set.
+#[derive(Debug, Default)]
+pub struct ErrorCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl ErrorCounts {
+    /// Adds one for `label`.
+    pub fn add(&self, label: &'static str) {
+        *self
+            .0
+            .lock()
+            .expect("error counts lock")
+            .entry(label)
+            .or_default() += 1;
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().expect("error counts lock").clone()
+    }
+}
+
+/// A fixed-bucket latency histogram (Prometheus semantics: cumulative).
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds in seconds.
+    pub bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        const BOUNDS: &[f64] = &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Histogram {
+            bounds: BOUNDS,
+            counts: BOUNDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            if seconds <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, the sum in seconds, and the count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, sum, self.count.load(Ordering::Relaxed))
+    }
+}
+
 impl Counters {
+    /// Quarantined messages by reason code so far.
+    pub fn quarantined_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        self.by_reason.lock().expect("counters lock").clone()
+    }
+
     fn absorb(&self, outcome: &BatchOutcome, keep_rows: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.written
@@ -166,6 +258,30 @@ struct Shared {
 }
 
 impl Shared {
+    /// Messages are done with (deleted, or given back): free their slots.
+    fn finished(&self, messages: &[QueueMessage]) {
+        self.flight.finish(messages);
+        self.counters
+            .in_flight
+            .store(self.flight.held() as u64, Ordering::Relaxed);
+    }
+
+    /// Gives unrecorded messages back to the queue at once (visibility 0)
+    /// instead of leaving them hidden until their timeout ends.
+    async fn release_to_queue(&self, messages: &[QueueMessage]) {
+        for chunk in messages.chunks(crate::sqs::SQS_BATCH_LIMIT) {
+            let entries: Vec<(String, String, i32)> = chunk
+                .iter()
+                .map(|m| (m.message_id.clone(), m.receipt_handle.clone(), 0))
+                .collect();
+            if let Err(error) = self.sqs.extend_visibility(&entries).await {
+                self.counters.sqs_errors.add("release");
+                tracing::warn!(%error, "could not release messages; they return after their visibility timeout");
+            }
+        }
+        self.finished(messages);
+    }
+
     fn mark_done(&self) {
         let nanos = self.started.elapsed().as_nanos() as u64;
         self.last_done_nanos.fetch_max(nanos, Ordering::Relaxed);
@@ -188,6 +304,8 @@ pub async fn run(
     shutdown: CancellationToken,
     counters: Arc<Counters>,
 ) -> anyhow::Result<RunReport> {
+    counters.sqs_ready.store(true, Ordering::Relaxed);
+    counters.postgres_ready.store(true, Ordering::Relaxed);
     let shared = Arc::new(Shared {
         sqs: sqs.clone(),
         keyring,
@@ -299,7 +417,10 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                         .fetch_add(extended as u64, Ordering::Relaxed);
                     tracing::debug!(extended, refused = refused.len(), "visibility extended");
                 }
-                Err(error) => tracing::warn!(%error, "could not extend visibility"),
+                Err(error) => {
+                    shared.counters.sqs_errors.add("extend_visibility");
+                    tracing::warn!(%error, "could not extend visibility");
+                }
             }
         }
     }
@@ -317,6 +438,33 @@ fn extension_secs(protocol: Protocol, timeout_secs: i32, held_for: Duration) -> 
         Protocol::Query => timeout_secs.saturating_add(held_for.as_secs_f64().ceil() as i32),
     };
     secs.min(SQS_MAX_VISIBILITY_SECS)
+}
+
+/// `prepare`, but a message delivered more than `max_receives` times is
+/// quarantined as `too_many_receives` whatever its body, so one that keeps
+/// failing cannot be redelivered forever.
+pub fn prepare_limited(
+    keyring: &Keyring,
+    mode: MaskMode,
+    max_receives: Option<u32>,
+    message: &QueueMessage,
+) -> Prepared {
+    let over = max_receives
+        .zip(message.receive_count)
+        .is_some_and(|(max, count)| count > max);
+    if over {
+        tracing::warn!(message_id = %message.message_id, receive_count = message.receive_count, "message received too many times; quarantining it");
+        return Prepared {
+            message_id: message.message_id.clone(),
+            record: Record::Quarantine(quarantine_entry(
+                keyring,
+                message,
+                RejectReason::TooManyReceives,
+                None,
+            )),
+        };
+    }
+    prepare(keyring, mode, message)
 }
 
 /// Parses, validates and masks one message into what to record.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{prepare, sleep_or_cancel, Item, Shared};
+use super::{prepare_limited, sleep_or_cancel, Item, Shared};
 use crate::backoff::Backoff;
 use crate::sqs::SqsError;
 
@@ -37,10 +37,13 @@ pub(super) async fn receive_loop(
         let messages = match received {
             Ok(messages) => {
                 backoff.reset();
+                shared.counters.sqs_ready.store(true, Ordering::Relaxed);
                 messages
             }
             Err(error) if error.is_transient() => {
                 shared.flight.release(slots);
+                shared.counters.sqs_errors.add("receive");
+                shared.counters.sqs_ready.store(false, Ordering::Relaxed);
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "receive failed");
                 sleep_or_cancel(delay, &stop).await;
@@ -48,6 +51,7 @@ pub(super) async fn receive_loop(
             }
             Err(error) => {
                 shared.flight.release(slots);
+                shared.counters.sqs_errors.add("receive");
                 return Err(error.into());
             }
         };
@@ -62,10 +66,20 @@ pub(super) async fn receive_loop(
         shared.flight.hold(&messages);
         shared
             .counters
+            .in_flight
+            .store(shared.flight.held() as u64, Ordering::Relaxed);
+        shared
+            .counters
             .received
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
         for message in messages {
-            let prepared = prepare(&shared.keyring, shared.settings.mask_mode, &message);
+            let settings = &shared.settings;
+            let prepared = prepare_limited(
+                &shared.keyring,
+                settings.mask_mode,
+                settings.max_receives,
+                &message,
+            );
             if sender
                 .send(super::Item { message, prepared })
                 .await

@@ -37,29 +37,24 @@ pub(super) async fn write_loop(
             .map(|item| (item.message, item.prepared))
             .unzip();
         let started = Instant::now();
-        let written = write_with_retry(
-            &mut database,
-            &shared.keyring,
-            &messages,
-            prepared,
-            &shutdown,
-        )
-        .await;
+        let written =
+            write_with_retry(&shared, &mut database, &messages, prepared, &shutdown).await;
         let outcome = match written {
             Ok(Some(outcome)) => outcome,
             Ok(None) => {
                 // Shut down while Postgres was unreachable: not recorded, so
-                // not deleted; SQS redelivers these messages later.
-                shared.flight.finish(&messages);
+                // not deleted; hand the messages straight back to the queue.
+                shared.release_to_queue(&messages).await;
                 continue;
             }
             Err(error) => {
-                shared.flight.finish(&messages);
+                shared.release_to_queue(&messages).await;
                 return Err(error);
             }
         };
+        shared.counters.batch_seconds.observe(started.elapsed());
         shared.counters.absorb(&outcome, shared.settings.keep_rows);
-        tracing::debug!(
+        tracing::info!(
             messages = messages.len(),
             written = outcome.written.len(),
             quarantined = outcome.quarantined.len(),
@@ -100,24 +95,33 @@ async fn collect(shared: &Shared, receiver: &Mutex<mpsc::Receiver<Item>>) -> Vec
 /// Records the batch, retrying transient failures with backoff until it
 /// commits. Returns `None` if shutdown came first.
 async fn write_with_retry(
+    shared: &Shared,
     database: &mut Database,
-    keyring: &Keyring,
     messages: &[QueueMessage],
     prepared: Vec<Prepared>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<BatchOutcome>> {
+    let counters = &shared.counters;
     let mut backoff = Backoff::default();
     loop {
         let error = match database.client().await {
             Ok(client) => {
-                match write_isolating(client, keyring, messages, prepared.clone()).await {
-                    Ok(outcome) => return Ok(Some(outcome)),
+                match write_isolating(client, &shared.keyring, messages, prepared.clone()).await {
+                    Ok(outcome) => {
+                        counters.postgres_ready.store(true, Ordering::Relaxed);
+                        return Ok(Some(outcome));
+                    }
                     Err(WriteError::Transient(error)) => error,
-                    Err(error) => bail!(error),
+                    Err(error) => {
+                        counters.postgres_errors.add("fatal");
+                        bail!(error)
+                    }
                 }
             }
             Err(error) => error,
         };
+        counters.postgres_errors.add("transient");
+        counters.postgres_ready.store(false, Ordering::Relaxed);
         database.reset();
         let delay = backoff.next_delay();
         tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database unavailable; batch not recorded yet");
@@ -192,9 +196,12 @@ async fn delete_chunk(shared: Arc<Shared>, chunk: Vec<QueueMessage>) {
                 break;
             }
             Err(error) if error.is_transient() && attempt < 3 => {
+                counters.sqs_errors.add("delete");
+                tracing::debug!(%error, attempt, "delete failed; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(error) => {
+                counters.sqs_errors.add("delete");
                 counters
                     .delete_failures
                     .fetch_add(entries.len() as u64, Ordering::Relaxed);
@@ -203,6 +210,6 @@ async fn delete_chunk(shared: Arc<Shared>, chunk: Vec<QueueMessage>) {
             }
         }
     }
-    shared.flight.finish(&chunk);
+    shared.finished(&chunk);
     shared.mark_done();
 }

@@ -11,7 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_postgres::{Client, Config, NoTls};
 
-pub use schema::{create_analyst_indexes, migrate, SchemaReport, ANALYST_INDEXES, USER_LOGINS_DDL};
+pub use schema::{
+    check_user_logins_shape, create_analyst_indexes, migrate, SchemaReport, ANALYST_INDEXES,
+    USER_LOGINS_DDL,
+};
 pub use writer::{
     record_batch, BatchOutcome, MaskedRow, Prepared, QuarantineEntry, Record, WriteError,
 };

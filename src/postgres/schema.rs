@@ -137,10 +137,11 @@ pub async fn migrate(client: &mut Client) -> anyhow::Result<SchemaReport> {
     })
 }
 
-async fn check_user_logins_shape(
-    transaction: &tokio_postgres::Transaction<'_>,
+/// Checks that `user_logins` has the contract's columns and types.
+pub async fn check_user_logins_shape(
+    client: &impl tokio_postgres::GenericClient,
 ) -> anyhow::Result<()> {
-    let rows = transaction
+    let rows = client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, NULL)
                FROM pg_attribute a

@@ -31,10 +31,12 @@ where
         SdkError::ResponseError(_) => SqsError::Transient(description),
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default();
+            let message = service.err().message().unwrap_or_default();
+            let described = format!("{code}: {message}");
             if is_transient_code(code) {
-                SqsError::Transient(description)
+                SqsError::Transient(described)
             } else {
-                SqsError::Permanent(description)
+                SqsError::Permanent(described)
             }
         }
         _ => SqsError::Permanent(description),
@@ -186,6 +188,21 @@ impl JsonTransport {
             visible: count(QueueAttributeName::ApproximateNumberOfMessages),
             in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         })
+    }
+
+    pub(super) async fn redrive_policy(&self, queue_url: &str) -> Result<Option<String>, SqsError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output
+            .attributes
+            .unwrap_or_default()
+            .remove(&QueueAttributeName::RedrivePolicy))
     }
 
     pub(super) async fn create_queue(&self, name: &str) -> Result<(), SqsError> {

@@ -228,6 +228,16 @@ impl SqsClient {
         }
     }
 
+    /// Whether the queue has a redrive policy (a dead-letter queue takes
+    /// over messages received too often).
+    pub async fn has_redrive_policy(&self) -> Result<bool, SqsError> {
+        match &self.transport {
+            Transport::Json(t) => t.redrive_policy(&self.queue_url).await,
+            Transport::Query(t) => t.redrive_policy(&self.queue_url).await,
+        }
+        .map(|policy| policy.is_some_and(|p| !p.trim().is_empty()))
+    }
+
     /// Creates the queue named by the last path segment of this client's
     /// queue URL if it does not exist (idempotent); for `seed` and tests.
     pub async fn create_queue(&self) -> Result<(), SqsError> {

@@ -248,6 +248,21 @@ impl QueryTransport {
         Ok(depth)
     }
 
+    pub(super) async fn redrive_policy(&self, queue_url: &str) -> Result<Option<String>, SqsError> {
+        let params = [
+            ("QueueUrl".to_string(), queue_url.to_string()),
+            ("AttributeName.1".into(), "RedrivePolicy".into()),
+        ];
+        let reply = self
+            .call("GetQueueAttributes", &params, CALL_TIMEOUT)
+            .await?;
+        let document = parse_xml(&reply)?;
+        let policy = elements(&document, "Attribute")
+            .find(|a| child_text(*a, "Name").as_deref() == Some("RedrivePolicy"))
+            .and_then(|a| child_text(a, "Value"));
+        Ok(policy)
+    }
+
     pub(super) async fn create_queue(&self, _queue_url: &str, name: &str) -> Result<(), SqsError> {
         let params = [("QueueName".to_string(), name.to_string())];
         self.call("CreateQueue", &params, CALL_TIMEOUT).await?;

@@ -12,6 +12,9 @@ use super::{prepare_limited, sleep_or_cancel, Item, Shared};
 use crate::backoff::Backoff;
 use crate::sqs::SqsError;
 
+/// How long a receive under way at shutdown may still take to return.
+const SHUTDOWN_RECEIVE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(super) async fn receive_loop(
     shared: Arc<Shared>,
     sender: mpsc::Sender<Item>,
@@ -25,14 +28,23 @@ pub(super) async fn receive_loop(
             _ = stop.cancelled() => return Ok(()),
             _ = shared.flight.reserve(slots) => {}
         }
+        let receive = shared.sqs.receive(request);
+        tokio::pin!(receive);
         let received = tokio::select! {
+            received = &mut receive => received,
             _ = stop.cancelled() => {
-                // Abandoning the poll is safe: anything it took becomes
-                // visible again after the visibility timeout.
-                shared.flight.release(slots);
-                return Ok(());
+                // A receive under way may already have taken messages; give
+                // it a moment to hand them over rather than leaving them
+                // hidden until their visibility timeout ends. On an empty
+                // queue it is just a long poll, abandoned at no cost.
+                match tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut receive).await {
+                    Ok(received) => received,
+                    Err(_) => {
+                        shared.flight.release(slots);
+                        return Ok(());
+                    }
+                }
             }
-            received = shared.sqs.receive(request) => received,
         };
         let messages = match received {
             Ok(messages) => {

@@ -197,6 +197,7 @@ async fn delete_chunk(shared: Arc<Shared>, chunk: Vec<QueueMessage>) {
             }
             Err(error) if error.is_transient() && attempt < 3 => {
                 counters.sqs_errors.add("delete");
+                counters.sqs_ready.store(false, Ordering::Relaxed);
                 tracing::debug!(%error, attempt, "delete failed; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }

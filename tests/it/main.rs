@@ -7,4 +7,5 @@ mod cli;
 mod helpers;
 mod keys;
 mod pipeline;
+mod reliability;
 mod scale;

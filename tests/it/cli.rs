@@ -148,14 +148,7 @@ fn keygen_writes_a_private_file_and_never_overwrites() {
     );
     assert_eq!(second.status.code(), Some(2));
     assert!(text(&second.stderr).contains("refusing to overwrite"));
-    let material = std::fs::read_to_string(path).unwrap();
-    let secret = material
-        .split("\"material_base64\": \"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
+    let secret = &key_material(std::path::Path::new(path));
     assert!(!text(&first.stdout).contains(secret) && !text(&first.stderr).contains(secret));
 }
 
@@ -238,14 +231,7 @@ async fn no_pii_reaches_the_output_even_at_trace_level() {
                 "PII {secret:?} leaked at {level}"
             );
         }
-        let key_material = std::fs::read_to_string(&key.path).unwrap();
-        let material = key_material
-            .split("\"material_base64\": \"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
+        let material = &key_material(&key.path);
         assert!(!all.contains(material), "key leaked at {level}");
     }
 }

@@ -279,6 +279,17 @@ where
     }
 }
 
+/// The base64 key material in a plain keyring file (to check it never
+/// shows up in output).
+pub fn key_material(path: &std::path::Path) -> String {
+    let file = std::fs::read_to_string(path).unwrap();
+    let after = file
+        .split("\"material_base64\": \"")
+        .nth(1)
+        .expect("a plain keyring");
+    after.split('"').next().unwrap().to_string()
+}
+
 /// The path of the built `veil` binary.
 pub fn veil_binary() -> &'static str {
     env!("CARGO_BIN_EXE_veil")

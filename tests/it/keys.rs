@@ -137,14 +137,7 @@ async fn keys_list_shows_ids_and_the_active_key_but_no_material() {
         listing.contains(key.keyring.active().id()) && listing.contains("yes"),
         "{listing}"
     );
-    let file = std::fs::read_to_string(&key.path).unwrap();
-    let material = file
-        .split("\"material_base64\": \"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
+    let material = &key_material(&key.path);
     assert!(!listing.contains(material));
 }
 

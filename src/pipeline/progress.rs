@@ -13,22 +13,24 @@ use super::Shared;
 pub(super) async fn show(shared: Arc<Shared>, stop: CancellationToken) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos}/{len} messages [{bar:30}] {per_sec} {msg}")
+        ProgressStyle::with_template("{spinner} {pos}/{len} messages [{bar:30}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
     let mut ticks = 0u64;
+    let mut remaining = 0;
     loop {
         let received = shared.counters.received.load(Ordering::Relaxed);
         bar.set_position(received);
         // Ask SQS for the remaining depth every two seconds, not every tick.
         if ticks % 8 == 0 {
             if let Ok(depth) = shared.sqs.depth().await {
-                let remaining = depth.visible + depth.in_flight;
+                remaining = depth.visible + depth.in_flight;
                 bar.set_length(received + depth.visible);
-                bar.set_message(format!("{remaining} left in the queue"));
             }
         }
+        let rate = received as f64 / shared.started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!("{rate:.0} msg/s, {remaining} left in the queue"));
         ticks += 1;
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -15,12 +15,22 @@ fn keyring() -> &'static Keyring {
 }
 
 fuzz_target!(|body: &[u8]| {
-    let Ok(event) = event::parse(body) else { return };
+    let Ok(event) = event::parse(body) else {
+        return;
+    };
     assert!(!event.user_id.is_empty() && event.user_id.chars().count() <= USER_ID_MAX_CHARS);
     assert!(event.device_type.chars().count() <= DEVICE_TYPE_MAX_CHARS);
-    assert!(event.locale.as_ref().is_none_or(|l| l.chars().count() <= LOCALE_MAX_CHARS));
+    assert!(event
+        .locale
+        .as_ref()
+        .is_none_or(|l| l.chars().count() <= LOCALE_MAX_CHARS));
     assert!(!event.device_id.is_empty() && event.device_id.len() <= MAX_MASKED_VALUE_BYTES);
-    for text in [&event.user_id, &event.device_type, &event.ip, &event.device_id] {
+    for text in [
+        &event.user_id,
+        &event.device_type,
+        &event.ip,
+        &event.device_id,
+    ] {
         assert!(!text.contains('\0'));
     }
     assert_eq!(canonical_ip(&event.ip).as_deref(), Some(event.ip.as_str()));

@@ -106,7 +106,7 @@ async fn write_with_retry(
     loop {
         let error = match database.client().await {
             Ok(client) => {
-                match write_isolating(client, &shared.keyring, messages, prepared.clone()).await {
+                match write_isolating(client, &shared.keyring, messages, &prepared).await {
                     Ok(outcome) => {
                         counters.postgres_ready.store(true, Ordering::Relaxed);
                         return Ok(Some(outcome));
@@ -138,14 +138,13 @@ fn write_isolating<'a>(
     client: &'a mut tokio_postgres::Client,
     keyring: &'a Keyring,
     messages: &'a [QueueMessage],
-    batch: Vec<Prepared>,
+    batch: &'a [Prepared],
 ) -> futures::future::BoxFuture<'a, Result<BatchOutcome, WriteError>> {
     Box::pin(async move {
-        match record_batch(client, &batch).await {
+        match record_batch(client, batch).await {
             Err(WriteError::Data(error)) if batch.len() > 1 => {
                 tracing::debug!(%error, size = batch.len(), "value rejected; splitting batch");
-                let mut first = batch;
-                let second = first.split_off(first.len() / 2);
+                let (first, second) = batch.split_at(batch.len() / 2);
                 let mut outcome = write_isolating(client, keyring, messages, first).await?;
                 let rest = write_isolating(client, keyring, messages, second).await?;
                 outcome.written.extend(rest.written);

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use veil::cli::{Cli, Command};
 use veil::config::RunConfig;
 use veil::mask::Keyring;
-use veil::pipeline::RunReport;
+use veil::pipeline::{Counters, RunReport};
 use veil::seed::{self, SeedMessage};
 use veil::sqs::{ProtocolChoice, QueueDepth, SqsClient};
 
@@ -261,6 +261,22 @@ pub async fn drain(queue: &TestQueue, db: &TestDb, key: &TestKey) -> RunReport {
     .await
     .expect("drain finished in time")
     .expect("drain succeeded")
+}
+
+/// Starts `veil run` in-process in the background; its live counters can
+/// be watched while it runs.
+pub fn spawn_service(
+    config: RunConfig,
+) -> (
+    tokio::task::JoinHandle<anyhow::Result<RunReport>>,
+    std::sync::Arc<Counters>,
+) {
+    let counters = std::sync::Arc::new(Counters::default());
+    let watched = counters.clone();
+    let service = tokio::spawn(async move {
+        veil::commands::serve_observed(&config, CancellationToken::new(), watched).await
+    });
+    (service, counters)
 }
 
 /// Polls `condition` every 50 ms until it holds or the test timeout passes.

@@ -4,12 +4,10 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use veil::pipeline::Counters;
 use veil::sqs::{ProtocolChoice, ReceiveRequest};
 
 use crate::cli::{migrated_db, text, veil};
@@ -201,11 +199,7 @@ async fn sqs_outage_mid_drain_is_ridden_out() {
             "5",
         ],
     );
-    let counters = Arc::new(Counters::default());
-    let service = tokio::spawn({
-        let counters = counters.clone();
-        async move { veil::commands::serve_observed(&config, CancellationToken::new(), counters).await }
-    });
+    let (service, counters) = spawn_service(config);
 
     wait_until("some rows before the outage", || async {
         recorded(&db).await >= 60
@@ -324,11 +318,7 @@ async fn postgres_restart_mid_drain_is_ridden_out() {
         &key,
         &["--until-empty", "--max-batch-rows", "20"],
     );
-    let counters = Arc::new(Counters::default());
-    let service = tokio::spawn({
-        let counters = counters.clone();
-        async move { veil::commands::serve_observed(&config, CancellationToken::new(), counters).await }
-    });
+    let (service, counters) = spawn_service(config);
 
     wait_until("some rows before the restart", || async {
         recorded(&db).await >= 60

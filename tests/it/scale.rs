@@ -3,10 +3,8 @@
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use veil::pipeline::Counters;
 use veil::sqs::ProtocolChoice;
 
 use crate::cli::{migrated_db, text, veil};
@@ -118,11 +116,7 @@ async fn a_batch_held_longer_than_the_visibility_timeout_is_not_redelivered() {
             "2",
         ],
     );
-    let counters = Arc::new(Counters::default());
-    let service = tokio::spawn({
-        let counters = counters.clone();
-        async move { veil::commands::serve_observed(&config, CancellationToken::new(), counters).await }
-    });
+    let (service, counters) = spawn_service(config);
 
     // Each message is extended about once a second; three rounds means it
     // has been held past the 2 s timeout at least once over.

@@ -1,4 +1,4 @@
-# veil as a container: a static-ish release binary on Debian slim, non-root.
+# veil as a container: the release binary on Debian slim, running as a non-root user.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -106,10 +106,7 @@ pub async fn load(location: &KeyLocation, create_default: bool) -> anyhow::Resul
     let path = location.path();
     match (location, path.exists()) {
         (_, true) => {
-            let text = Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            );
+            let text = crate::mask::read_key_file(path)?;
             crate::mask::warn_if_readable_by_others(path);
             parse(&text, path).await
         }

@@ -336,11 +336,7 @@ impl Keyring {
 
     /// Reads a keyring file, warning when others can read it.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
-        let io = |source| KeyFileError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+        let text = read_key_file(path)?;
         warn_if_readable_by_others(path);
         Self::from_json(&text, path)
     }
@@ -454,6 +450,16 @@ impl Keyring {
             .decrypt([BODY_HEADER, nonce], ciphertext)
             .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))
     }
+}
+
+/// The text of a key file, in a buffer zeroed on drop.
+pub fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|source| KeyFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Creates `path` with mode 0600 (and its directory) and writes `bytes`.

@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use zeroize::Zeroizing;
 
 use crate::cli::{KeyFileArgs, KeysCommand, KeysNewArgs, RetireArgs};
 use crate::config::ConfigError;
 use crate::keys::{self, Protection};
-use crate::mask::{KeyFileError, Keyring};
+use crate::mask::{read_key_file, KeyFileError, Keyring};
 use crate::report::psql_table;
 
 /// Dispatches `veil keys ...`.
@@ -55,9 +54,7 @@ fn describe(protection: &Protection) -> String {
 }
 
 async fn read(path: &Path) -> anyhow::Result<(Zeroizing<String>, Protection, Keyring)> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-    );
+    let text = read_key_file(path)?;
     let protection = keys::protection_of(&text, path)?;
     let keyring = keys::parse(&text, path).await?;
     Ok((text, protection, keyring))
@@ -77,10 +74,7 @@ async fn rotate(args: KeyFileArgs) -> anyhow::Result<()> {
 }
 
 fn list(args: KeyFileArgs) -> anyhow::Result<()> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(&args.key_file)
-            .with_context(|| format!("reading {}", args.key_file.display()))?,
-    );
+    let text = read_key_file(&args.key_file)?;
     let protection = keys::protection_of(&text, &args.key_file)?;
     let rows: Vec<Vec<String>> = keys::list(&text, &args.key_file)?
         .into_iter()

@@ -10,8 +10,8 @@
 //! - `keys`: where the keyring comes from (VEIL_KEY, file, default) and
 //!   KMS envelope encryption; `aws`: SDK configuration shared with SQS.
 //! - `rekey`: re-masking after a key rotation.
-//! - `sqs`: one client over the JSON protocol (aws-sdk-sqs) and the query
-//!   protocol (own client), with protocol detection.
+//! - `sqs`: one client over the JSON and the query protocol (both our
+//!   own small signed clients), with protocol detection.
 //! - `postgres`: schema, reconnecting connection, batch writer + ledger,
 //!   reveal audit.
 //! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown.

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use aws_config::SdkConfig;
-use aws_credential_types::provider::ProvideCredentials;
 
-use super::query::{error_chain, form_body, http_client, signed_headers, signed_headers_with};
-use super::{Endpoint, Protocol};
+use super::query::{form_body, FORM_CONTENT_TYPE};
+use super::signer::Signer;
+use super::{Endpoint, Protocol, SqsError};
 
 /// How long to keep retrying an endpoint that refuses connections (it may
 /// still be starting up) before giving up.
@@ -32,17 +32,20 @@ pub(super) async fn detect(
         match probe.run().await {
             Ok(protocol) => return Ok(protocol),
             Err(ProbeError::Unreachable(reason)) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(endpoint = %probe.url, %reason, "SQS endpoint unreachable; retrying");
+                tracing::warn!(endpoint = %probe.signer.url(), %reason, "SQS endpoint unreachable; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(ProbeError::Unreachable(reason)) => {
-                bail!("cannot reach the SQS endpoint {}: {reason}", probe.url)
+                bail!(
+                    "cannot reach the SQS endpoint {}: {reason}",
+                    probe.signer.url()
+                )
             }
             Err(ProbeError::Neither(detail)) => bail!(
                 "the endpoint {} speaks neither SQS protocol ({detail}); \
                  check the queue URL or set --sqs-protocol json|query",
-                probe.url
+                probe.signer.url()
             ),
         }
     }
@@ -54,23 +57,14 @@ enum ProbeError {
 }
 
 struct Probe {
-    http: reqwest::Client,
-    url: String,
-    region: String,
-    credentials: aws_credential_types::Credentials,
+    signer: Signer,
     queue_url: String,
 }
 
 impl Probe {
     async fn new(endpoint: &Endpoint, aws: &SdkConfig, queue_url: &str) -> anyhow::Result<Self> {
-        let provider = aws
-            .credentials_provider()
-            .ok_or_else(|| anyhow!("no AWS credentials provider"))?;
         Ok(Probe {
-            http: http_client()?,
-            url: format!("{}/", endpoint.origin),
-            region: aws.region().map_or("us-east-1".into(), |r| r.to_string()),
-            credentials: provider.provide_credentials().await?,
+            signer: Signer::new(aws, &endpoint.origin)?,
             queue_url: queue_url.to_string(),
         })
     }
@@ -92,24 +86,12 @@ impl Probe {
     async fn json_probe(&self) -> Result<(u16, String), ProbeError> {
         let body = serde_json::json!({"QueueUrl": self.queue_url, "AttributeNames": ["QueueArn"]})
             .to_string();
-        let extra = [
-            ("content-type", "application/x-amz-json-1.0"),
-            ("x-amz-target", "AmazonSQS.GetQueueAttributes"),
-        ];
-        let headers = signed_headers_with(
-            &self.credentials,
-            &self.region,
-            &self.url,
-            body.as_bytes(),
-            &extra,
-        )
-        .map_err(|e| ProbeError::Neither(e.to_string()))?;
         self.post(
             body,
-            extra
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .chain(headers),
+            &[
+                ("content-type", "application/x-amz-json-1.0"),
+                ("x-amz-target", "AmazonSQS.GetQueueAttributes"),
+            ],
         )
         .await
     }
@@ -120,36 +102,28 @@ impl Probe {
             ("AttributeName.1".to_string(), "QueueArn".to_string()),
         ];
         let body = form_body("GetQueueAttributes", &params);
-        let headers = signed_headers(&self.credentials, &self.region, &self.url, body.as_bytes())
-            .map_err(|e| ProbeError::Neither(e.to_string()))?;
-        let content_type = (
-            "content-type".to_string(),
-            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
-        );
-        self.post(body, std::iter::once(content_type).chain(headers))
+        self.post(body, &[("content-type", FORM_CONTENT_TYPE)])
             .await
     }
 
+    /// Posts `body` with `headers`, signed; returns the status and reply.
     async fn post(
         &self,
         body: String,
-        headers: impl Iterator<Item = (String, String)>,
+        headers: &[(&'static str, &str)],
     ) -> Result<(u16, String), ProbeError> {
-        let mut request = self
-            .http
-            .post(&self.url)
-            .timeout(Duration::from_secs(10))
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let response = request
-            .send()
+        let (status, reply) = self
+            .signer
+            .exchange("probe", body.into_bytes(), headers, Duration::from_secs(10))
             .await
-            .map_err(|e| ProbeError::Unreachable(error_chain(&e)))?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        Ok((status, text))
+            .map_err(|e| match e {
+                SqsError::Transient(reason) => ProbeError::Unreachable(reason),
+                SqsError::Permanent(reason) => ProbeError::Neither(reason),
+            })?;
+        Ok((
+            status.as_u16(),
+            String::from_utf8_lossy(&reply).into_owned(),
+        ))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::aws::{endpoint_from_env, is_aws_host, is_local_endpoint};
 pub struct Endpoint {
     /// Explicit endpoint for the SDK; `None` lets the SDK resolve AWS's own.
     pub sdk_url: Option<String>,
-    /// Base URL for our own HTTP calls (query protocol, detection).
+    /// Base URL (scheme, host, port) that every SQS call is POSTed to.
     pub origin: String,
     /// Region named by the queue URL's AWS host, if any.
     pub region_hint: Option<String>,
@@ -55,7 +55,7 @@ pub fn resolve_endpoint(queue_url: &str) -> anyhow::Result<Endpoint> {
         }
         None if is_aws_host => Endpoint {
             sdk_url: None,
-            origin: origin_of_queue,
+            origin: regional_origin(&host, region_hint.as_deref()).unwrap_or(origin_of_queue),
             region_hint,
             is_local: false,
         },
@@ -66,6 +66,22 @@ pub fn resolve_endpoint(queue_url: &str) -> anyhow::Result<Endpoint> {
             is_local: true,
         },
     })
+}
+
+/// The regional endpoint `https://sqs.<region>.amazonaws.com` (what the
+/// AWS SDKs call) for a queue URL on the legacy `<region>.queue` host;
+/// `None` when the queue's host is already that endpoint.
+fn regional_origin(host: &str, region: Option<&str>) -> Option<String> {
+    let region = region?;
+    if host.starts_with("sqs.") {
+        return None;
+    }
+    let domain = if host.ends_with(".cn") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    Some(format!("https://sqs.{region}.{domain}"))
 }
 
 /// `sqs.eu-west-1.amazonaws.com` -> `eu-west-1`; also the legacy
@@ -120,6 +136,17 @@ mod tests {
             region_of_aws_host("us-east-2.queue.amazonaws.com").as_deref(),
             Some("us-east-2")
         );
+        assert_eq!(endpoint.origin, "https://sqs.eu-west-1.amazonaws.com");
+    }
+
+    #[test]
+    fn legacy_aws_queue_hosts_are_served_by_the_regional_endpoint() {
+        let endpoint =
+            resolve_endpoint("https://us-east-2.queue.amazonaws.com/123456789012/logins").unwrap();
+        assert_eq!(endpoint.region_hint.as_deref(), Some("us-east-2"));
+        assert_eq!(endpoint.origin, "https://sqs.us-east-2.amazonaws.com");
+        let china = resolve_endpoint("https://cn-north-1.queue.amazonaws.com.cn/1/q").unwrap();
+        assert_eq!(china.origin, "https://sqs.cn-north-1.amazonaws.com.cn");
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! The queue: one `SqsClient` over either SQS wire protocol. The JSON
-//! protocol (real AWS, LocalStack 3+) goes through `aws-sdk-sqs`; the old
-//! query protocol (form-encoded `Action=...`, XML replies, as spoken by the
-//! LocalStack 0.x reference image) goes through a small signed client of our
-//! own, because the Rust SDK no longer speaks it. `detect` picks one.
+//! The queue: one `SqsClient` over either SQS wire protocol, each a small
+//! signed client of our own (`signer`): the JSON protocol (real AWS,
+//! LocalStack 3+), lean where `aws-sdk-sqs` cost most of veil's CPU, and
+//! the old query protocol (form-encoded `Action=...`, XML replies, as spoken
+//! by the LocalStack 0.x reference image), which the Rust SDK no longer
+//! speaks. `detect` picks one.
 
 mod detect;
 mod endpoint;
 mod json;
 mod query;
+mod signer;
 
 use std::fmt;
 
@@ -27,7 +29,7 @@ pub enum ProtocolChoice {
 /// The protocol in use once detection is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// AWS JSON 1.0, through aws-sdk-sqs.
+    /// AWS JSON 1.0.
     Json,
     /// Query protocol, through veil's own client.
     Query,
@@ -114,6 +116,9 @@ pub struct ReceiveRequest {
     pub visibility_timeout_secs: i32,
 }
 
+/// Deadline of any call but a long poll.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Most entries SQS accepts in one batch call.
 pub const SQS_BATCH_LIMIT: usize = 10;
 
@@ -149,7 +154,7 @@ impl SqsClient {
             "SQS protocol selected"
         );
         let transport = match protocol {
-            Protocol::Json => Transport::Json(json::JsonTransport::new(&endpoint, &aws)),
+            Protocol::Json => Transport::Json(json::JsonTransport::new(&endpoint, &aws)?),
             Protocol::Query => Transport::Query(query::QueryTransport::new(&endpoint, &aws)?),
         };
         Ok(SqsClient {
@@ -271,6 +276,17 @@ pub(crate) fn sent_timestamp_ms(raw: i64) -> i64 {
         raw.saturating_mul(1000)
     } else {
         raw
+    }
+}
+
+/// The error for an SQS reply that is not a success: server errors and
+/// throttling are transient, anything else is a refusal.
+fn refusal(action: &str, status: reqwest::StatusCode, code: &str, message: &str) -> SqsError {
+    let description = format!("{action}: HTTP {status} {code} {message}");
+    if status.is_server_error() || is_transient_code(code) {
+        SqsError::Transient(description)
+    } else {
+        SqsError::Permanent(description)
     }
 }
 

@@ -3,62 +3,22 @@
 //! speaks JSON, and old LocalStack (the reference image) only speaks this.
 //! Covers exactly the calls veil makes.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::identity::Identity;
-use tokio::sync::Mutex;
 
+use super::signer::Signer;
 use super::{
-    is_transient_code, DeleteOutcome, Endpoint, QueueDepth, QueueMessage, ReceiveRequest, SqsError,
+    refusal, DeleteOutcome, Endpoint, QueueDepth, QueueMessage, ReceiveRequest, SqsError,
+    CALL_TIMEOUT,
 };
 
 const API_VERSION: &str = "2012-11-05";
-const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
-/// Refresh temporary credentials this long before they expire.
-const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+pub(super) const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
 #[derive(Clone)]
 pub(super) struct QueryTransport {
-    http: reqwest::Client,
-    origin: String,
-    region: String,
-    credentials: Arc<CredentialCache>,
-}
-
-/// Keeps the last credentials until shortly before they expire, so the chain
-/// (which may call instance metadata) is not asked on every request.
-struct CredentialCache {
-    provider: Option<SharedCredentialsProvider>,
-    current: Mutex<Option<Credentials>>,
-}
-
-impl CredentialCache {
-    async fn get(&self) -> Result<Credentials, SqsError> {
-        let mut current = self.current.lock().await;
-        let fresh = current.as_ref().is_some_and(|credentials| {
-            credentials
-                .expiry()
-                .is_none_or(|expiry| expiry > SystemTime::now() + CREDENTIAL_REFRESH_MARGIN)
-        });
-        if !fresh {
-            let provider = self.provider.as_ref().ok_or_else(|| {
-                SqsError::Permanent("no AWS credentials provider configured".into())
-            })?;
-            let credentials = provider
-                .provide_credentials()
-                .await
-                .map_err(|e| SqsError::Permanent(format!("could not load AWS credentials: {e}")))?;
-            *current = Some(credentials);
-        }
-        // Just filled above when it was empty or stale.
-        Ok(current.clone().expect("credentials cached"))
-    }
+    signer: Signer,
 }
 
 /// A parsed query-protocol reply.
@@ -67,16 +27,7 @@ type Reply = String;
 impl QueryTransport {
     pub(super) fn new(endpoint: &Endpoint, aws: &SdkConfig) -> anyhow::Result<Self> {
         Ok(QueryTransport {
-            http: http_client()?,
-            origin: endpoint.origin.clone(),
-            region: aws
-                .region()
-                .map(|region| region.to_string())
-                .unwrap_or_else(|| "us-east-1".into()),
-            credentials: Arc::new(CredentialCache {
-                provider: aws.credentials_provider(),
-                current: Mutex::new(None),
-            }),
+            signer: Signer::new(aws, &endpoint.origin)?,
         })
     }
 
@@ -88,38 +39,22 @@ impl QueryTransport {
         timeout: Duration,
     ) -> Result<Reply, SqsError> {
         let body = form_body(action, params);
-        let url = format!("{}/", self.origin);
-        let credentials = self.credentials.get().await?;
-        let headers = signed_headers(&credentials, &self.region, &url, body.as_bytes())?;
-        let mut request = self
-            .http
-            .post(&url)
-            .timeout(timeout)
-            .header("content-type", FORM_CONTENT_TYPE)
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| SqsError::Transient(format!("{action}: {}", error_chain(&e))))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| SqsError::Transient(format!("{action}: reading reply: {e}")))?;
+        let (status, reply) = self
+            .signer
+            .exchange(
+                action,
+                body.into_bytes(),
+                &[("content-type", FORM_CONTENT_TYPE)],
+                timeout,
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&reply).into_owned();
         if status.is_success() {
             return Ok(text);
         }
         let code = first_text(&text, "Code").unwrap_or_default();
         let message = first_text(&text, "Message").unwrap_or_default();
-        let description = format!("{action}: HTTP {status} {code} {message}");
-        if status.is_server_error() || is_transient_code(&code) {
-            Err(SqsError::Transient(description))
-        } else {
-            Err(SqsError::Permanent(description))
-        }
+        Err(refusal(action, status, &code, &message))
     }
 
     pub(super) async fn receive(
@@ -288,78 +223,6 @@ pub(super) fn form_body(action: &str, params: &[(String, String)]) -> String {
     form.finish()
 }
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The HTTP client for our own SQS calls (query protocol and detection).
-pub(super) fn http_client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(50))
-        .build()?)
-}
-
-/// SigV4 headers (authorization, date, token) for a POST of `body` to `url`.
-pub(super) fn signed_headers(
-    credentials: &Credentials,
-    region: &str,
-    url: &str,
-    body: &[u8],
-) -> Result<Vec<(String, String)>, SqsError> {
-    signed_headers_with(
-        credentials,
-        region,
-        url,
-        body,
-        &[("content-type", FORM_CONTENT_TYPE)],
-    )
-}
-
-/// SigV4 headers for a POST carrying `extra` headers (which are signed too).
-pub(super) fn signed_headers_with(
-    credentials: &Credentials,
-    region: &str,
-    url: &str,
-    body: &[u8],
-    extra: &[(&str, &str)],
-) -> Result<Vec<(String, String)>, SqsError> {
-    let identity: Identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("sqs")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| SqsError::Permanent(format!("signing: {e}")))?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        url,
-        extra.iter().copied(),
-        SignableBody::Bytes(body),
-    )
-    .map_err(|e| SqsError::Permanent(format!("signing: {e}")))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| SqsError::Permanent(format!("signing: {e}")))?
-        .into_parts();
-    Ok(instructions
-        .headers()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect())
-}
-
-/// The error and its sources, one line (reqwest hides the useful part).
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn parse_xml(text: &str) -> Result<roxmltree::Document<'_>, SqsError> {
     roxmltree::Document::parse(text)
         .map_err(|e| SqsError::Transient(format!("malformed XML reply from SQS: {e}")))
@@ -463,28 +326,5 @@ mod tests {
             first_text(reply, "Code").as_deref(),
             Some("AWS.SimpleQueueService.NonExistentQueue")
         );
-    }
-
-    #[test]
-    fn signing_produces_an_authorization_header() {
-        let credentials = Credentials::new("AKID", "secret", Some("token".into()), None, "test");
-        let headers = signed_headers(
-            &credentials,
-            "us-east-1",
-            "http://localhost:4566/",
-            b"Action=X",
-        )
-        .unwrap();
-        let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert!(names.contains(&"authorization"), "{names:?}");
-        assert!(names.contains(&"x-amz-date"));
-        assert!(names.contains(&"x-amz-security-token"));
-        let authorization = &headers
-            .iter()
-            .find(|(n, _)| n == "authorization")
-            .unwrap()
-            .1;
-        assert!(authorization.contains("/us-east-1/sqs/aws4_request"));
-        assert!(!authorization.contains("secret"));
     }
 }

@@ -29,7 +29,7 @@ const CREDENTIAL_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 #[derive(Clone)]
 pub(super) struct Signer {
     http: reqwest::Client,
-    url: String,
+    url: url::Url,
     host: String,
     region: String,
     credentials: Arc<CredentialCache>,
@@ -69,12 +69,12 @@ impl Signer {
     /// A signer for POSTs to `origin` (scheme, host, port), with the region
     /// and credentials of `aws`.
     pub(super) fn new(aws: &SdkConfig, origin: &str) -> anyhow::Result<Self> {
-        let url = format!("{}/", origin.trim_end_matches('/'));
-        let parsed = url::Url::parse(&url).with_context(|| format!("SQS endpoint {url:?}"))?;
-        let host = match (parsed.host_str(), parsed.port()) {
+        let text = format!("{}/", origin.trim_end_matches('/'));
+        let url = url::Url::parse(&text).with_context(|| format!("SQS endpoint {text:?}"))?;
+        let host = match (url.host_str(), url.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_string(),
-            (None, _) => anyhow::bail!("SQS endpoint {url:?} has no host"),
+            (None, _) => anyhow::bail!("SQS endpoint {text:?} has no host"),
         };
         Ok(Signer {
             http: http_client()?,
@@ -92,7 +92,7 @@ impl Signer {
 
     /// Where the requests go: the endpoint's root.
     pub(super) fn url(&self) -> &str {
-        &self.url
+        self.url.as_str()
     }
 
     /// POSTs `body` to the endpoint's root with `headers` (lowercase
@@ -113,7 +113,7 @@ impl Signer {
             body: &body,
         }
         .sign(&credentials, SystemTime::now());
-        let mut request = self.http.post(&self.url).timeout(timeout);
+        let mut request = self.http.post(self.url.clone()).timeout(timeout);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -204,11 +204,16 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// The HTTP client for our own SQS calls.
+/// The HTTP client for our own SQS calls. SQS never redirects, and veil
+/// retries failed calls itself (with backoff, counted in its metrics), so
+/// reqwest's redirect and retry layers are switched off: each costs CPU on
+/// every request.
 fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(50))
+        .redirect(reqwest::redirect::Policy::none())
+        .retry(reqwest::retry::never())
         .build()?)
 }
 

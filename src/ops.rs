@@ -106,6 +106,12 @@ pub fn render_metrics(counters: &Counters) -> String {
             load(&counters.received),
         ),
         (
+            "veil_sqs_receive_calls_total",
+            "counter",
+            "ReceiveMessage calls that returned messages (at most 10 each).",
+            load(&counters.receive_calls),
+        ),
+        (
             "veil_rows_written_total",
             "counter",
             "Rows inserted into user_logins.",

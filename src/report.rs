@@ -43,6 +43,14 @@ pub fn render(report: &RunReport) -> String {
         report.busy.as_secs_f64(),
         report.rate_per_sec()
     );
+    if report.receive_calls > 0 {
+        let _ = writeln!(
+            out,
+            "{} receive calls brought {:.1} messages each (10 at most)",
+            report.receive_calls,
+            report.received as f64 / report.receive_calls as f64
+        );
+    }
     if report.delete_failures > 0 {
         let _ = writeln!(
             out,

@@ -67,6 +67,9 @@ pub struct PipelineSettings {
 pub struct Counters {
     /// Messages received (redeliveries included).
     pub received: AtomicU64,
+    /// ReceiveMessage calls that returned messages (each costs a request:
+    /// messages per call is the SQS efficiency of a run).
+    pub receive_calls: AtomicU64,
     /// Rows written.
     pub written: AtomicU64,
     /// Messages quarantined.
@@ -192,7 +195,7 @@ impl Counters {
         if keep_rows > 0 {
             let mut sample = self.sample_rows.lock().expect("counters lock");
             let room = keep_rows.saturating_sub(sample.len());
-            sample.extend(outcome.written.iter().take(room).cloned());
+            sample.extend(outcome.written.iter().take(room).map(|row| (*row).clone()));
         }
     }
 
@@ -206,6 +209,8 @@ impl Counters {
 pub struct RunReport {
     /// Messages received from SQS (redeliveries included).
     pub received: u64,
+    /// ReceiveMessage calls that returned messages.
+    pub receive_calls: u64,
     /// Rows written to user_logins.
     pub written: u64,
     /// Messages quarantined.
@@ -372,6 +377,7 @@ fn report(shared: &Shared) -> RunReport {
     let counters = &shared.counters;
     RunReport {
         received: Counters::get(&counters.received),
+        receive_calls: Counters::get(&counters.receive_calls),
         written: Counters::get(&counters.written),
         quarantined: Counters::get(&counters.quarantined),
         quarantined_by_reason: counters.by_reason.lock().expect("counters lock").clone(),

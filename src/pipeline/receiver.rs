@@ -84,6 +84,10 @@ pub(super) async fn receive_loop(
             .counters
             .received
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        shared
+            .counters
+            .receive_calls
+            .fetch_add(1, Ordering::Relaxed);
         for message in messages {
             let settings = &shared.settings;
             let prepared = prepare_limited(

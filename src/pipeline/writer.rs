@@ -38,7 +38,7 @@ pub(super) async fn write_loop(
             .unzip();
         let started = Instant::now();
         let written =
-            write_with_retry(&shared, &mut database, &messages, prepared, &shutdown).await;
+            write_with_retry(&shared, &mut database, &messages, &prepared, &shutdown).await;
         let outcome = match written {
             Ok(Some(outcome)) => outcome,
             Ok(None) => {
@@ -94,19 +94,19 @@ async fn collect(shared: &Shared, receiver: &Mutex<mpsc::Receiver<Item>>) -> Vec
 
 /// Records the batch, retrying transient failures with backoff until it
 /// commits. Returns `None` if shutdown came first.
-async fn write_with_retry(
+async fn write_with_retry<'a>(
     shared: &Shared,
     database: &mut Database,
     messages: &[QueueMessage],
-    prepared: Vec<Prepared>,
+    prepared: &'a [Prepared],
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<BatchOutcome>> {
+) -> anyhow::Result<Option<BatchOutcome<'a>>> {
     let counters = &shared.counters;
     let mut backoff = Backoff::default();
     loop {
         let error = match database.client().await {
             Ok(client) => {
-                match write_isolating(client, &shared.keyring, messages, &prepared).await {
+                match write_isolating(client, &shared.keyring, messages, prepared).await {
                     Ok(outcome) => {
                         counters.postgres_ready.store(true, Ordering::Relaxed);
                         return Ok(Some(outcome));
@@ -134,12 +134,12 @@ async fn write_with_retry(
 
 /// Writes a batch; when Postgres rejects a value, bisects so the other
 /// messages commit and only the culprit is quarantined (`db_rejected`).
-fn write_isolating<'a>(
+fn write_isolating<'a, 'rows: 'a>(
     client: &'a mut tokio_postgres::Client,
     keyring: &'a Keyring,
     messages: &'a [QueueMessage],
-    batch: &'a [Prepared],
-) -> futures::future::BoxFuture<'a, Result<BatchOutcome, WriteError>> {
+    batch: &'rows [Prepared],
+) -> futures::future::BoxFuture<'a, Result<BatchOutcome<'rows>, WriteError>> {
     Box::pin(async move {
         match record_batch(client, batch).await {
             Err(WriteError::Data(error)) if batch.len() > 1 => {
@@ -164,7 +164,13 @@ fn write_isolating<'a>(
                     message_id: culprit.message_id.clone(),
                     record: Record::Quarantine(entry),
                 };
-                record_batch(client, &[replacement]).await
+                let replacement = [replacement];
+                let outcome = record_batch(client, &replacement).await?;
+                Ok(BatchOutcome {
+                    written: Vec::new(),
+                    quarantined: outcome.quarantined,
+                    duplicates: outcome.duplicates,
+                })
             }
             other => other,
         }

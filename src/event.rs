@@ -2,8 +2,10 @@
 //! (parse, don't validate). Anything else becomes a `Rejection` with a reason
 //! code from a small fixed set, which the quarantine records.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::mask::{canonical_ip, MAX_MASKED_VALUE_BYTES};
@@ -131,78 +133,276 @@ impl fmt::Display for Rejection {
     }
 }
 
-const FIELDS: [&str; 6] = [
-    "user_id",
-    "app_version",
-    "device_type",
-    "ip",
-    "locale",
-    "device_id",
-];
-
 /// Parses and validates one message body.
+///
+/// The common case, an object of strings, is read straight into borrowed
+/// fields. Anything that path cannot read (not an object, invalid JSON) is
+/// read again into a `serde_json::Value`, which decides the reason. Both
+/// paths give the same answer; a test and the fuzz target hold them to it.
 pub fn parse(body: &[u8]) -> Result<LoginEvent, Rejection> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Rejection::whole(RejectReason::TooLarge));
     }
+    match serde_json::from_slice::<Fields<'_>>(body) {
+        Ok(fields) => validate(&fields),
+        Err(_) => parse_as_value(body),
+    }
+}
+
+/// `parse` through the generic `serde_json::Value` path alone: the
+/// reference the fast path is tested and fuzzed against.
+#[doc(hidden)]
+pub fn parse_generic(body: &[u8]) -> Result<LoginEvent, Rejection> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Rejection::whole(RejectReason::TooLarge));
+    }
+    parse_as_value(body)
+}
+
+/// The slow path: the body as a generic JSON value.
+fn parse_as_value(body: &[u8]) -> Result<LoginEvent, Rejection> {
     let value: Value =
         serde_json::from_slice(body).map_err(|_| Rejection::whole(RejectReason::NotJson))?;
     let Value::Object(object) = value else {
         return Err(Rejection::whole(RejectReason::WrongShape));
     };
-    if !FIELDS.iter().any(|field| object.contains_key(*field)) {
+    validate(&Fields::of_object(&object))
+}
+
+/// A login-event field as found in the body.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum Slot<'a> {
+    /// Not in the body.
+    #[default]
+    Absent,
+    /// `null`.
+    Null,
+    /// A string (borrowed from the body when it had no escapes).
+    Text(Cow<'a, str>),
+    /// A number, boolean, array or object.
+    Other,
+}
+
+impl<'a> Slot<'a> {
+    fn of_value(value: Option<&'a Value>) -> Self {
+        match value {
+            None => Slot::Absent,
+            Some(Value::Null) => Slot::Null,
+            Some(Value::String(text)) => Slot::Text(Cow::Borrowed(text)),
+            Some(_) => Slot::Other,
+        }
+    }
+}
+
+/// The six fields of the contract; other keys are ignored. A repeated key
+/// counts by its last value, as in `serde_json::Value`.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    user_id: Slot<'a>,
+    app_version: Slot<'a>,
+    device_type: Slot<'a>,
+    ip: Slot<'a>,
+    locale: Slot<'a>,
+    device_id: Slot<'a>,
+}
+
+impl<'a> Fields<'a> {
+    fn of_object(object: &'a Map<String, Value>) -> Self {
+        Fields {
+            user_id: Slot::of_value(object.get("user_id")),
+            app_version: Slot::of_value(object.get("app_version")),
+            device_type: Slot::of_value(object.get("device_type")),
+            ip: Slot::of_value(object.get("ip")),
+            locale: Slot::of_value(object.get("locale")),
+            device_id: Slot::of_value(object.get("device_id")),
+        }
+    }
+
+    fn slot(&mut self, key: Key) -> Option<&mut Slot<'a>> {
+        Some(match key {
+            Key::UserId => &mut self.user_id,
+            Key::AppVersion => &mut self.app_version,
+            Key::DeviceType => &mut self.device_type,
+            Key::Ip => &mut self.ip,
+            Key::Locale => &mut self.locale,
+            Key::DeviceId => &mut self.device_id,
+            Key::Other => return None,
+        })
+    }
+}
+
+/// An object key, read without copying it.
+#[derive(Clone, Copy)]
+enum Key {
+    UserId,
+    AppVersion,
+    DeviceType,
+    Ip,
+    Locale,
+    DeviceId,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "user_id" => Key::UserId,
+                    "app_version" => Key::AppVersion,
+                    "device_type" => Key::DeviceType,
+                    "ip" => Key::Ip,
+                    "locale" => Key::Locale,
+                    "device_id" => Key::DeviceId,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+fn validate(fields: &Fields<'_>) -> Result<LoginEvent, Rejection> {
+    let all = [
+        &fields.user_id,
+        &fields.app_version,
+        &fields.device_type,
+        &fields.ip,
+        &fields.locale,
+        &fields.device_id,
+    ];
+    if all.iter().all(|slot| **slot == Slot::Absent) {
         return Err(Rejection::whole(RejectReason::WrongShape));
     }
-    let user_id = required_text(&object, "user_id", USER_ID_MAX_CHARS)?;
-    let device_type = required_text(&object, "device_type", DEVICE_TYPE_MAX_CHARS)?;
-    let ip_text = required_text(&object, "ip", usize::MAX)?;
-    let ip = canonical_ip(&ip_text).ok_or(Rejection::new(RejectReason::BadIp, "ip"))?;
-    let device_id = required_text(&object, "device_id", usize::MAX)?;
+    let user_id = required_text(&fields.user_id, "user_id", USER_ID_MAX_CHARS)?;
+    let device_type = required_text(&fields.device_type, "device_type", DEVICE_TYPE_MAX_CHARS)?;
+    let ip_text = required_text(&fields.ip, "ip", usize::MAX)?;
+    let ip = canonical_ip(ip_text).ok_or(Rejection::new(RejectReason::BadIp, "ip"))?;
+    let device_id = required_text(&fields.device_id, "device_id", usize::MAX)?;
     if device_id.len() > MAX_MASKED_VALUE_BYTES {
         return Err(Rejection::new(RejectReason::TooLong, "device_id"));
     }
-    let version = required_text(&object, "app_version", usize::MAX)?;
+    let version = required_text(&fields.app_version, "app_version", usize::MAX)?;
     let app_version_major =
-        major_version(&version).ok_or(Rejection::new(RejectReason::BadVersion, "app_version"))?;
-    let locale = optional_text(&object, "locale", LOCALE_MAX_CHARS)?;
+        major_version(version).ok_or(Rejection::new(RejectReason::BadVersion, "app_version"))?;
+    let locale = optional_text(&fields.locale, "locale", LOCALE_MAX_CHARS)?;
     Ok(LoginEvent {
-        user_id,
-        device_type,
+        user_id: user_id.to_string(),
+        device_type: device_type.to_string(),
         ip,
-        locale,
-        device_id,
+        locale: locale.map(str::to_string),
+        device_id: device_id.to_string(),
         app_version_major,
     })
 }
 
-fn optional_text(
-    object: &Map<String, Value>,
+fn optional_text<'s>(
+    slot: &'s Slot<'_>,
     field: &'static str,
     max_chars: usize,
-) -> Result<Option<String>, Rejection> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => {
+) -> Result<Option<&'s str>, Rejection> {
+    match slot {
+        Slot::Absent | Slot::Null => Ok(None),
+        Slot::Text(text) => {
             if text.contains('\0') {
                 return Err(Rejection::new(RejectReason::BadChar, field));
             }
             if text.chars().count() > max_chars {
                 return Err(Rejection::new(RejectReason::TooLong, field));
             }
-            Ok(Some(text.clone()))
+            Ok(Some(text))
         }
-        Some(_) => Err(Rejection::new(RejectReason::BadType, field)),
+        Slot::Other => Err(Rejection::new(RejectReason::BadType, field)),
     }
 }
 
-fn required_text(
-    object: &Map<String, Value>,
+fn required_text<'s>(
+    slot: &'s Slot<'_>,
     field: &'static str,
     max_chars: usize,
-) -> Result<String, Rejection> {
-    match optional_text(object, field, max_chars)? {
+) -> Result<&'s str, Rejection> {
+    match optional_text(slot, field, max_chars)? {
         Some(text) if !text.is_empty() => Ok(text),
         _ => Err(Rejection::new(RejectReason::MissingField, field)),
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match fields.slot(key) {
+                        Some(slot) => *slot = map.next_value()?,
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        // Only an object: a derived struct would also take an array.
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Slot<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SlotVisitor;
+        impl<'de> Visitor<'de> for SlotVisitor {
+            type Value = Slot<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Slot::Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Slot::Text(Cow::Owned(text.to_string())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Slot::Text(Cow::Owned(text)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Slot::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Slot::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Slot::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Slot::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Slot::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Slot::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Slot::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Slot::Other)
+            }
+        }
+        deserializer.deserialize_any(SlotVisitor)
     }
 }
 
@@ -359,6 +559,46 @@ mod tests {
         let deep = "[".repeat(10_000);
         assert_eq!(reason(deep.as_bytes()), RejectReason::NotJson);
         assert_eq!(reason(br#"{"user_id": "\ud800"}"#), RejectReason::NotJson);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_the_generic_one(
+            entries in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "user_id", "app_version", "device_type", "ip", "locale", "device_id",
+                        "user_\\u0069d", "other", "",
+                    ]),
+                    proptest::sample::select(vec![
+                        r#""2.3.0""#, r#""android""#, r#""10.0.0.1""#, r#""::FFFF:1.2.3.4""#,
+                        r#""RU""#, r#""""#, r#""a\"b""#, r#""\u00e9t\u00e9""#, r#""R\u0000U""#,
+                        "null", "7", "true", "[1, [2]]", r#"{"ip": "1.1.1.1"}"#,
+                    ]),
+                ),
+                0..9,
+            ),
+            top_level in proptest::sample::select(vec!["object", "array", "truncated"]),
+        ) {
+            let members: Vec<String> = entries
+                .iter()
+                .map(|(key, value)| format!(r#""{key}": {value}"#))
+                .collect();
+            let body = match top_level {
+                "object" => format!("{{{}}}", members.join(", ")),
+                "array" => format!("[{}]", entries.iter().map(|(_, v)| *v).collect::<Vec<_>>().join(", ")),
+                _ => format!("{{{}", members.join(", ")),
+            };
+            proptest::prop_assert_eq!(parse(body.as_bytes()), parse_generic(body.as_bytes()), "{}", body);
+        }
+    }
+
+    #[test]
+    fn a_repeated_key_counts_by_its_last_value_on_both_paths() {
+        let body = br#"{"user_id": "first", "user_id": "last", "app_version": "1",
+            "device_type": "ios", "ip": "1.2.3.4", "device_id": "d"}"#;
+        assert_eq!(parse(body).unwrap().user_id, "last");
+        assert_eq!(parse(body), parse_generic(body));
     }
 
     #[test]

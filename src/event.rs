@@ -143,7 +143,12 @@ pub fn parse(body: &[u8]) -> Result<LoginEvent, Rejection> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Rejection::whole(RejectReason::TooLarge));
     }
-    match serde_json::from_slice::<Fields<'_>>(body) {
+    // The whole body must be UTF-8: serde_json checks the strings it
+    // returns, but not those it skips (values of other keys).
+    let Ok(text) = std::str::from_utf8(body) else {
+        return parse_as_value(body);
+    };
+    match serde_json::from_str::<Fields<'_>>(text) {
         Ok(fields) => validate(&fields),
         Err(_) => parse_as_value(body),
     }
@@ -591,6 +596,16 @@ mod tests {
             };
             proptest::prop_assert_eq!(parse(body.as_bytes()), parse_generic(body.as_bytes()), "{}", body);
         }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_skipped_value_is_not_json_on_both_paths() {
+        // Found by the fuzz target: the fast path skipped the bad string.
+        let mut body = br#"{"other": "ab"#.to_vec();
+        body.extend_from_slice(&[0xcc, 0xc9]);
+        body.extend_from_slice(br#"", "user_id": "u"}"#);
+        assert_eq!(reason(&body), RejectReason::NotJson);
+        assert_eq!(parse(&body), parse_generic(&body));
     }
 
     #[test]

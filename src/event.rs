@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::mask::{canonical_ip, MAX_MASKED_VALUE_BYTES};
@@ -351,7 +351,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
                     match fields.slot(key) {
                         Some(slot) => *slot = map.next_value()?,
                         None => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skip>()?;
                         }
                     }
                 }
@@ -398,16 +398,60 @@ impl<'de: 'a, 'a> Deserialize<'de> for Slot<'a> {
             fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
                 Ok(Slot::Other)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Slot::Other)
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_seq(seq).map(|_| Slot::Other)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Slot::Other)
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                SkipVisitor.visit_map(map).map(|_| Slot::Other)
             }
         }
         deserializer.deserialize_any(SlotVisitor)
+    }
+}
+
+/// Any JSON value, read and dropped. Unlike serde's `IgnoredAny`, which
+/// serde_json skips without looking, numbers are converted, so a number out
+/// of range (`1e999`) fails here as it does in `serde_json::Value`.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
     }
 }
 
@@ -579,6 +623,7 @@ mod tests {
                         r#""2.3.0""#, r#""android""#, r#""10.0.0.1""#, r#""::FFFF:1.2.3.4""#,
                         r#""RU""#, r#""""#, r#""a\"b""#, r#""\u00e9t\u00e9""#, r#""R\u0000U""#,
                         "null", "7", "true", "[1, [2]]", r#"{"ip": "1.1.1.1"}"#,
+                        "1e999", "[1e999]", r#"{"a": 55555e556}"#, "-0", "18446744073709551616",
                     ]),
                 ),
                 0..9,
@@ -606,6 +651,19 @@ mod tests {
         body.extend_from_slice(br#"", "user_id": "u"}"#);
         assert_eq!(reason(&body), RejectReason::NotJson);
         assert_eq!(parse(&body), parse_generic(&body));
+    }
+
+    #[test]
+    fn a_number_out_of_range_is_not_json_on_both_paths() {
+        // Found by the fuzz target: skipped numbers were not converted.
+        for body in [
+            &br#"{"usedevd": 55555e556}"#[..],
+            br#"{"user_id": [1e999]}"#,
+            br#"{"x": {"y": -1e400}, "ip": "1.2.3.4"}"#,
+        ] {
+            assert_eq!(reason(body), RejectReason::NotJson);
+            assert_eq!(parse(body), parse_generic(body));
+        }
     }
 
     #[test]

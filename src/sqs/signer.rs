@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
+use zeroize::Zeroizing;
 
 use super::SqsError;
 
@@ -180,7 +181,7 @@ impl PostToRoot<'_> {
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
-        let secret = format!("AWS4{}", credentials.secret_access_key());
+        let secret = Zeroizing::new(format!("AWS4{}", credentials.secret_access_key()));
         let mut key = hmac_sha256(secret.as_bytes(), date.as_bytes());
         for part in [self.region, "sqs", "aws4_request"] {
             key = hmac_sha256(&key, part.as_bytes());

@@ -24,10 +24,13 @@ async fn two_processes_on_one_queue_record_each_event_exactly_once() {
         "50".into(),
     ]);
 
-    let children: Vec<_> = (0..2)
-        .map(|_| {
+    // One process on the default one-thread runtime, one on two threads.
+    let children: Vec<_> = ["1", "2"]
+        .iter()
+        .map(|threads| {
             Command::new(veil_binary())
                 .args(&args)
+                .args(["--worker-threads", threads])
                 .env_remove("VEIL_KEY")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -213,14 +213,13 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn of_object(object: &'a Map<String, Value>) -> Self {
-        Fields {
-            user_id: Slot::of_value(object.get("user_id")),
-            app_version: Slot::of_value(object.get("app_version")),
-            device_type: Slot::of_value(object.get("device_type")),
-            ip: Slot::of_value(object.get("ip")),
-            locale: Slot::of_value(object.get("locale")),
-            device_id: Slot::of_value(object.get("device_id")),
+        let mut fields = Fields::default();
+        for (key, value) in object {
+            if let Some(slot) = fields.slot(Key::of(key)) {
+                *slot = Slot::of_value(Some(value));
+            }
         }
+        fields
     }
 
     fn slot(&mut self, key: Key) -> Option<&mut Slot<'a>> {
@@ -248,6 +247,20 @@ enum Key {
     Other,
 }
 
+impl Key {
+    fn of(key: &str) -> Key {
+        match key {
+            "user_id" => Key::UserId,
+            "app_version" => Key::AppVersion,
+            "device_type" => Key::DeviceType,
+            "ip" => Key::Ip,
+            "locale" => Key::Locale,
+            "device_id" => Key::DeviceId,
+            _ => Key::Other,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
@@ -257,15 +270,7 @@ impl<'de> Deserialize<'de> for Key {
                 f.write_str("an object key")
             }
             fn visit_str<E>(self, key: &str) -> Result<Key, E> {
-                Ok(match key {
-                    "user_id" => Key::UserId,
-                    "app_version" => Key::AppVersion,
-                    "device_type" => Key::DeviceType,
-                    "ip" => Key::Ip,
-                    "locale" => Key::Locale,
-                    "device_id" => Key::DeviceId,
-                    _ => Key::Other,
-                })
+                Ok(Key::of(key))
             }
         }
         deserializer.deserialize_str(KeyVisitor)

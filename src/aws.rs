@@ -1,4 +1,5 @@
-//! AWS SDK configuration shared by SQS and KMS: the endpoint override
+//! AWS configuration shared by SQS and KMS (SQS uses its region and
+//! credentials; KMS its SDK client): the endpoint override
 //! variables, region and credentials. For a local endpoint (LocalStack)
 //! only the environment and the profile are consulted (instance metadata
 //! is pointless there), with dummy credentials as the last resort.
@@ -49,8 +50,9 @@ pub async fn sdk_config(
     is_local: bool,
     region_hint: Option<&str>,
 ) -> SdkConfig {
-    // Stalled-stream protection arms timers around every body; SQS and KMS
-    // bodies are small, and it measurably cost CPU per request.
+    // Stalled-stream protection arms timers around every body; KMS bodies
+    // are small. (SQS takes only region and credentials from this config:
+    // its calls go through veil's own client, src/sqs/signer.rs.)
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(url) = endpoint_url {

@@ -3,16 +3,25 @@
 //! side with `psql \copy` of the same rows into the same table shape (no
 //! ledger), in one run, on a fresh database each. Prints the ratio.
 //!
+//! Message ids are random UUIDs, as SQS hands them out, and SentTimestamp
+//! grows a millisecond every few messages. Before each timed write the
+//! ledger already holds `VEIL_BENCH_HISTORY` entries of earlier messages
+//! (default 1 000 000, about a day of a modest stream) and a CHECKPOINT has
+//! run, as in a database that has been up for a while: that is where the
+//! ledger's index costs most.
+//!
 //! Needs Postgres on 127.0.0.1:5432 (scripts/services.sh up postgres).
-//! `cargo bench --bench writer` (VEIL_BENCH_ROWS, VEIL_BENCH_BATCH to vary).
+//! `cargo bench --bench writer` (VEIL_BENCH_ROWS, VEIL_BENCH_BATCH,
+//! VEIL_BENCH_HISTORY, VEIL_BENCH_ROUNDS to vary).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use rand::Rng;
 use tokio_postgres::NoTls;
 use veil::mask::{Field, Keyring};
-use veil::postgres::{record_batch, MaskedRow, Prepared, Record};
+use veil::postgres::{record_batch, MaskedRow, Prepared, Record, WriterStatements};
 
 const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 
@@ -23,11 +32,30 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A random version-4 UUID in text form, like an SQS message id.
+fn message_id(rng: &mut impl Rng) -> String {
+    let b: [u8; 16] = rng.random();
+    let hex = hex::encode(b);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..]
+    )
+}
+
+/// Messages sent from this time on; the ledger history comes before it.
+const FIRST_SENT_MS: i64 = 1_764_000_000_000;
+
 fn rows(count: usize) -> Vec<Prepared> {
     let keyring = Keyring::generate();
+    let mut rng = rand::rng();
     (0..count)
         .map(|i| Prepared {
-            message_id: format!("bench-{i:08}-4f1c-9a0e-6d3b2c1a0f9e"),
+            message_id: message_id(&mut rng),
+            sent_ms: FIRST_SENT_MS + (i / 3) as i64,
             record: Record::Row(MaskedRow {
                 user_id: format!("424cdd21-063a-43a7-b91b-{i:012}"),
                 device_type: if i % 2 == 0 { "android" } else { "ios" }.into(),
@@ -47,6 +75,28 @@ fn rows(count: usize) -> Vec<Prepared> {
         .collect()
 }
 
+/// Fills the ledger with `count` earlier messages, then checkpoints, so the
+/// timed writes pay what they pay on a database that has been up a while.
+async fn ledger_history(client: &tokio_postgres::Client, count: usize) {
+    client
+        .execute(
+            "INSERT INTO veil.ledger (sent_ms, message_id, outcome)
+             SELECT $1::int8 - $2::int8 + n / 3, gen_random_uuid()::text, 'written'
+               FROM generate_series(0, $2::int8 - 1) n",
+            &[&FIRST_SENT_MS, &(count as i64)],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("VACUUM ANALYZE veil.ledger")
+        .await
+        .unwrap();
+}
+
+async fn checkpoint(client: &tokio_postgres::Client) {
+    client.batch_execute("CHECKPOINT").await.unwrap();
+}
+
 async fn fresh_database(name: &str) -> String {
     let (admin, connection) = tokio_postgres::connect(ADMIN_URL, NoTls)
         .await
@@ -64,7 +114,12 @@ async fn fresh_database(name: &str) -> String {
 
 /// Writes all rows in batches through `writers` connections in parallel,
 /// as `veil run --writers N` does.
-async fn veil_writer(prepared: &[Prepared], batch: usize, writers: usize) -> Duration {
+async fn veil_writer(
+    prepared: &[Prepared],
+    batch: usize,
+    writers: usize,
+    history: usize,
+) -> Duration {
     let url = fresh_database("veil_bench_writer").await;
     let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
@@ -75,6 +130,7 @@ async fn veil_writer(prepared: &[Prepared], batch: usize, writers: usize) -> Dur
         .await
         .unwrap();
     veil::postgres::migrate(&mut client).await.unwrap();
+    ledger_history(&client, history).await;
     let batches: Vec<Vec<Prepared>> = prepared.chunks(batch).map(<[Prepared]>::to_vec).collect();
     let mut lanes: Vec<Vec<Vec<Prepared>>> = vec![Vec::new(); writers];
     for (index, chunk) in batches.into_iter().enumerate() {
@@ -84,16 +140,20 @@ async fn veil_writer(prepared: &[Prepared], batch: usize, writers: usize) -> Dur
     for _ in 0..writers {
         let (lane_client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
-        clients.push(lane_client);
+        let statements = WriterStatements::prepare(&lane_client).await.unwrap();
+        clients.push((lane_client, statements));
     }
+    checkpoint(&client).await;
     let started = Instant::now();
     let tasks: Vec<_> = lanes
         .into_iter()
         .zip(clients)
-        .map(|(lane, mut lane_client)| {
+        .map(|(lane, (mut lane_client, statements))| {
             tokio::spawn(async move {
                 for chunk in lane {
-                    record_batch(&mut lane_client, &chunk).await.unwrap();
+                    record_batch(&mut lane_client, &statements, &chunk)
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -151,11 +211,12 @@ async fn main() {
     let batch = env_number("VEIL_BENCH_BATCH", 500);
     let prepared = rows(count);
     let rounds = env_number("VEIL_BENCH_ROUNDS", 5);
+    let history = env_number("VEIL_BENCH_HISTORY", 1_000_000);
     let (mut one, mut two, mut copy) = (Vec::new(), Vec::new(), Vec::new());
     // Interleaved rounds, so drift on the machine hits all three alike.
     for _ in 0..rounds {
-        one.push(veil_writer(&prepared, batch, 1).await);
-        two.push(veil_writer(&prepared, batch, 2).await);
+        one.push(veil_writer(&prepared, batch, 1, history).await);
+        two.push(veil_writer(&prepared, batch, 2, history).await);
         let url = fresh_database("veil_bench_copy").await;
         let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
@@ -163,6 +224,7 @@ async fn main() {
             .batch_execute(veil::postgres::USER_LOGINS_DDL)
             .await
             .unwrap();
+        checkpoint(&client).await;
         copy.push(psql_copy(&prepared, &url));
     }
     let median = |times: &mut Vec<Duration>| {
@@ -171,7 +233,9 @@ async fn main() {
     };
     let (one, two, copy) = (median(&mut one), median(&mut two), median(&mut copy));
     let rate = |d: Duration| count as f64 / d.as_secs_f64();
-    println!("writer: {count} rows, batches of {batch}, median of {rounds} interleaved rounds");
+    println!(
+        "writer: {count} rows, batches of {batch}, ledger history {history}, median of {rounds} interleaved rounds"
+    );
     println!(
         "  veil, 1 writer  (ledger + rows):   {:>9.0} rows/s ({:.3} s)",
         rate(one),

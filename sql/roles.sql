@@ -23,7 +23,11 @@ SELECT format('CREATE ROLE %I NOLOGIN', r) FROM unnest(ARRAY[:'pipeline', :'anal
 -- pipeline
 GRANT USAGE ON SCHEMA veil TO :"pipeline";
 GRANT INSERT ON user_logins TO :"pipeline";
-GRANT INSERT, SELECT (message_id) ON veil.ledger TO :"pipeline";
+-- SELECT on the key: ON CONFLICT (after a redelivery) and RETURNING read it.
+GRANT INSERT, SELECT (sent_ms, message_id) ON veil.ledger TO :"pipeline";
+-- The first ledger layout, kept by `veil migrate` after an upgrade, is checked too.
+SELECT format('GRANT SELECT (message_id) ON veil.ledger_v1 TO %I', :'pipeline')
+ WHERE to_regclass('veil.ledger_v1') IS NOT NULL \gexec
 GRANT INSERT ON veil.quarantine TO :"pipeline";
 
 -- analyst

@@ -121,7 +121,9 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     };
     let checks = [
         ("table user_logins", "SELECT to_regclass('user_logins') IS NOT NULL", "run `veil migrate` (or veil run, which creates it)"),
-        ("schema veil", "SELECT to_regclass('veil.ledger') IS NOT NULL AND to_regclass('veil.quarantine') IS NOT NULL AND to_regclass('veil.audit') IS NOT NULL", "run `veil migrate` as the database owner"),
+        ("schema veil", "SELECT to_regclass('veil.ledger') IS NOT NULL AND to_regclass('veil.quarantine') IS NOT NULL AND to_regclass('veil.audit') IS NOT NULL
+            AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('veil.ledger') AND attname = 'sent_ms')",
+         "run `veil migrate` as the database owner (it also upgrades a first-layout ledger)"),
     ];
     for (what, sql, fix) in checks {
         match client
@@ -144,6 +146,8 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     }
     let privileges = "SELECT has_table_privilege('user_logins', 'INSERT')
         AND has_table_privilege('veil.ledger', 'INSERT')
+        AND has_column_privilege('veil.ledger', 'sent_ms', 'SELECT')
+        AND has_column_privilege('veil.ledger', 'message_id', 'SELECT')
         AND has_table_privilege('veil.quarantine', 'INSERT')";
     match client
         .query_one(privileges, &[])
@@ -152,11 +156,11 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     {
         Ok(true) => report.ok(
             "permissions",
-            "can insert into user_logins, veil.ledger, veil.quarantine",
+            "can insert into user_logins, veil.ledger, veil.quarantine and read the ledger's key",
         ),
         Ok(false) => report.problem(
             "permissions",
-            "this role cannot insert everywhere veil writes",
+            "this role cannot insert everywhere veil writes, or cannot read the ledger's key",
             "apply sql/roles.sql and use the pipeline role",
         ),
         Err(_) => {} // tables missing: already reported

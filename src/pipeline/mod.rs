@@ -462,6 +462,7 @@ pub fn prepare_limited(
         tracing::warn!(message_id = %message.message_id, receive_count = message.receive_count, "message received too many times; quarantining it");
         return Prepared {
             message_id: message.message_id.clone(),
+            sent_ms: message.sent_timestamp_ms.unwrap_or(0),
             record: Record::Quarantine(quarantine_entry(
                 keyring,
                 message,
@@ -499,6 +500,7 @@ pub fn prepare(keyring: &Keyring, mode: MaskMode, message: &QueueMessage) -> Pre
     };
     Prepared {
         message_id: message.message_id.clone(),
+        sent_ms: message.sent_timestamp_ms.unwrap_or(0),
         record,
     }
 }

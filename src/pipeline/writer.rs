@@ -17,7 +17,9 @@ use super::{quarantine_entry, sleep_or_cancel, Item, Shared};
 use crate::backoff::Backoff;
 use crate::event::RejectReason;
 use crate::mask::Keyring;
-use crate::postgres::{record_batch, BatchOutcome, Database, Prepared, Record, WriteError};
+use crate::postgres::{
+    record_batch, BatchOutcome, Database, Prepared, Record, WriteError, WriterStatements,
+};
 use crate::sqs::{QueueMessage, SQS_BATCH_LIMIT};
 
 pub(super) async fn write_loop(
@@ -104,9 +106,11 @@ async fn write_with_retry<'a>(
     let counters = &shared.counters;
     let mut backoff = Backoff::default();
     loop {
-        let error = match database.client().await {
-            Ok(client) => {
-                match write_isolating(client, &shared.keyring, messages, prepared).await {
+        let error = match database.writer().await {
+            Ok((client, statements)) => {
+                let write =
+                    write_isolating(client, statements, &shared.keyring, messages, prepared);
+                match write.await {
                     Ok(outcome) => {
                         counters.postgres_ready.store(true, Ordering::Relaxed);
                         return Ok(Some(outcome));
@@ -136,17 +140,19 @@ async fn write_with_retry<'a>(
 /// messages commit and only the culprit is quarantined (`db_rejected`).
 fn write_isolating<'a, 'rows: 'a>(
     client: &'a mut tokio_postgres::Client,
+    statements: &'a WriterStatements,
     keyring: &'a Keyring,
     messages: &'a [QueueMessage],
     batch: &'rows [Prepared],
 ) -> futures::future::BoxFuture<'a, Result<BatchOutcome<'rows>, WriteError>> {
     Box::pin(async move {
-        match record_batch(client, batch).await {
+        match record_batch(client, statements, batch).await {
             Err(WriteError::Data(error)) if batch.len() > 1 => {
                 tracing::debug!(%error, size = batch.len(), "value rejected; splitting batch");
                 let (first, second) = batch.split_at(batch.len() / 2);
-                let mut outcome = write_isolating(client, keyring, messages, first).await?;
-                let rest = write_isolating(client, keyring, messages, second).await?;
+                let mut outcome =
+                    write_isolating(client, statements, keyring, messages, first).await?;
+                let rest = write_isolating(client, statements, keyring, messages, second).await?;
                 outcome.written.extend(rest.written);
                 outcome.quarantined.extend(rest.quarantined);
                 outcome.duplicates += rest.duplicates;
@@ -162,10 +168,11 @@ fn write_isolating<'a, 'rows: 'a>(
                 let entry = quarantine_entry(keyring, message, RejectReason::DbRejected, None);
                 let replacement = Prepared {
                     message_id: culprit.message_id.clone(),
+                    sent_ms: culprit.sent_ms,
                     record: Record::Quarantine(entry),
                 };
                 let replacement = [replacement];
-                let outcome = record_batch(client, &replacement).await?;
+                let outcome = record_batch(client, statements, &replacement).await?;
                 Ok(BatchOutcome {
                     written: Vec::new(),
                     quarantined: outcome.quarantined,

@@ -17,12 +17,15 @@ pub use schema::{
 };
 pub use writer::{
     record_batch, BatchOutcome, MaskedRow, Prepared, QuarantineEntry, Record, WriteError,
+    WriterStatements,
 };
 
 /// A Postgres connection that is re-opened when it breaks.
 pub struct Database {
     config: Config,
     client: Option<Client>,
+    /// The batch writer's statements, prepared on `client` when first needed.
+    statements: Option<WriterStatements>,
 }
 
 impl Database {
@@ -32,6 +35,7 @@ impl Database {
         let mut database = Database {
             config,
             client: None,
+            statements: None,
         };
         database
             .client()
@@ -50,14 +54,31 @@ impl Database {
                 }
             });
             self.client = Some(client);
+            self.statements = None;
         }
         // Set just above when missing or closed.
         Ok(self.client.as_mut().expect("client connected"))
     }
 
+    /// The live client with the batch writer's statements prepared on it.
+    pub async fn writer(
+        &mut self,
+    ) -> Result<(&mut Client, &WriterStatements), tokio_postgres::Error> {
+        self.client().await?;
+        let client = self.client.as_mut().expect("client connected");
+        if self.statements.is_none() {
+            self.statements = Some(WriterStatements::prepare(client).await?);
+        }
+        Ok((
+            client,
+            self.statements.as_ref().expect("statements prepared"),
+        ))
+    }
+
     /// Forgets the current connection so the next call reconnects.
     pub fn reset(&mut self) {
         self.client = None;
+        self.statements = None;
     }
 }
 

@@ -16,15 +16,17 @@ pub const USER_LOGINS_DDL: &str = "CREATE TABLE IF NOT EXISTS user_logins(
     create_date         date
 )";
 
-const VEIL_SCHEMA_DDL: &str = "
+const VEIL_SCHEMA_DDL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS veil;
 COMMENT ON SCHEMA veil IS 'veil bookkeeping: idempotency ledger and quarantine';
 CREATE TABLE IF NOT EXISTS veil.ledger(
-    message_id   text PRIMARY KEY,
+    sent_ms      bigint NOT NULL,
+    message_id   text COLLATE "C" NOT NULL,
     outcome      text NOT NULL CHECK (outcome IN ('written', 'quarantined')),
-    recorded_at  timestamptz NOT NULL DEFAULT now()
+    recorded_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sent_ms, message_id)
 );
-COMMENT ON TABLE veil.ledger IS 'SQS message ids already recorded; a redelivered id is skipped';
+COMMENT ON TABLE veil.ledger IS 'SQS message ids already recorded, keyed by SentTimestamp (ms) first so new entries append; a redelivered message is skipped';
 CREATE TABLE IF NOT EXISTS veil.quarantine(
     message_id     text PRIMARY KEY,
     reason         text NOT NULL,
@@ -51,6 +53,15 @@ CREATE TABLE IF NOT EXISTS veil.audit(
     query         text
 );
 COMMENT ON TABLE veil.audit IS 'one row per veil reveal: who, when, why, how many values';
+"#;
+
+/// Renames a ledger of the first layout (keyed on `message_id` alone) out of
+/// the way. The writer keeps checking ids against it, so messages recorded
+/// before the upgrade are still skipped when redelivered.
+const LEGACY_LEDGER_DDL: &str = "
+ALTER TABLE veil.ledger RENAME TO ledger_v1;
+ALTER INDEX veil.ledger_pkey RENAME TO ledger_v1_pkey;
+COMMENT ON TABLE veil.ledger_v1 IS 'ids recorded before veil keyed its ledger on (sent_ms, message_id); still checked, never written; drop it once SQS can no longer redeliver them (14 days)';
 ";
 
 /// veil's own tables; when all exist (and user_logins has the contract's
@@ -99,6 +110,22 @@ pub async fn migrate(client: &mut Client) -> anyhow::Result<SchemaReport> {
         .query_one("SELECT to_regclass('user_logins') IS NOT NULL", &[])
         .await?
         .get(0);
+    let legacy_ledger: bool = transaction
+        .query_one(
+            "SELECT to_regclass('veil.ledger') IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM pg_attribute
+                  WHERE attrelid = to_regclass('veil.ledger') AND attname = 'sent_ms')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if legacy_ledger {
+        transaction
+            .batch_execute(LEGACY_LEDGER_DDL)
+            .await
+            .context("keeping the first-layout ledger as veil.ledger_v1")?;
+        tracing::info!("kept the first-layout ledger as veil.ledger_v1 (still checked for redeliveries); creating the new one");
+    }
     let veil_tables_exist: bool = transaction
         .query_one(
             "SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest($1::text[]) t",

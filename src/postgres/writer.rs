@@ -1,15 +1,21 @@
-//! The batch writer: one transaction per batch claims the message ids in the
-//! ledger (its primary key means concurrent writers and redeliveries cannot
-//! double-record), then inserts the rows and quarantine entries of the ids
-//! it claimed. Set-based `unnest` inserts: three statements per batch,
-//! whatever its size. (Binary COPY into a staging table, then INSERT ...
-//! SELECT, was measured slower here: it writes every row twice.)
+//! The batch writer: each batch claims its message ids in the ledger (its
+//! primary key means concurrent writers and redeliveries cannot
+//! double-record) and inserts the rows and quarantine entries of the ids it
+//! claimed, atomically.
+//!
+//! The common case is one prepared statement per batch, one round trip:
+//! three set-based `unnest` inserts joined as data-modifying CTEs, committed
+//! as one implicit transaction. A unique violation (an id already recorded)
+//! undoes it all, and the batch is redone in a transaction that claims only
+//! the free ids. (Binary COPY into a staging table, then INSERT ... SELECT,
+//! was measured slower here: it writes every row twice.)
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 /// A row for `user_logins`, PII already masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +69,11 @@ pub enum Record {
 pub struct Prepared {
     /// SQS message id: the idempotency key.
     pub message_id: String,
+    /// SentTimestamp in milliseconds (0 when the server gave none). The same
+    /// for every delivery of a message, so the ledger keys on
+    /// `(sent_ms, message_id)`: new keys land at the right edge of its index
+    /// instead of on random pages (see `schema.rs`).
+    pub sent_ms: i64,
     /// What to record.
     pub record: Record,
 }
@@ -119,16 +130,29 @@ impl From<tokio_postgres::Error> for WriteError {
 }
 
 /// Claims ids that may already be in the ledger: takes the free ones.
-const CLAIM_SQL: &str = "INSERT INTO veil.ledger (message_id, outcome)
-    SELECT * FROM unnest($1::text[], $2::text[])
-    ON CONFLICT (message_id) DO NOTHING
+const CLAIM_SQL: &str = "INSERT INTO veil.ledger (sent_ms, message_id, outcome)
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[])
+    ON CONFLICT (sent_ms, message_id) DO NOTHING
     RETURNING message_id";
 
-/// Claims ids expected to be new: all or nothing, and about twice as fast
-/// as `ON CONFLICT`, whose speculative insertion doubles the index work
-/// (`cargo bench --bench writer`).
-const CLAIM_ALL_SQL: &str = "INSERT INTO veil.ledger (message_id, outcome)
-    SELECT * FROM unnest($1::text[], $2::text[])";
+/// The common case in one statement: claims every id with a plain insert
+/// (all or nothing, and about twice as fast as `ON CONFLICT`, whose
+/// speculative insertion doubles the index work) and inserts the rows and
+/// quarantine entries. Data-modifying CTEs all run, in one implicit
+/// transaction.
+const RECORD_ALL_SQL: &str = "WITH claimed AS (
+    INSERT INTO veil.ledger (sent_ms, message_id, outcome)
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[])
+), written AS (
+    INSERT INTO user_logins
+        (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+    SELECT * FROM unnest($4::varchar[], $5::varchar[], $6::varchar[], $7::varchar[],
+                         $8::varchar[], $9::int4[], $10::date[])
+)
+INSERT INTO veil.quarantine
+    (message_id, reason, field, sent_at, receive_count, key_id, body_sealed, body_bytes)
+SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::int4[],
+                     $16::text[], $17::bytea[], $18::int4[])";
 
 const INSERT_ROWS_SQL: &str = "INSERT INTO user_logins
     (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
@@ -140,144 +164,250 @@ const INSERT_QUARANTINE_SQL: &str = "INSERT INTO veil.quarantine
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[],
                          $6::text[], $7::bytea[], $8::int4[])";
 
-/// Records a batch in one transaction. Messages whose id is already in the
-/// ledger (or repeated within the batch) are counted as duplicates.
+/// Ids recorded by veil before the ledger was keyed on `sent_ms` (kept by
+/// `migrate` as `veil.ledger_v1`, read-only).
+const LEGACY_LEDGER_SQL: &str =
+    "SELECT message_id FROM veil.ledger_v1 WHERE message_id = ANY($1::text[])";
+
+/// What the writer prepares once per connection.
+pub struct WriterStatements {
+    record_all: Statement,
+    /// `veil.ledger_v1` exists: ids are also checked against it.
+    legacy_ledger: bool,
+}
+
+impl WriterStatements {
+    /// Prepares the batch statement on this connection (the schema must
+    /// exist: run `migrate` first).
+    pub async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        let record_all = client.prepare(RECORD_ALL_SQL).await?;
+        let legacy_ledger = client
+            .query_one("SELECT to_regclass('veil.ledger_v1') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        Ok(WriterStatements {
+            record_all,
+            legacy_ledger,
+        })
+    }
+}
+
+/// Records a batch atomically. Messages whose id is already in the ledger
+/// (or repeated within the batch) are counted as duplicates.
 ///
-/// First tries to claim every id with a plain insert, the common case.
-/// If an id is taken (a redelivery, or another consumer holding the same
-/// message), Postgres answers with a unique violation (after waiting for
-/// the other transaction to commit). The batch is then redone with
-/// `ON CONFLICT DO NOTHING`, so only the free ids are recorded.
+/// First claims every id with a plain insert in one statement, the common
+/// case. If an id is taken (a redelivery, or another consumer holding the
+/// same message), Postgres answers with a unique violation (after waiting
+/// for the other transaction to commit) and nothing of the batch is kept.
+/// The batch is then redone with `ON CONFLICT DO NOTHING`, so only the free
+/// ids are recorded.
 pub async fn record_batch<'a>(
     client: &mut Client,
+    statements: &WriterStatements,
     batch: &'a [Prepared],
 ) -> Result<BatchOutcome<'a>, WriteError> {
     let mut seen = HashSet::with_capacity(batch.len());
-    let unique: Vec<&Prepared> = batch
+    let mut unique: Vec<&Prepared> = batch
         .iter()
         .filter(|item| seen.insert(item.message_id.as_str()))
         .collect();
-    let repeated_in_batch = batch.len() - unique.len();
-    let mut outcome = match record_unique(client, &unique, Claim::All).await {
+    if statements.legacy_ledger {
+        let ids: Vec<&str> = unique.iter().map(|item| item.message_id.as_str()).collect();
+        let recorded: HashSet<String> = client
+            .query(LEGACY_LEDGER_SQL, &[&ids])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        unique.retain(|item| !recorded.contains(&item.message_id));
+    }
+    let skipped = batch.len() - unique.len();
+    let mut outcome = match record_all(client, statements, &unique).await {
         Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            record_unique(client, &unique, Claim::FreeOnly).await?
+            record_free(client, &unique).await?
         }
         other => other?,
     };
-    outcome.duplicates += repeated_in_batch;
+    outcome.duplicates += skipped;
     Ok(outcome)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Claim {
-    /// Every id must be new (plain insert).
-    All,
-    /// Take the ids that are free (`ON CONFLICT DO NOTHING`).
-    FreeOnly,
+/// A batch split into what goes into each table, as `unnest` columns.
+struct Columns<'a> {
+    sent: Vec<i64>,
+    ids: Vec<&'a str>,
+    kinds: Vec<&'static str>,
+    rows: Vec<&'a MaskedRow>,
+    quarantine: Vec<(&'a str, &'a QuarantineEntry)>,
 }
 
-async fn record_unique<'a>(
+impl<'a> Columns<'a> {
+    fn of(items: &[&'a Prepared]) -> Self {
+        let mut columns = Columns {
+            sent: Vec::with_capacity(items.len()),
+            ids: Vec::with_capacity(items.len()),
+            kinds: Vec::with_capacity(items.len()),
+            rows: Vec::with_capacity(items.len()),
+            quarantine: Vec::new(),
+        };
+        for item in items {
+            columns.push(item);
+        }
+        columns
+    }
+
+    fn push(&mut self, item: &'a Prepared) {
+        self.sent.push(item.sent_ms);
+        self.ids.push(&item.message_id);
+        match &item.record {
+            Record::Row(row) => {
+                self.kinds.push("written");
+                self.rows.push(row);
+            }
+            Record::Quarantine(entry) => {
+                self.kinds.push("quarantined");
+                self.quarantine.push((&item.message_id, entry));
+            }
+        }
+    }
+
+    fn outcome(self, duplicates: usize) -> BatchOutcome<'a> {
+        BatchOutcome {
+            written: self.rows,
+            quarantined: self.quarantine.iter().map(|(_, e)| e.reason).collect(),
+            duplicates,
+        }
+    }
+}
+
+/// The `unnest` arrays of `user_logins` rows.
+struct RowArrays<'a> {
+    user_id: Vec<&'a str>,
+    device_type: Vec<&'a str>,
+    masked_ip: Vec<&'a str>,
+    masked_device_id: Vec<&'a str>,
+    locale: Vec<Option<&'a str>>,
+    app_version: Vec<i32>,
+    create_date: Vec<NaiveDate>,
+}
+
+impl<'a> RowArrays<'a> {
+    fn of(rows: &[&'a MaskedRow]) -> Self {
+        let column = |f: fn(&'a MaskedRow) -> &'a str| rows.iter().map(|r| f(r)).collect();
+        RowArrays {
+            user_id: column(|r| &r.user_id),
+            device_type: column(|r| &r.device_type),
+            masked_ip: column(|r| &r.masked_ip),
+            masked_device_id: column(|r| &r.masked_device_id),
+            locale: rows.iter().map(|r| r.locale.as_deref()).collect(),
+            app_version: rows.iter().map(|r| r.app_version).collect(),
+            create_date: rows.iter().map(|r| r.create_date).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.user_id,
+            &self.device_type,
+            &self.masked_ip,
+            &self.masked_device_id,
+            &self.locale,
+            &self.app_version,
+            &self.create_date,
+        ]
+    }
+}
+
+/// The `unnest` arrays of quarantine entries.
+struct QuarantineArrays<'a> {
+    ids: Vec<&'a str>,
+    reasons: Vec<&'static str>,
+    fields: Vec<Option<&'static str>>,
+    sent: Vec<Option<DateTime<Utc>>>,
+    counts: Vec<Option<i32>>,
+    keys: Vec<&'a str>,
+    bodies: Vec<&'a [u8]>,
+    sizes: Vec<i32>,
+}
+
+impl<'a> QuarantineArrays<'a> {
+    fn of(entries: &[(&'a str, &'a QuarantineEntry)]) -> Self {
+        QuarantineArrays {
+            ids: entries.iter().map(|(id, _)| *id).collect(),
+            reasons: entries.iter().map(|(_, e)| e.reason).collect(),
+            fields: entries.iter().map(|(_, e)| e.field).collect(),
+            sent: entries.iter().map(|(_, e)| e.sent_at).collect(),
+            counts: entries.iter().map(|(_, e)| e.receive_count).collect(),
+            keys: entries.iter().map(|(_, e)| e.key_id.as_str()).collect(),
+            bodies: entries
+                .iter()
+                .map(|(_, e)| e.body_sealed.as_slice())
+                .collect(),
+            sizes: entries.iter().map(|(_, e)| e.body_bytes).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.reasons,
+            &self.fields,
+            &self.sent,
+            &self.counts,
+            &self.keys,
+            &self.bodies,
+            &self.sizes,
+        ]
+    }
+}
+
+/// The fast path: every id claimed, everything inserted, one statement.
+async fn record_all<'a>(
+    client: &Client,
+    statements: &WriterStatements,
+    unique: &[&'a Prepared],
+) -> Result<BatchOutcome<'a>, tokio_postgres::Error> {
+    let columns = Columns::of(unique);
+    let rows = RowArrays::of(&columns.rows);
+    let quarantine = QuarantineArrays::of(&columns.quarantine);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&columns.sent, &columns.ids, &columns.kinds];
+    params.extend(rows.params());
+    params.extend(quarantine.params());
+    client.execute(&statements.record_all, &params).await?;
+    Ok(columns.outcome(0))
+}
+
+/// The slow path, after a unique violation: claims the free ids in a
+/// transaction and records only those.
+async fn record_free<'a>(
     client: &mut Client,
     unique: &[&'a Prepared],
-    claim: Claim,
 ) -> Result<BatchOutcome<'a>, tokio_postgres::Error> {
     let transaction = client.transaction().await?;
-    let ids: Vec<&str> = unique.iter().map(|item| item.message_id.as_str()).collect();
-    let kinds: Vec<&str> = unique
+    let all = Columns::of(unique);
+    let claimed: HashSet<String> = transaction
+        .query(CLAIM_SQL, &[&all.sent, &all.ids, &all.kinds])
+        .await?
         .iter()
-        .map(|item| match item.record {
-            Record::Row(_) => "written",
-            Record::Quarantine(_) => "quarantined",
-        })
+        .map(|row| row.get(0))
         .collect();
-    let claimed: Option<HashSet<String>> = match claim {
-        Claim::All => {
-            transaction.execute(CLAIM_ALL_SQL, &[&ids, &kinds]).await?;
-            None
-        }
-        Claim::FreeOnly => Some(
-            transaction
-                .query(CLAIM_SQL, &[&ids, &kinds])
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect(),
-        ),
-    };
-    let is_claimed = |item: &&&'a Prepared| {
-        claimed
-            .as_ref()
-            .is_none_or(|c| c.contains(&item.message_id))
-    };
-    let mut rows: Vec<&'a MaskedRow> = Vec::new();
-    let mut quarantine = Vec::new();
-    for item in unique.iter().copied().filter(|item| is_claimed(&item)) {
-        match &item.record {
-            Record::Row(row) => rows.push(row),
-            Record::Quarantine(entry) => quarantine.push((item.message_id.as_str(), entry)),
+    let mut columns = Columns::of(&[]);
+    for item in unique.iter().copied() {
+        if claimed.contains(&item.message_id) {
+            columns.push(item);
         }
     }
-    if !rows.is_empty() {
-        insert_rows(&transaction, &rows).await?;
+    if !columns.rows.is_empty() {
+        let rows = RowArrays::of(&columns.rows);
+        transaction.execute(INSERT_ROWS_SQL, &rows.params()).await?;
     }
-    if !quarantine.is_empty() {
-        insert_quarantine(&transaction, &quarantine).await?;
+    if !columns.quarantine.is_empty() {
+        let quarantine = QuarantineArrays::of(&columns.quarantine);
+        transaction
+            .execute(INSERT_QUARANTINE_SQL, &quarantine.params())
+            .await?;
     }
     transaction.commit().await?;
-    Ok(BatchOutcome {
-        duplicates: unique.len() - rows.len() - quarantine.len(),
-        written: rows,
-        quarantined: quarantine.iter().map(|(_, entry)| entry.reason).collect(),
-    })
-}
-
-async fn insert_rows(
-    transaction: &tokio_postgres::Transaction<'_>,
-    rows: &[&MaskedRow],
-) -> Result<(), tokio_postgres::Error> {
-    let column = |f: fn(&MaskedRow) -> &str| rows.iter().map(|r| f(r)).collect::<Vec<&str>>();
-    let locales: Vec<Option<&str>> = rows.iter().map(|r| r.locale.as_deref()).collect();
-    let versions: Vec<i32> = rows.iter().map(|r| r.app_version).collect();
-    let dates: Vec<NaiveDate> = rows.iter().map(|r| r.create_date).collect();
-    transaction
-        .execute(
-            INSERT_ROWS_SQL,
-            &[
-                &column(|r| &r.user_id),
-                &column(|r| &r.device_type),
-                &column(|r| &r.masked_ip),
-                &column(|r| &r.masked_device_id),
-                &locales,
-                &versions,
-                &dates,
-            ],
-        )
-        .await?;
-    Ok(())
-}
-
-async fn insert_quarantine(
-    transaction: &tokio_postgres::Transaction<'_>,
-    entries: &[(&str, &QuarantineEntry)],
-) -> Result<(), tokio_postgres::Error> {
-    let ids: Vec<&str> = entries.iter().map(|(id, _)| *id).collect();
-    let reasons: Vec<&str> = entries.iter().map(|(_, e)| e.reason).collect();
-    let fields: Vec<Option<&str>> = entries.iter().map(|(_, e)| e.field).collect();
-    let sent: Vec<Option<DateTime<Utc>>> = entries.iter().map(|(_, e)| e.sent_at).collect();
-    let counts: Vec<Option<i32>> = entries.iter().map(|(_, e)| e.receive_count).collect();
-    let keys: Vec<&str> = entries.iter().map(|(_, e)| e.key_id.as_str()).collect();
-    let bodies: Vec<&[u8]> = entries
-        .iter()
-        .map(|(_, e)| e.body_sealed.as_slice())
-        .collect();
-    let sizes: Vec<i32> = entries.iter().map(|(_, e)| e.body_bytes).collect();
-    transaction
-        .execute(
-            INSERT_QUARANTINE_SQL,
-            &[
-                &ids, &reasons, &fields, &sent, &counts, &keys, &bodies, &sizes,
-            ],
-        )
-        .await?;
-    Ok(())
+    let duplicates = unique.len() - columns.ids.len();
+    Ok(columns.outcome(duplicates))
 }

@@ -143,9 +143,8 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
             .iter()
             .map(|m| prepare(&key.keyring, MaskMode::Siv, m))
             .collect();
-        let outcome = record_batch(database.client().await.unwrap(), &prepared)
-            .await
-            .unwrap();
+        let (client, statements) = database.writer().await.unwrap();
+        let outcome = record_batch(client, statements, &prepared).await.unwrap();
         recorded += outcome.written.len() + outcome.quarantined.len();
     }
     let rows_before = db.scalar("SELECT count(*) FROM user_logins").await;
@@ -171,6 +170,65 @@ async fn message_redelivered_after_its_row_committed_adds_nothing_on_modern() {
 #[tokio::test]
 async fn message_redelivered_after_its_row_committed_adds_nothing_on_legacy() {
     redelivery_after_commit_adds_nothing(&legacy_endpoint()).await;
+}
+
+#[tokio::test]
+async fn ids_in_a_first_layout_ledger_are_still_skipped_after_the_upgrade() {
+    let db = TestDb::create().await;
+    // The ledger as veil first laid it out: keyed on message_id alone.
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE SCHEMA veil;
+             CREATE TABLE veil.ledger(
+                 message_id text PRIMARY KEY,
+                 outcome text NOT NULL CHECK (outcome IN ('written', 'quarantined')),
+                 recorded_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    queue.seed(6, 0.0, 21).await;
+    // An old veil recorded three of them, then stopped before deleting them.
+    let mut ids = Vec::new();
+    while ids.len() < 6 {
+        let request = ReceiveRequest {
+            max_messages: 10,
+            wait_secs: 1,
+            visibility_timeout_secs: 1,
+        };
+        let messages = queue.client.receive(request).await.unwrap();
+        ids.extend(messages.into_iter().map(|m| m.message_id));
+    }
+    let old: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO veil.ledger (message_id, outcome) SELECT unnest($1::text[]), 'written'",
+            &[&old],
+        )
+        .await
+        .unwrap();
+
+    let report = drain(&queue, &db, &key).await;
+
+    assert_eq!(report.received, 6);
+    assert_eq!(report.duplicates, 3, "the old ledger's ids are skipped");
+    assert_eq!(report.written, 3);
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger_v1").await, 3);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM veil.ledger WHERE sent_ms > 0")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM veil.ledger l JOIN veil.ledger_v1 v USING (message_id)")
+            .await,
+        0,
+        "no id is in both"
+    );
+    assert_eq!(queue.depth().await, Default::default());
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use veil::sqs::{ProtocolChoice, ReceiveRequest, SqsClient};
 
-#[tokio::main]
+// One thread, like `veil run` by default, so the CPU per event of the two
+// compares like with like.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, queue_url, receivers, expected] = args.as_slice() else {
@@ -34,9 +36,9 @@ async fn main() -> anyhow::Result<()> {
                 };
                 while done.load(Ordering::Relaxed) < expected {
                     let messages = sqs.receive(request).await?;
-                    let entries: Vec<(String, String)> = messages
+                    let entries: Vec<(&str, &str)> = messages
                         .iter()
-                        .map(|m| (m.message_id.clone(), m.receipt_handle.clone()))
+                        .map(|m| (m.message_id.as_str(), m.receipt_handle.as_str()))
                         .collect();
                     let outcome = sqs.delete_batch(&entries).await?;
                     done.fetch_add(outcome.deleted as u64, Ordering::Relaxed);

@@ -2,8 +2,9 @@
 # bench-e2e.sh -- end-to-end throughput of veil against LocalStack 4.7 and Postgres, side by
 # side with a bare receive+delete loop at the same concurrency, in one run. Prints ratios.
 #   1. drain:   EVENTS seeded events (5% junk): veil run --until-empty vs examples/raw_drain
-#   2. cpu/rss: the veil drain's user+sys CPU per event and peak RSS, from /usr/bin/time;
-#               then the same for BIG_EVENTS (default 100000) for the memory bound
+#   2. cpu/rss: the veil drain's user+sys CPU per event and peak RSS, from /usr/bin/time, beside
+#               the bare loop's CPU per event (the floor: SQS calls alone, same client, same
+#               runtime); then the same for BIG_EVENTS (default 100000) for the memory bound
 #   3. scale:   two veil processes on one queue vs one, total rate and exactness
 # Env: EVENTS (20000), BIG_EVENTS (100000), RECEIVERS (4), ROUNDS (3), PORT (4566)
 # Needs: scripts/services.sh up (this script runs it). Release build of veil + the example.
@@ -41,15 +42,20 @@ for round in $(seq 1 "$ROUNDS"); do
   run_veil "$q" "$db" "$log/veil-$round"
   veil_rate "$log/veil-$round" >> "$log/veil.rates"
   q=$(queue raw); seed "$q" "$EVENTS"
-  "$RAW" "$q" "$RECEIVERS" "$EVENTS" | sed -n 's/.*rate=\([0-9.]*\).*/\1/p' >> "$log/raw.rates"
+  /usr/bin/time -f "%e %U %S %M" -o "$log/raw-$round.time" "$RAW" "$q" "$RECEIVERS" "$EVENTS" \
+    | sed -n 's/.*rate=\([0-9.]*\).*/\1/p' >> "$log/raw.rates"
   read -r _ user sys rss < "$log/veil-$round.time"
   awk -v u="$user" -v s="$sys" -v n="$EVENTS" 'BEGIN {printf "%.1f\n", (u + s) / n * 1e6}' >> "$log/cpu.us"
+  read -r _ user sys _ < "$log/raw-$round.time"
+  awk -v u="$user" -v s="$sys" -v n="$EVENTS" 'BEGIN {printf "%.1f\n", (u + s) / n * 1e6}' >> "$log/raw-cpu.us"
   echo "$rss" >> "$log/rss.kb"
-  echo "   round $round: veil $(tail -n1 "$log/veil.rates") msg/s, raw $(tail -n1 "$log/raw.rates") msg/s"
+  echo "   round $round: veil $(tail -n1 "$log/veil.rates") msg/s, raw $(tail -n1 "$log/raw.rates") msg/s; CPU per event: veil $(tail -n1 "$log/cpu.us") us, raw $(tail -n1 "$log/raw-cpu.us") us"
 done
 veil_med=$(median < "$log/veil.rates"); raw_med=$(median < "$log/raw.rates")
 echo "   median: veil $veil_med msg/s, raw receive+delete $raw_med msg/s, ratio $(awk -v a="$veil_med" -v b="$raw_med" 'BEGIN {printf "%.2f", a / b}')"
-echo "   veil CPU per event (user+sys): median $(median < "$log/cpu.us") us; peak RSS median $(( $(median < "$log/rss.kb") / 1024 )) MiB"
+cpu_med=$(median < "$log/cpu.us"); raw_cpu_med=$(median < "$log/raw-cpu.us")
+echo "   CPU per event (user+sys): veil median $cpu_med us, bare loop median $raw_cpu_med us, ratio $(awk -v a="$cpu_med" -v b="$raw_cpu_med" 'BEGIN {printf "%.2f", a / b}')"
+echo "   veil peak RSS median $(( $(median < "$log/rss.kb") / 1024 )) MiB"
 
 echo "== 2. memory bound: drain $BIG_EVENTS events"
 q=$(queue big); seed "$q" "$BIG_EVENTS"; db=$(fresh_db veil_bench_big)

@@ -64,8 +64,14 @@ pub(super) async fn write_loop(
             write_ms = started.elapsed().as_millis() as u64,
             "batch committed"
         );
-        for chunk in messages.chunks(SQS_BATCH_LIMIT) {
-            deletes.spawn(delete_chunk(shared.clone(), chunk.to_vec()));
+        // The messages move into the delete tasks: no copy of their bodies.
+        let mut messages = messages.into_iter();
+        loop {
+            let chunk: Vec<QueueMessage> = messages.by_ref().take(SQS_BATCH_LIMIT).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            deletes.spawn(delete_chunk(shared.clone(), chunk));
         }
         while deletes.try_join_next().is_some() {}
     }
@@ -187,9 +193,9 @@ fn write_isolating<'a, 'rows: 'a>(
 /// Deletes up to ten recorded messages, then frees their slots. A failed
 /// delete only means the message comes back and the ledger skips it.
 async fn delete_chunk(shared: Arc<Shared>, chunk: Vec<QueueMessage>) {
-    let entries: Vec<(String, String)> = chunk
+    let entries: Vec<(&str, &str)> = chunk
         .iter()
-        .map(|m| (m.message_id.clone(), m.receipt_handle.clone()))
+        .map(|m| (m.message_id.as_str(), m.receipt_handle.as_str()))
         .collect();
     let counters = &shared.counters;
     let mut backoff = Backoff::default();

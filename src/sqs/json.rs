@@ -98,7 +98,7 @@ impl JsonTransport {
     pub(super) async fn delete_batch(
         &self,
         queue_url: &str,
-        entries: &[(String, String)],
+        entries: &[(&str, &str)],
     ) -> Result<DeleteOutcome, SqsError> {
         let call = Batch {
             queue_url,
@@ -107,7 +107,7 @@ impl JsonTransport {
                 .enumerate()
                 .map(|(index, (_, receipt_handle))| Entry {
                     id: index,
-                    receipt_handle: Some(receipt_handle),
+                    receipt_handle: Some(*receipt_handle),
                     ..Entry::default()
                 })
                 .collect(),
@@ -122,7 +122,7 @@ impl JsonTransport {
                     .parse::<usize>()
                     .ok()
                     .and_then(|index| entries.get(index))
-                    .map_or_else(|| failure.id.clone(), |(id, _)| id.clone());
+                    .map_or_else(|| failure.id.clone(), |(id, _)| id.to_string());
                 (message_id, failure.code)
             })
             .collect();

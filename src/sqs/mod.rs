@@ -185,10 +185,7 @@ impl SqsClient {
     }
 
     /// Deletes up to ten messages, given as (message id, receipt handle).
-    pub async fn delete_batch(
-        &self,
-        entries: &[(String, String)],
-    ) -> Result<DeleteOutcome, SqsError> {
+    pub async fn delete_batch(&self, entries: &[(&str, &str)]) -> Result<DeleteOutcome, SqsError> {
         debug_assert!(entries.len() <= SQS_BATCH_LIMIT);
         if entries.is_empty() {
             return Ok(DeleteOutcome::default());

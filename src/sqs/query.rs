@@ -84,13 +84,16 @@ impl QueryTransport {
     pub(super) async fn delete_batch(
         &self,
         queue_url: &str,
-        entries: &[(String, String)],
+        entries: &[(&str, &str)],
     ) -> Result<DeleteOutcome, SqsError> {
         let mut params = vec![("QueueUrl".to_string(), queue_url.to_string())];
         for (index, (_, receipt_handle)) in entries.iter().enumerate() {
             let prefix = format!("DeleteMessageBatchRequestEntry.{}", index + 1);
             params.push((format!("{prefix}.Id"), index.to_string()));
-            params.push((format!("{prefix}.ReceiptHandle"), receipt_handle.clone()));
+            params.push((
+                format!("{prefix}.ReceiptHandle"),
+                receipt_handle.to_string(),
+            ));
         }
         let reply = self
             .call("DeleteMessageBatch", &params, CALL_TIMEOUT)
@@ -104,7 +107,7 @@ impl QueryTransport {
                     .parse::<usize>()
                     .ok()
                     .and_then(|index| entries.get(index))
-                    .map_or(id, |(message_id, _)| message_id.clone());
+                    .map_or(id, |(message_id, _)| message_id.to_string());
                 (message_id, child_text(node, "Code").unwrap_or_default())
             })
             .collect();
@@ -120,7 +123,10 @@ impl QueryTransport {
         for (index, (_, receipt_handle, timeout_secs)) in entries.iter().enumerate() {
             let prefix = format!("ChangeMessageVisibilityBatchRequestEntry.{}", index + 1);
             params.push((format!("{prefix}.Id"), index.to_string()));
-            params.push((format!("{prefix}.ReceiptHandle"), receipt_handle.clone()));
+            params.push((
+                format!("{prefix}.ReceiptHandle"),
+                receipt_handle.to_string(),
+            ));
             params.push((
                 format!("{prefix}.VisibilityTimeout"),
                 timeout_secs.to_string(),

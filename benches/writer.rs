@@ -12,7 +12,7 @@
 //!
 //! Needs Postgres on 127.0.0.1:5432 (scripts/services.sh up postgres).
 //! `cargo bench --bench writer` (VEIL_BENCH_ROWS, VEIL_BENCH_BATCH,
-//! VEIL_BENCH_HISTORY, VEIL_BENCH_ROUNDS to vary).
+//! VEIL_BENCH_HISTORY, VEIL_BENCH_ROUNDS, VEIL_BENCH_WRITERS=1,2 to vary).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -212,11 +212,23 @@ async fn main() {
     let prepared = rows(count);
     let rounds = env_number("VEIL_BENCH_ROUNDS", 5);
     let history = env_number("VEIL_BENCH_HISTORY", 1_000_000);
-    let (mut one, mut two, mut copy) = (Vec::new(), Vec::new(), Vec::new());
-    // Interleaved rounds, so drift on the machine hits all three alike.
+    // Writer counts to measure (`--writers`; veil's default is 2).
+    let writers: Vec<usize> = std::env::var("VEIL_BENCH_WRITERS")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .expect("VEIL_BENCH_WRITERS: numbers, e.g. 1,2,4")
+        })
+        .collect();
+    let mut veil: Vec<Vec<Duration>> = vec![Vec::new(); writers.len()];
+    let mut copy = Vec::new();
+    // Interleaved rounds, so drift on the machine hits every variant alike.
     for _ in 0..rounds {
-        one.push(veil_writer(&prepared, batch, 1, history).await);
-        two.push(veil_writer(&prepared, batch, 2, history).await);
+        for (times, &n) in veil.iter_mut().zip(&writers) {
+            times.push(veil_writer(&prepared, batch, n, history).await);
+        }
         let url = fresh_database("veil_bench_copy").await;
         let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
@@ -231,29 +243,29 @@ async fn main() {
         times.sort();
         times[times.len() / 2]
     };
-    let (one, two, copy) = (median(&mut one), median(&mut two), median(&mut copy));
+    let copy = median(&mut copy);
     let rate = |d: Duration| count as f64 / d.as_secs_f64();
     println!(
         "writer: {count} rows, batches of {batch}, ledger history {history}, median of {rounds} interleaved rounds"
     );
+    let mut ratios = Vec::new();
+    for (times, n) in veil.iter_mut().zip(&writers) {
+        let time = median(times);
+        println!(
+            "  veil, {n} writer{} (ledger + rows): {:>9.0} rows/s ({:.3} s)",
+            if *n == 1 { " " } else { "s" },
+            rate(time),
+            time.as_secs_f64()
+        );
+        ratios.push(format!("{:.2} with {n}", rate(time) / rate(copy)));
+    }
     println!(
-        "  veil, 1 writer  (ledger + rows):   {:>9.0} rows/s ({:.3} s)",
-        rate(one),
-        one.as_secs_f64()
-    );
-    println!(
-        "  veil, 2 writers (ledger + rows):   {:>9.0} rows/s ({:.3} s)",
-        rate(two),
-        two.as_secs_f64()
-    );
-    println!(
-        "  psql \\copy (rows only, baseline):  {:>9.0} rows/s ({:.3} s)",
+        "  psql \\copy (rows only, baseline):{:>10.0} rows/s ({:.3} s)",
         rate(copy),
         copy.as_secs_f64()
     );
     println!(
-        "  ratio veil / psql \\copy: {:.2} with 1 writer, {:.2} with 2 writers",
-        rate(one) / rate(copy),
-        rate(two) / rate(copy)
+        "  ratio veil / psql \\copy, by writers: {}",
+        ratios.join(", ")
     );
 }

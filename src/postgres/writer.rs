@@ -11,6 +11,7 @@
 //! was measured slower here: it writes every row twice.)
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::error::SqlState;
@@ -172,8 +173,9 @@ const LEGACY_LEDGER_SQL: &str =
 /// What the writer prepares once per connection.
 pub struct WriterStatements {
     record_all: Statement,
-    /// `veil.ledger_v1` exists: ids are also checked against it.
-    legacy_ledger: bool,
+    /// `veil.ledger_v1` exists: ids are also checked against it (until an
+    /// operator drops it).
+    legacy_ledger: AtomicBool,
 }
 
 impl WriterStatements {
@@ -187,7 +189,7 @@ impl WriterStatements {
             .get(0);
         Ok(WriterStatements {
             record_all,
-            legacy_ledger,
+            legacy_ledger: AtomicBool::new(legacy_ledger),
         })
     }
 }
@@ -211,15 +213,21 @@ pub async fn record_batch<'a>(
         .iter()
         .filter(|item| seen.insert(item.message_id.as_str()))
         .collect();
-    if statements.legacy_ledger {
+    if statements.legacy_ledger.load(Ordering::Relaxed) {
         let ids: Vec<&str> = unique.iter().map(|item| item.message_id.as_str()).collect();
-        let recorded: HashSet<String> = client
-            .query(LEGACY_LEDGER_SQL, &[&ids])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        unique.retain(|item| !recorded.contains(&item.message_id));
+        match client.query(LEGACY_LEDGER_SQL, &[&ids]).await {
+            Ok(rows) => {
+                let recorded: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
+                unique.retain(|item| !recorded.contains(&item.message_id));
+            }
+            // Dropped by an operator, as docs/operations.md suggests once
+            // nothing in it can be redelivered: stop checking it.
+            Err(error) if error.code() == Some(&SqlState::UNDEFINED_TABLE) => {
+                tracing::info!("veil.ledger_v1 is gone; no longer checking it");
+                statements.legacy_ledger.store(false, Ordering::Relaxed);
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     let skipped = batch.len() - unique.len();
     let mut outcome = match record_all(client, statements, &unique).await {

@@ -310,3 +310,21 @@ pub fn key_material(path: &std::path::Path) -> String {
 pub fn veil_binary() -> &'static str {
     env!("CARGO_BIN_EXE_veil")
 }
+
+/// A valid, already masked row for the batch writer, as message
+/// `message_id` sent at `sent_ms`.
+pub fn prepared_row(message_id: &str, sent_ms: i64) -> veil::postgres::Prepared {
+    veil::postgres::Prepared {
+        message_id: message_id.into(),
+        sent_ms,
+        record: veil::postgres::Record::Row(veil::postgres::MaskedRow {
+            user_id: "u".into(),
+            device_type: "ios".into(),
+            masked_ip: "m1".into(),
+            masked_device_id: "m2".into(),
+            locale: None,
+            app_version: 1,
+            create_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+        }),
+    }
+}

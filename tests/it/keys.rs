@@ -508,19 +508,7 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     // the ledger's key: the role can do that too.
     let config: tokio_postgres::Config = url_as(&pipeline).parse().unwrap();
     let mut database = veil::postgres::Database::connect(config).await.unwrap();
-    let batch = [veil::postgres::Prepared {
-        message_id: "redelivered".into(),
-        sent_ms: 1_764_000_000_000,
-        record: veil::postgres::Record::Row(veil::postgres::MaskedRow {
-            user_id: "u".into(),
-            device_type: "ios".into(),
-            masked_ip: "m1".into(),
-            masked_device_id: "m2".into(),
-            locale: None,
-            app_version: 1,
-            create_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
-        }),
-    }];
+    let batch = [prepared_row("redelivered", 1_764_000_000_000)];
     for expected_duplicates in [0, 1] {
         let (client, statements) = database.writer().await.unwrap();
         let outcome = veil::postgres::record_batch(client, statements, &batch)

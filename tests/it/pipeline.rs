@@ -240,19 +240,7 @@ async fn ids_in_a_first_layout_ledger_are_still_skipped_after_the_upgrade() {
         .batch_execute("DROP TABLE veil.ledger_v1")
         .await
         .unwrap();
-    let batch = [veil::postgres::Prepared {
-        message_id: old[0].to_string(),
-        sent_ms: 1,
-        record: veil::postgres::Record::Row(veil::postgres::MaskedRow {
-            user_id: "u".into(),
-            device_type: "ios".into(),
-            masked_ip: "m1".into(),
-            masked_device_id: "m2".into(),
-            locale: None,
-            app_version: 1,
-            create_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
-        }),
-    }];
+    let batch = [prepared_row(old[0], 1)];
     let outcome = record_batch(client, statements, &batch).await.unwrap();
     assert_eq!(outcome.written.len(), 1);
 }

@@ -460,16 +460,8 @@ pub fn prepare_limited(
         .is_some_and(|(max, count)| count > max);
     if over {
         tracing::warn!(message_id = %message.message_id, receive_count = message.receive_count, "message received too many times; quarantining it");
-        return Prepared {
-            message_id: message.message_id.clone(),
-            sent_ms: message.sent_timestamp_ms.unwrap_or(0),
-            record: Record::Quarantine(quarantine_entry(
-                keyring,
-                message,
-                RejectReason::TooManyReceives,
-                None,
-            )),
-        };
+        let entry = quarantine_entry(keyring, message, RejectReason::TooManyReceives, None);
+        return prepared(message, Record::Quarantine(entry));
     }
     prepare(keyring, mode, message)
 }
@@ -498,6 +490,11 @@ pub fn prepare(keyring: &Keyring, mode: MaskMode, message: &QueueMessage) -> Pre
             rejection.field,
         )),
     };
+    prepared(message, record)
+}
+
+/// What to record for `message`, keyed as the ledger keys it.
+fn prepared(message: &QueueMessage, record: Record) -> Prepared {
     Prepared {
         message_id: message.message_id.clone(),
         sent_ms: message.sent_timestamp_ms.unwrap_or(0),

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{quarantine_entry, sleep_or_cancel, Item, Shared};
+use super::{prepared, quarantine_entry, sleep_or_cancel, Item, Shared};
 use crate::backoff::Backoff;
 use crate::event::RejectReason;
 use crate::mask::Keyring;
@@ -172,12 +172,7 @@ fn write_isolating<'a, 'rows: 'a>(
                     .find(|m| m.message_id == culprit.message_id)
                     .expect("every prepared item comes from a received message");
                 let entry = quarantine_entry(keyring, message, RejectReason::DbRejected, None);
-                let replacement = Prepared {
-                    message_id: culprit.message_id.clone(),
-                    sent_ms: culprit.sent_ms,
-                    record: Record::Quarantine(entry),
-                };
-                let replacement = [replacement];
+                let replacement = [prepared(message, Record::Quarantine(entry))];
                 let outcome = record_batch(client, statements, &replacement).await?;
                 Ok(BatchOutcome {
                     written: Vec::new(),

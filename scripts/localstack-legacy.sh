@@ -6,29 +6,42 @@
 # Usage:  localstack-legacy.sh [start|stop|restart|status|install]     (default: start)
 # Env:    PORT           listen port on 127.0.0.1 (default 4566)
 #         LS_VERSION     0.14.3 (default) or 0.14.5 (both tested; identical SQS behaviour)
-#         VENV           virtualenv (default /tmp/ls-legacy-venv, or /tmp/ls-legacy-venv-$LS_VERSION)
+#         VENV           virtualenv (default /tmp/veil-ls-legacy-venv-$LS_VERSION-py3.X, one per Python)
 #         RUN_DIR        pid file, log, LocalStack tmp/config dirs (default /tmp/ls-legacy-run-$PORT)
 #         START_TIMEOUT  seconds to wait for health (default 120)
 #         EAGER_SERVICE_LOADING  (default 0: in 0.14.3 "1" imports *every* provider, ~+7 s and
 #                        harmless "could not load service plugin" errors; SQS is warmed up by the
 #                        health probe anyway)
-#         PYTHON         interpreter used to create the venv (default python3; tested: 3.11.7)
+#         PYTHON         interpreter for the venv (default: the first suitable of python3.11,
+#                        python3.12, python3.13, python3; see scripts/lib/python.sh).
+#                        Tested on 3.11, 3.12 and 3.13: 0.14.x predates 3.12, so on 3.12+ the
+#                        venv gets the PyPI packages that restore what those Pythons removed
+#                        (setuptools for pkg_resources and distutils, zombie-imp for imp,
+#                        legacy-cgi for cgi) and boto's vendored six is replaced by six 1.17
+#                        (the old one imports through find_module, gone in 3.12).
 # Writes only under $VENV, $RUN_DIR and the pip cache /tmp/ls-pip-cache.
 set -euo pipefail
 
 PORT="${PORT:-4566}"
 LS_VERSION="${LS_VERSION:-0.14.3}"
+TAG="[localstack-legacy]"
 case "$LS_VERSION" in
-  0.14.3) MOTO_PIN=moto-ext==3.1.9;  VENV="${VENV:-/tmp/veil-ls-legacy-venv}" ;;
-  0.14.5) MOTO_PIN=moto-ext==3.1.12; VENV="${VENV:-/tmp/veil-ls-legacy-venv-0.14.5}" ;;
-  *) echo "[localstack-legacy] LS_VERSION must be 0.14.3 or 0.14.5" >&2; exit 2 ;;
+  0.14.3) MOTO_PIN=moto-ext==3.1.9 ;;
+  0.14.5) MOTO_PIN=moto-ext==3.1.12 ;;
+  *) echo "$TAG LS_VERSION must be 0.14.3 or 0.14.5" >&2; exit 2 ;;
 esac
 RUN_DIR="${RUN_DIR:-/tmp/veil-ls-legacy-run-$PORT}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
-PY="${PYTHON:-python3}"
 PIDFILE="$RUN_DIR/localstack.pid"
 LOG="$RUN_DIR/localstack.log"
-TAG="[localstack-legacy]"
+# shellcheck source=lib/python.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
+# The venv is chosen here; the interpreter is only looked for when one must be built.
+choose_venv() {
+  if [[ -n "${VENV:-}" ]]; then return 0; fi
+  if [[ -z "${PY:-}" ]]; then PY=$(pick_python) || exit 1; fi
+  VENV="/tmp/veil-ls-legacy-venv-$LS_VERSION-py$(python_minor "$PY")"
+}
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-/tmp/ls-pip-cache}" PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Packages needed for SQS in host mode. Not the [runtime] extra: it pulls amazon-kclpy-ext
@@ -36,6 +49,9 @@ export PIP_CACHE_DIR="${PIP_CACHE_DIR:-/tmp/ls-pip-cache}" PIP_DISABLE_PIP_VERSI
 REQS=("localstack==$LS_VERSION" "localstack-ext==$LS_VERSION" boto boto3 botocore moto-ext cryptography
       pyopenssl Werkzeug Flask flask-cors Quart hypercorn h11 h2 xmltodict readerwriterlock
       requests-aws4auth jsonpatch cbor2 crontab airspeed plux click apispec)
+# What Python 3.12 and 3.13 removed and 0.14.x still imports, back from PyPI.
+SHIMS_312=(setuptools zombie-imp)   # pkg_resources and distutils; imp
+SHIMS_313=(legacy-cgi)              # cgi (botocore 1.27 imports it)
 
 # Exact pins (pip freeze of a working install, Python 3.11.7). Verified necessary: plux==1.3.1
 # (newer has no 'plugin' module), pyOpenSSL 22 + cryptography 37 (X509.add_extensions), boto (v2,
@@ -112,6 +128,9 @@ tabulate==0.10.0
 tailer==0.4.1
 toml==0.10.2
 types-PyYAML==6.0.12.20261113
+setuptools==75.8.0
+zombie-imp==0.0.4
+legacy-cgi==2.6.4
 typing_extensions==4.16.0
 urllib3==1.26.20
 Werkzeug==2.1.2
@@ -162,17 +181,34 @@ PYEOF
   [[ -s "$dist/entry_points.txt" ]] || { echo "$TAG ERROR: could not generate entry points" >&2; exit 1; }
 }
 
+# boto 2's vendored six (1.9) registers its "moves" with find_module, which Python 3.12 no
+# longer calls ("No module named 'boto.vendored.six.moves'"): put six 1.17 in its place.
+fix_vendored_six() {
+  local sp; sp=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  cp "$sp/six.py" "$sp/boto/vendored/six.py"
+}
+
 install() {
+  choose_venv
   local marker="$VENV/.ls-legacy-$LS_VERSION-installed"
   if [[ -f "$marker" && -x "$VENV/bin/python" ]]; then
     [[ -f "$VENV/ls_host_launcher.py" ]] || write_launcher
     return 0
   fi
-  echo "$TAG installing LocalStack $LS_VERSION into $VENV (needs PyPI; ~1-1.5 min) ..."
+  [[ -n "${PY:-}" ]] || PY=$(pick_python) || exit 1
+  [[ -x "$VENV/bin/python" ]] && PY="$VENV/bin/python"
+  local minor; minor=$(python_minor "$PY")
+  local reqs=("${REQS[@]}")
+  case "$minor" in
+    3.12) reqs+=("${SHIMS_312[@]}") ;;
+    3.13) reqs+=("${SHIMS_312[@]}" "${SHIMS_313[@]}") ;;
+  esac
+  echo "$TAG installing LocalStack $LS_VERSION into $VENV with Python $minor ($PY; needs PyPI; ~1-1.5 min) ..."
   local t0=$SECONDS
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
   write_constraints "$VENV/ls-constraints.txt"
-  "$VENV/bin/pip" install -q -c "$VENV/ls-constraints.txt" "${REQS[@]}"
+  "$VENV/bin/pip" install -q -c "$VENV/ls-constraints.txt" "${reqs[@]}"
+  [[ "$minor" == 3.11 ]] || fix_vendored_six
   write_launcher
   fix_entry_points
   touch "$marker"
@@ -215,6 +251,7 @@ start() {
       setsid "$VENV/bin/python" "$VENV/ls_host_launcher.py" >"$LOG" 2>&1 </dev/null ) &
   local pid=$!
   echo "$pid" > "$PIDFILE"
+  echo "$VENV" > "$RUN_DIR/venv"
   local deadline=$((SECONDS + START_TIMEOUT))
   until healthy; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -226,8 +263,8 @@ start() {
     fi
     sleep 0.2
   done
-  printf '%s LocalStack %s SQS ready on http://127.0.0.1:%s (pid %s, healthy after %s s); log %s\n' \
-    "$TAG" "$LS_VERSION" "$PORT" "$pid" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')" "$LOG"
+  printf '%s LocalStack %s SQS ready on http://127.0.0.1:%s (Python %s, pid %s, healthy after %s s); log %s\n' \
+    "$TAG" "$LS_VERSION" "$PORT" "$(python_minor "$VENV/bin/python")" "$pid" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')" "$LOG"
 }
 
 stop() {
@@ -244,6 +281,7 @@ stop() {
 
 status() {
   if pid_alive; then
+    [[ -n "${VENV:-}" ]] || VENV=$(cat "$RUN_DIR/venv")
     if healthy; then echo "$TAG running and healthy (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
     else echo "$TAG running (pid $(cat "$PIDFILE")) but not answering on 127.0.0.1:$PORT"; return 1; fi
   else echo "$TAG not running"; return 3; fi

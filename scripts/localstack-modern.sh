@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # localstack-modern.sh -- LocalStack 4.7.0 (localstack-core, SQS only) run natively on the host, no Docker.
 # Speaks both SQS protocols: AWS JSON 1.0 (X-Amz-Target: AmazonSQS.*, what current SDKs use)
-# and the old query protocol (Action=...). Runs on Python 3.11 (the 2026.x releases need 3.12+).
+# and the old query protocol (Action=...). Runs on Python 3.11, 3.12 and 3.13.
 #
 # Usage:  localstack-modern.sh [start|stop|restart|status|install]     (default: start)
 # Env:    PORT           listen port on 127.0.0.1 (default 4566)
-#         VENV           virtualenv (default /tmp/ls-modern-venv)
+#         VENV           virtualenv (default /tmp/veil-ls-modern-venv-py3.X, one per Python)
 #         RUN_DIR        pid file, log, LocalStack filesystem root (default /tmp/ls-modern-run-$PORT)
 #         START_TIMEOUT  seconds to wait for health (default 120)
 #         SERVICES       LocalStack services to enable (default sqs; e.g. sqs,kms)
@@ -13,18 +13,26 @@
 #                        as in 0.14; LocalStack's default "standard" yields
 #                        sqs.<region>.localhost.localstack.cloud, which needs DNS and fails offline)
 #         LOCALSTACK_HOST host:port put in queue URLs (default localhost:$PORT)
-#         PYTHON         interpreter used to create the venv (default python3; tested: 3.11.7)
+#         PYTHON         interpreter for the venv (default: the first suitable of python3.11,
+#                        python3.12, python3.13, python3; see scripts/lib/python.sh). Tested on
+#                        3.11, 3.12 and 3.13 with the same pins.
 # Writes only under $VENV, $RUN_DIR and the pip cache /tmp/ls-pip-cache.
 set -euo pipefail
 
 PORT="${PORT:-4566}"
-VENV="${VENV:-/tmp/veil-ls-modern-venv}"
 RUN_DIR="${RUN_DIR:-/tmp/veil-ls-modern-run-$PORT}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
-PY="${PYTHON:-python3}"
 PIDFILE="$RUN_DIR/localstack.pid"
 LOG="$RUN_DIR/localstack.log"
 TAG="[localstack-modern]"
+# shellcheck source=lib/python.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
+# The venv is chosen here; the interpreter is only looked for when one must be built.
+choose_venv() {
+  if [[ -n "${VENV:-}" ]]; then return 0; fi
+  if [[ -z "${PY:-}" ]]; then PY=$(pick_python) || exit 1; fi
+  VENV="/tmp/veil-ls-modern-venv-py$(python_minor "$PY")"
+}
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-/tmp/ls-pip-cache}" PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # base-runtime + moto-ext is enough for SQS (the full [runtime] extra also works, ~2x install time)
@@ -134,11 +142,14 @@ PYEOF
 }
 
 install() {
-  local marker="$VENV/.ls-modern-4.7.0-installed"
+  choose_venv
+  # The marker names the requirement set, so a changed set installs into the venv again.
+  local marker; marker="$VENV/.ls-modern-4.7.0-installed-$(printf '%s\n' "${REQS[@]}" | cksum | cut -d' ' -f1)"
   if [[ -f "$marker" && -x "$VENV/bin/python" ]]; then
     [[ -f "$VENV/ls_host_launcher.py" ]] || write_launcher
     return 0
   fi
+  [[ -n "${PY:-}" ]] || [[ -x "$VENV/bin/python" ]] || PY=$(pick_python) || exit 1
   echo "$TAG installing localstack-core 4.7.0 into $VENV (needs PyPI; ~30-60 s) ..."
   local t0=$SECONDS
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
@@ -188,6 +199,7 @@ start() {
       setsid "$VENV/bin/python" "$VENV/ls_host_launcher.py" >"$LOG" 2>&1 </dev/null ) &
   local pid=$!
   echo "$pid" > "$PIDFILE"
+  echo "$VENV" > "$RUN_DIR/venv"
   local deadline=$((SECONDS + START_TIMEOUT))
   until healthy; do
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -199,8 +211,8 @@ start() {
     fi
     sleep 0.2
   done
-  printf '%s LocalStack 4.7.0 SQS ready on http://127.0.0.1:%s (pid %s, healthy after %s s); log %s\n' \
-    "$TAG" "$PORT" "$pid" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')" "$LOG"
+  printf '%s LocalStack 4.7.0 (%s) ready on http://127.0.0.1:%s (Python %s, pid %s, healthy after %s s); log %s\n' \
+    "$TAG" "${SERVICES:-sqs}" "$PORT" "$(python_minor "$VENV/bin/python")" "$pid" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')" "$LOG"
 }
 
 stop() {
@@ -216,6 +228,7 @@ stop() {
 
 status() {
   if pid_alive; then
+    [[ -n "${VENV:-}" ]] || VENV=$(cat "$RUN_DIR/venv")
     if healthy; then echo "$TAG running and healthy (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
     else echo "$TAG running (pid $(cat "$PIDFILE")) but not answering on 127.0.0.1:$PORT"; return 1; fi
   else echo "$TAG not running"; return 3; fi

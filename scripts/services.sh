@@ -1,46 +1,64 @@
 #!/usr/bin/env bash
 # services.sh -- start (or stop) what veil's demo and tests need, natively, without Docker:
-#   postgres  PostgreSQL on 127.0.0.1:5432 (started if not running; installed from Debian's
-#             packages when missing and we are root). The reference credentials
-#             postgres/postgres must work: the password is set if password auth is on.
-#   modern    LocalStack 4.7 (SQS with JSON + query protocols, and KMS) on 127.0.0.1:${MODERN_PORT:-4566}
+#   postgres  PostgreSQL on 127.0.0.1:5432, reached as postgres/postgres (the reference setup)
+#   modern    LocalStack 4.7 (SQS with JSON + query protocols, KMS) on 127.0.0.1:${MODERN_PORT:-4566}
 #   legacy    LocalStack 0.14.3 (SQS, query protocol only, like the reference image)
 #             on 127.0.0.1:${LEGACY_PORT:-4510}
 # Usage: scripts/services.sh up|down|status [postgres] [modern] [legacy]   (default: all three)
-# The LocalStack installs (Python venvs under /tmp, ~1 min each the first time) are done by
-# scripts/localstack-{modern,legacy}.sh, which carry the exact pins that work.
+#
+# What it changes on this machine, and nothing else:
+#   - LocalStack: Python venvs and run directories under /tmp (scripts/localstack-*.sh; the
+#     first install takes about a minute each and needs PyPI). Python 3.11, 3.12 or 3.13 is
+#     chosen automatically, or set PYTHON=...
+#   - PostgreSQL: starts the installed cluster if it is stopped (pg_ctlcluster), and says so.
+#     Only with VEIL_SETUP_POSTGRES=1 does it also install PostgreSQL from Debian's packages
+#     when it is missing (as root) and set the postgres role's password to "postgres" when
+#     that login fails. Without it, it stops and prints the command that would do it.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODERN_PORT="${MODERN_PORT:-4566}"
 LEGACY_PORT="${LEGACY_PORT:-4510}"
+MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms}"
 TAG="[services]"
 
 pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+pg_login() { PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; }
+setup_allowed() { [[ "${VEIL_SETUP_POSTGRES:-0}" == 1 ]]; }
 
 postgres_up() {
-  if ! command -v pg_isready >/dev/null || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-      echo "$TAG installing PostgreSQL from Debian's packages ..."
+  if pg_ready && pg_login; then echo "$TAG PostgreSQL ready on 127.0.0.1:5432"; return 0; fi
+  if ! command -v pg_ctlcluster >/dev/null || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    if pg_ready; then :  # a server we did not install (Homebrew, a container): use it as it is
+    elif setup_allowed && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "$TAG VEIL_SETUP_POSTGRES=1: installing PostgreSQL from Debian's packages (apt-get install postgresql) ..."
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    elif ! pg_ready; then
-      echo "$TAG ERROR: PostgreSQL is not installed or running on 127.0.0.1:5432; install it" >&2
+    else
+      echo "$TAG ERROR: no PostgreSQL answers on 127.0.0.1:5432 and none is installed here." >&2
+      echo "$TAG fix: install and start one (Debian/Ubuntu: sudo apt-get install postgresql;" >&2
+      echo "$TAG      macOS: brew install postgresql@15 && brew services start postgresql@15)," >&2
+      echo "$TAG      or, as root on Debian, rerun with VEIL_SETUP_POSTGRES=1 to let this script install it." >&2
       exit 1
     fi
   fi
   if ! pg_ready; then
     local version; version=$(ls /etc/postgresql | sort -V | tail -n 1)
-    echo "$TAG starting PostgreSQL $version ..."
+    echo "$TAG starting the installed PostgreSQL $version cluster (pg_ctlcluster $version main start) ..."
     pg_ctlcluster --skip-systemctl-redirect "$version" main start
     for _ in $(seq 1 150); do pg_ready && break; sleep 0.2; done
-    pg_ready || { echo "$TAG ERROR: PostgreSQL did not become ready" >&2; exit 1; }
+    pg_ready || { echo "$TAG ERROR: PostgreSQL did not become ready; see /var/log/postgresql/" >&2; exit 1; }
   fi
   # The reference credentials (postgres/postgres over TCP) must work for the demo and tests.
-  if ! PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
-    if [[ $(id -u) -eq 0 ]] && command -v runuser >/dev/null; then
+  if ! pg_login; then
+    if setup_allowed && [[ $(id -u) -eq 0 ]] && command -v runuser >/dev/null; then
+      echo "$TAG VEIL_SETUP_POSTGRES=1: setting the password of role postgres to 'postgres' ..."
       runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+    else
+      echo "$TAG ERROR: PostgreSQL runs, but postgres/postgres cannot log in on 127.0.0.1:5432." >&2
+      echo "$TAG fix: sudo -u postgres psql -c \"ALTER USER postgres PASSWORD 'postgres'\"" >&2
+      echo "$TAG      (or rerun with VEIL_SETUP_POSTGRES=1 as root), or point veil elsewhere with DATABASE_URL." >&2
+      exit 1
     fi
-    PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null \
-      || { echo "$TAG ERROR: cannot log in as postgres/postgres on 127.0.0.1:5432" >&2; exit 1; }
+    pg_login || { echo "$TAG ERROR: still cannot log in as postgres/postgres on 127.0.0.1:5432" >&2; exit 1; }
   fi
   echo "$TAG PostgreSQL ready on 127.0.0.1:5432"
 }
@@ -49,9 +67,9 @@ up() {
   for service in "$@"; do
     case "$service" in
       postgres) postgres_up ;;
-      modern) PORT="$MODERN_PORT" SERVICES="${SERVICES:-sqs,kms}" "$here/localstack-modern.sh" start ;;
+      modern) PORT="$MODERN_PORT" SERVICES="$MODERN_SERVICES" "$here/localstack-modern.sh" start ;;
       legacy) PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" start ;;
-      *) echo "$TAG unknown service $service" >&2; exit 2 ;;
+      *) echo "$TAG unknown service $service (postgres, modern, legacy)" >&2; exit 2 ;;
     esac
   done
 }
@@ -62,6 +80,7 @@ down() {
       postgres) echo "$TAG leaving PostgreSQL running (it is the machine's)" ;;
       modern) PORT="$MODERN_PORT" "$here/localstack-modern.sh" stop ;;
       legacy) PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" stop ;;
+      *) echo "$TAG unknown service $service (postgres, modern, legacy)" >&2; exit 2 ;;
     esac
   done
 }

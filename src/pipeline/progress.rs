@@ -23,7 +23,7 @@ pub(super) async fn show(shared: Arc<Shared>, stop: CancellationToken) {
         let received = shared.counters.received.load(Ordering::Relaxed);
         bar.set_position(received);
         // Ask SQS for the remaining depth every two seconds, not every tick.
-        if ticks % 8 == 0 {
+        if ticks.is_multiple_of(8) {
             if let Ok(depth) = shared.sqs.depth().await {
                 remaining = depth.visible + depth.in_flight;
                 bar.set_length(received + depth.visible);

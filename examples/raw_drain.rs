@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use veil::sqs::{ProtocolChoice, ReceiveRequest, SqsClient};
+use veil::sqs::{ProtocolChoice, QueueSettings, ReceiveRequest, SqsClient};
 
 // One thread, like `veil run` by default, so the CPU per event of the two
 // compares like with like.
@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let receivers: usize = receivers.parse()?;
     let expected: u64 = expected.parse()?;
-    let sqs = SqsClient::connect(queue_url, ProtocolChoice::Auto).await?;
+    let sqs = SqsClient::connect(&QueueSettings::new(queue_url, ProtocolChoice::Auto)).await?;
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..receivers)

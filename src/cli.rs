@@ -89,9 +89,17 @@ pub struct QueueArgs {
     /// reference image). The choice is logged once.
     #[arg(long, env = "VEIL_SQS_PROTOCOL", value_enum, default_value_t = ProtocolChoice::Auto)]
     pub sqs_protocol: ProtocolChoice,
+
+    /// At start, how long to keep trying an SQS endpoint that refuses
+    /// connections, because it may still be starting (LocalStack takes a few
+    /// seconds). 0 gives up at once.
+    #[arg(long, env = "VEIL_ENDPOINT_WAIT_SECS", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub endpoint_wait_secs: u64,
 }
 
-/// Where the masking keys are.
+/// Where the masking keys are. Every command that needs a keyring takes
+/// these options and finds the same keyring.
 #[derive(Debug, Clone, Args)]
 pub struct KeyArgs {
     /// Keyring file (plain, or a KMS envelope made with `keys new
@@ -100,7 +108,7 @@ pub struct KeyArgs {
     /// (~/.local/share/veil/keyring.json), which `veil run` creates on
     /// first use and says so. Back it up: masks cannot be revealed without
     /// it. Keys are never logged.
-    #[arg(long, env = "VEIL_KEY_FILE")]
+    #[arg(long, env = "VEIL_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 }
 
@@ -242,10 +250,10 @@ pub enum KeysCommand {
     New(KeysNewArgs),
     /// Add a fresh key to a keyring and make it active. Old keys stay, so
     /// old masks still open; restart `veil run`, then run `veil rekey`.
-    Rotate(KeyFileArgs),
+    Rotate(KeyArgs),
     /// Show key ids, creation times and which key is active (never key
     /// material; a KMS keyring is listed without calling KMS).
-    List(KeyFileArgs),
+    List(KeyArgs),
     /// Remove an old key. Masks it made can never be opened again: run
     /// `veil rekey` first.
     Retire(RetireArgs),
@@ -254,9 +262,16 @@ pub enum KeysCommand {
 /// Options of `veil keys new` and `veil keygen`.
 #[derive(Debug, Args)]
 pub struct KeysNewArgs {
-    /// Where to write the keyring (created with mode 0600; never overwritten).
-    #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    /// Where to write the keyring (created with mode 0600; never
+    /// overwritten). Default: VEIL_KEY_FILE, else the per-user keyring
+    /// that every other command reads ($XDG_DATA_HOME/veil/keyring.json).
+    #[arg(
+        long,
+        visible_alias = "key-file",
+        env = "VEIL_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub out: Option<PathBuf>,
 
     /// Encrypt the key material under this AWS KMS key (ARN, id or alias).
     /// veil then calls KMS Decrypt once at start-up. The KMS endpoint
@@ -265,19 +280,11 @@ pub struct KeysNewArgs {
     pub kms_key_id: Option<String>,
 }
 
-/// A keyring file to work on.
-#[derive(Debug, Args)]
-pub struct KeyFileArgs {
-    /// The keyring file.
-    #[arg(long, env = "VEIL_KEY_FILE", value_name = "FILE")]
-    pub key_file: PathBuf,
-}
-
 /// Options of `veil keys retire`.
 #[derive(Debug, Args)]
 pub struct RetireArgs {
     #[command(flatten)]
-    pub file: KeyFileArgs,
+    pub key: KeyArgs,
 
     /// The id of the key to remove.
     #[arg(long, value_name = "ID")]

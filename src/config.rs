@@ -2,11 +2,12 @@
 //! objects the rest of veil uses (a Postgres config, a key location, SQS
 //! receive parameters). Errors here are configuration errors: exit code 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
-use crate::cli::{KeyArgs, RunArgs};
-use crate::sqs::{ProtocolChoice, ReceiveRequest};
+use crate::cli::{KeyArgs, QueueArgs, RunArgs};
+use crate::sqs::{QueueSettings, ReceiveRequest};
 
 /// The reference environment's database (the default, documented in --help).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@localhost:5432/postgres";
@@ -19,6 +20,8 @@ pub struct ConfigError(pub String);
 /// Where the keyring comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyLocation {
+    /// `VEIL_KEY`: base64 of a keyring file, injected by the platform.
+    Env,
     /// Named by --key-file / VEIL_KEY_FILE: must exist.
     File(PathBuf),
     /// The per-user default; `run` creates it when missing.
@@ -26,10 +29,19 @@ pub enum KeyLocation {
 }
 
 impl KeyLocation {
-    /// The file's path.
-    pub fn path(&self) -> &PathBuf {
+    /// The file's path, unless the keyring comes from the environment.
+    pub fn path(&self) -> Option<&Path> {
         match self {
-            KeyLocation::File(path) | KeyLocation::Default(path) => path,
+            KeyLocation::Env => None,
+            KeyLocation::File(path) | KeyLocation::Default(path) => Some(path),
+        }
+    }
+
+    /// Where the keyring is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            KeyLocation::Env => format!("${}", crate::keys::VEIL_KEY_ENV),
+            KeyLocation::File(path) | KeyLocation::Default(path) => path.display().to_string(),
         }
     }
 }
@@ -37,10 +49,8 @@ impl KeyLocation {
 /// Everything `veil run` needs, checked.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// The queue URL.
-    pub queue_url: String,
-    /// Protocol choice (auto, json, query).
-    pub protocol: ProtocolChoice,
+    /// The queue and how to reach it.
+    pub queue: QueueSettings,
     /// Postgres connection settings (holds the password: never log).
     pub database: tokio_postgres::Config,
     /// The keyring.
@@ -93,13 +103,10 @@ impl RunConfig {
             max_receives: args.max_receives,
             shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout_secs),
             http_addr: args.http_addr,
-            queue_url: args.queue.queue_url.clone(),
-            protocol: args.queue.sqs_protocol,
+            queue: queue_settings(&args.queue)?,
             database: database_from_args(&args.database)?,
             mask_mode: args.mask_mode,
-            key: key_location(&KeyArgs {
-                key_file: args.key.key_file.clone(),
-            })?,
+            key: key_location(&args.key)?,
             receive: ReceiveRequest {
                 max_messages: args.batch_size,
                 wait_secs: args
@@ -113,19 +120,41 @@ impl RunConfig {
     }
 }
 
-/// The key location from --key-file, else the per-user default.
+/// The queue options, checked: a malformed queue URL (or endpoint
+/// variable) is refused here, before anything connects.
+pub fn queue_settings(args: &QueueArgs) -> Result<QueueSettings, ConfigError> {
+    crate::sqs::resolve_endpoint(&args.queue_url)?;
+    Ok(QueueSettings {
+        url: args.queue_url.clone(),
+        protocol: args.sqs_protocol,
+        endpoint_wait: Duration::from_secs(args.endpoint_wait_secs),
+    })
+}
+
+/// The key location: --key-file / VEIL_KEY_FILE, else VEIL_KEY, else the
+/// per-user default. Both a file and VEIL_KEY is ambiguous, so refused.
 pub fn key_location(args: &KeyArgs) -> Result<KeyLocation, ConfigError> {
-    if let Some(path) = &args.key_file {
-        return Ok(KeyLocation::File(path.clone()));
+    let from_env = std::env::var_os(crate::keys::VEIL_KEY_ENV).is_some();
+    match (&args.key_file, from_env) {
+        (Some(_), true) => Err(ConfigError(format!(
+            "both {} and --key-file/VEIL_KEY_FILE are set; use one",
+            crate::keys::VEIL_KEY_ENV
+        ))),
+        (Some(path), false) => Ok(KeyLocation::File(path.clone())),
+        (None, true) => Ok(KeyLocation::Env),
+        (None, false) => Ok(KeyLocation::Default(default_key_file()?)),
     }
+}
+
+/// The per-user keyring every command defaults to:
+/// `$XDG_DATA_HOME/veil/keyring.json` (~/.local/share/veil/keyring.json).
+pub fn default_key_file() -> Result<PathBuf, ConfigError> {
     let data_dir = dirs::data_dir().ok_or_else(|| {
         ConfigError(
             "no per-user data directory (HOME unset?); pass --key-file or set VEIL_KEY_FILE".into(),
         )
     })?;
-    Ok(KeyLocation::Default(
-        data_dir.join("veil").join("keyring.json"),
-    ))
+    Ok(data_dir.join("veil").join("keyring.json"))
 }
 
 /// Postgres settings from the `--database-url` argument and environment.

@@ -82,35 +82,11 @@ pub enum Protection {
     Kms(String),
 }
 
-/// Loads the keyring from `VEIL_KEY` or `location`. With `create_default`,
-/// the per-user default file is created on first use.
+/// Loads the keyring from `location`. With `create_default`, the per-user
+/// default file is created on first use.
 pub async fn load(location: &KeyLocation, create_default: bool) -> anyhow::Result<Keyring> {
-    if let Ok(encoded) = std::env::var(VEIL_KEY_ENV) {
-        if matches!(location, KeyLocation::File(_)) {
-            return Err(ConfigError(format!(
-                "both {VEIL_KEY_ENV} and --key-file/VEIL_KEY_FILE are set; use one"
-            ))
-            .into());
-        }
-        let text = Zeroizing::new(
-            STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| {
-                    ConfigError(format!("{VEIL_KEY_ENV} is not base64 of a keyring file"))
-                })?,
-        );
-        return parse(&text, Path::new(VEIL_KEY_ENV)).await;
-    }
-    let path = location.path();
-    match (location, path.exists()) {
-        (_, true) => {
-            let text = crate::mask::read_key_file(path)?;
-            crate::mask::warn_if_readable_by_others(path);
-            parse(&text, path).await
-        }
-        (KeyLocation::Default(_), false) if create_default => {
+    if let KeyLocation::Default(path) = location {
+        if create_default && !path.exists() {
             let keyring = Keyring::generate();
             keyring.write_new(path)?;
             tracing::warn!(
@@ -118,20 +94,49 @@ pub async fn load(location: &KeyLocation, create_default: bool) -> anyhow::Resul
                 key_id = %keyring.active().id(),
                 "created a new masking key; back it up: masks can only be revealed with it"
             );
-            Ok(keyring)
+            return Ok(keyring);
         }
-        (KeyLocation::File(_), false) => Err(ConfigError(format!(
-            "key file {} does not exist; create one with: veil keys new --out {}",
+    }
+    let (text, origin) = read_text(location)?;
+    parse(&text, &origin).await
+}
+
+/// The keyring text at `location` (never creating one), and the name to
+/// use for it in errors.
+pub fn read_text(location: &KeyLocation) -> Result<(Zeroizing<String>, PathBuf), ConfigError> {
+    let path = match location {
+        KeyLocation::Env => {
+            let encoded = Zeroizing::new(std::env::var(VEIL_KEY_ENV).unwrap_or_default());
+            let text = STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| {
+                    ConfigError(format!("{VEIL_KEY_ENV} is not base64 of a keyring file"))
+                })?;
+            return Ok((
+                Zeroizing::new(text),
+                PathBuf::from(format!("${VEIL_KEY_ENV}")),
+            ));
+        }
+        KeyLocation::File(path) | KeyLocation::Default(path) => path,
+    };
+    if !path.exists() {
+        let how = match location {
+            KeyLocation::Default(_) => {
+                "veil run creates it on first use; or pass --key-file, VEIL_KEY_FILE or VEIL_KEY"
+            }
+            _ => "or fix --key-file / VEIL_KEY_FILE",
+        };
+        return Err(ConfigError(format!(
+            "no keyring at {}: create one with `veil keys new --out {}` ({how})",
             path.display(),
             path.display()
-        ))
-        .into()),
-        (KeyLocation::Default(_), false) => Err(ConfigError(format!(
-            "no key: {} does not exist; pass --key-file or set VEIL_KEY_FILE or VEIL_KEY",
-            path.display()
-        ))
-        .into()),
+        )));
     }
+    let text = crate::mask::read_key_file(path).map_err(|e| ConfigError(e.to_string()))?;
+    crate::mask::warn_if_readable_by_others(path);
+    Ok((text, path.clone()))
 }
 
 /// Parses a keyring file's text, opening a KMS envelope if it is one.
@@ -147,7 +152,7 @@ pub fn protection_of(text: &str, origin: &Path) -> Result<Protection, KeyFileErr
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| KeyFileError::Invalid {
             path: origin.to_path_buf(),
-            reason: format!("{e} (JSON syntax)"),
+            reason: crate::mask::json_problem(&e),
         })?;
     Ok(match value.get("kms_key_id").and_then(|v| v.as_str()) {
         Some(arn) => Protection::Kms(arn.to_string()),
@@ -161,7 +166,7 @@ pub fn list(text: &str, origin: &Path) -> anyhow::Result<Vec<KeyInfo>> {
     let index = match protection_of(text, origin)? {
         Protection::Kms(_) => {
             serde_json::from_str::<Envelope>(text)
-                .map_err(|e| invalid(origin, e.to_string()))?
+                .map_err(|e| invalid(origin, crate::mask::json_problem(&e)))?
                 .index
         }
         Protection::Plain => index_of(&Keyring::from_json(text, origin)?),
@@ -311,7 +316,7 @@ async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Ze
 
 async fn open_envelope(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
     let envelope: Envelope =
-        serde_json::from_str(text).map_err(|e| invalid(origin, e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| invalid(origin, crate::mask::json_problem(&e)))?;
     if envelope.version != 1 {
         return Err(invalid(origin, format!("unsupported version {}", envelope.version)).into());
     }

@@ -16,6 +16,7 @@
 //!   reveal audit.
 //! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown.
 //! - `commands`: one function per subcommand; `main.rs` only dispatches.
+//! - `outcome`: exit codes and the fix printed under a failed command.
 //! - `ops`: the operations endpoint (/metrics, /healthz, /readyz).
 //! - `seed`, `report`, `telemetry`, `backoff`: demo data, the end-of-run
 //!   table, logging, retry delays.
@@ -29,6 +30,7 @@ pub mod event;
 pub mod keys;
 pub mod mask;
 pub mod ops;
+pub mod outcome;
 pub mod pipeline;
 pub mod postgres;
 pub mod rekey;

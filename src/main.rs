@@ -1,6 +1,6 @@
 //! The `veil` binary: parse the command line, start logging, run the
 //! subcommand, map the outcome to an exit code (0 ok, 1 failure, 2 bad
-//! configuration). SIGINT/SIGTERM ask `run` to finish its batch and stop;
+//! configuration) and print the fix under an error. SIGINT/SIGTERM ask `run` to finish its batch and stop;
 //! a second signal exits at once.
 
 use std::process::ExitCode;
@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use veil::cli::{Cli, Command};
-use veil::config::ConfigError;
-use veil::{commands, telemetry};
+use veil::{commands, outcome, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -58,11 +57,10 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            if error.downcast_ref::<ConfigError>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
+            if let Some(fix) = outcome::fix_for(&error) {
+                eprintln!("fix: {fix}");
             }
+            ExitCode::from(outcome::exit_code(&error))
         }
     }
 }

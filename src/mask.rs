@@ -272,7 +272,7 @@ impl Keyring {
             reason,
         };
         let file: KeyringFile =
-            serde_json::from_str(text).map_err(|e| invalid(format!("{e} (JSON syntax)")))?;
+            serde_json::from_str(text).map_err(|e| invalid(json_problem(&e)))?;
         if file.version != 1 {
             return Err(invalid(format!("unsupported version {}", file.version)));
         }
@@ -397,12 +397,18 @@ impl Keyring {
             HMAC_PREFIX => return Err(RevealError::Irreversible),
             _ => return Err(RevealError::NotAMask),
         }
-        let ciphertext = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| RevealError::NotAMask)?;
+        let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if payload.is_empty() || !payload.bytes().all(base64url) {
+            return Err(RevealError::NotAMask);
+        }
         let key = self
             .find(key_id)
             .ok_or_else(|| RevealError::UnknownKey(key_id.to_string()))?;
+        // A mask-shaped payload that does not decode (an altered last
+        // character sets bits base64 must leave zero) was tampered with.
+        let ciphertext = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))?;
         for field in Field::ALL {
             if let Ok(plaintext) = key.cipher().decrypt([field.associated_data()], &ciphertext) {
                 let value = String::from_utf8(plaintext)
@@ -449,6 +455,17 @@ impl Keyring {
         key.cipher()
             .decrypt([BODY_HEADER, nonce], ciphertext)
             .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))
+    }
+}
+
+/// Says whether a keyring's JSON is malformed or holds the wrong fields.
+pub fn json_problem(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => format!("{error} (not valid JSON)"),
+        Category::Data => {
+            format!("{error} (valid JSON, but not a keyring's fields: version, active, keys)")
+        }
     }
 }
 
@@ -582,6 +599,20 @@ mod tests {
             ring.reveal(&tampered),
             Err(RevealError::NotAuthentic(_))
         ));
+        // The last character too, whether the change breaks the base64 or the seal.
+        for replacement in [b'A', b'B', b'x', b'_'] {
+            let mut altered = mask.clone().into_bytes();
+            let last = altered.len() - 1;
+            if altered[last] == replacement {
+                continue;
+            }
+            altered[last] = replacement;
+            let altered = String::from_utf8(altered).unwrap();
+            assert!(
+                matches!(ring.reveal(&altered), Err(RevealError::NotAuthentic(_))),
+                "{altered}"
+            );
+        }
         assert_eq!(ring.reveal("1.2.3.4"), Err(RevealError::NotAMask));
         assert_eq!(ring.reveal("siv1.x.!!"), Err(RevealError::NotAMask));
     }
@@ -626,7 +657,17 @@ mod tests {
         assert!(!error.contains("c2VjcmV0"));
         let no_active = r#"{"version":1,"active":"b","keys":[]}"#;
         assert!(Keyring::from_json(no_active, path).is_err());
-        assert!(Keyring::from_json("not json", path).is_err());
+        let syntax = Keyring::from_json("not json", path)
+            .unwrap_err()
+            .to_string();
+        assert!(syntax.contains("not valid JSON"), "{syntax}");
+        let fields = Keyring::from_json(r#"{"version":1,"keyz":[]}"#, path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            fields.contains("not a keyring's fields") && !fields.contains("not valid JSON"),
+            "{fields}"
+        );
     }
 
     #[test]

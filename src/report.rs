@@ -29,7 +29,15 @@ pub fn render(report: &RunReport) -> String {
             .collect();
         format!(" ({})", list.join(", "))
     };
-    // Writing to a String cannot fail.
+    if report.received == 0 {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "the queue was empty: nothing received in {:.2} s",
+            report.elapsed.as_secs_f64()
+        );
+        return out;
+    }
     let _ = writeln!(
         out,
         "received {}, written {}, quarantined {}{}, duplicates skipped {}, in {:.2} s \
@@ -58,7 +66,7 @@ pub fn render(report: &RunReport) -> String {
             report.delete_failures
         );
     }
-    if report.written > 0 {
+    if !report.sample_rows.is_empty() {
         out.push('\n');
         out.push_str(&masked_rows_table(&report.sample_rows, report.written));
     }
@@ -169,6 +177,18 @@ mod tests {
         ]
         .join("\n");
         assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn an_empty_drain_says_so_instead_of_a_zero_rate() {
+        let report = RunReport {
+            elapsed: std::time::Duration::from_millis(1_140),
+            ..RunReport::default()
+        };
+        assert_eq!(
+            render(&report),
+            "the queue was empty: nothing received in 1.14 s\n"
+        );
     }
 
     #[test]

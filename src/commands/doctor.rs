@@ -1,16 +1,26 @@
 //! `veil doctor`: every check a first run would trip over, each reported
 //! as ok or as a problem with its fix. Read-only: it creates nothing.
+//! Checks that depend on a failed one are skipped rather than reported as
+//! more problems, and a fix that applies to several problems is printed
+//! once.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::cli::DoctorArgs;
-use crate::config::{database_from_args, key_location};
+use crate::config::{database_from_args, key_location, queue_settings};
 use crate::keys;
+use crate::outcome::specific_fix;
 use crate::postgres::{self, Database};
 use crate::sqs::SqsClient;
 
+/// How long the queue check may take, endpoint wait included.
+const QUEUE_CHECK_TIMEOUT: Duration = Duration::from_secs(45);
+
+#[derive(Default)]
 struct Report {
     problems: usize,
+    fixes_printed: HashSet<String>,
 }
 
 impl Report {
@@ -20,13 +30,24 @@ impl Report {
 
     fn problem(&mut self, what: &str, detail: impl std::fmt::Display, fix: &str) {
         self.problems += 1;
-        println!("PROBLEM {what}: {detail}\n        fix: {fix}");
+        println!("PROBLEM {what}: {detail}");
+        if self.fixes_printed.insert(fix.to_string()) {
+            println!("        fix: {fix}");
+        } else {
+            println!("        fix: as above");
+        }
+    }
+
+    /// A problem whose fix is the error's own when veil knows it.
+    fn failed(&mut self, what: &str, error: &anyhow::Error, fallback: &str) {
+        let fix = specific_fix(error).unwrap_or_else(|| fallback.to_string());
+        self.problem(what, format!("{error:#}"), &fix);
     }
 }
 
 /// `veil doctor`.
 pub async fn doctor(args: DoctorArgs) -> anyhow::Result<()> {
-    let mut report = Report { problems: 0 };
+    let mut report = Report::default();
     check_key(&args, &mut report).await;
     check_queue(&args, &mut report).await;
     check_database(&args, &mut report).await;
@@ -50,50 +71,42 @@ async fn check_key(args: &DoctorArgs, report: &mut Report) {
                 "{} key(s), active {} ({})",
                 keyring.keys().count(),
                 keyring.active().id(),
-                location.path().display()
+                location.describe()
             ),
         ),
-        Err(error) => report.problem(
+        Err(error) => report.failed(
             "key",
-            format!("{error:#}"),
-            "create one with `veil keys new --out FILE` (veil run creates the default one), or fix KMS access",
+            &error,
+            "create one with `veil keys new` (veil run creates the default one), fix the file, or fix KMS access",
         ),
     }
 }
 
 async fn check_queue(args: &DoctorArgs, report: &mut Report) {
-    let url = &args.queue.queue_url;
-    let connected = tokio::time::timeout(
-        Duration::from_secs(45),
-        SqsClient::connect(url, args.queue.sqs_protocol),
-    )
-    .await;
-    let sqs = match connected {
+    let queue = match queue_settings(&args.queue) {
+        Ok(queue) => queue,
+        Err(error) => return report.problem("queue", error, "fix --queue-url / VEIL_QUEUE_URL"),
+    };
+    let fallback =
+        "check --queue-url and that the endpoint is up (scripts/services.sh up for LocalStack)";
+    let sqs = match tokio::time::timeout(QUEUE_CHECK_TIMEOUT, SqsClient::connect(&queue)).await {
         Ok(Ok(sqs)) => sqs,
-        Ok(Err(error)) => return report.problem(
-            "queue",
-            format!("{error:#}"),
-            "check --queue-url and that the endpoint is up (scripts/services.sh up for LocalStack)",
-        ),
+        Ok(Err(error)) => return report.failed("queue", &error, fallback),
         Err(_) => {
-            return report.problem(
-                "queue",
-                "no answer in 45 s",
-                "check the endpoint and the network",
-            )
+            let waited = QUEUE_CHECK_TIMEOUT.as_secs();
+            return report.problem("queue", format!("no answer in {waited} s"), fallback);
         }
     };
     report.ok("sqs protocol", sqs.protocol());
     match sqs.depth().await {
         Ok(depth) => report.ok(
             "queue",
-            format!("{url}: {} visible, {} in flight", depth.visible, depth.in_flight),
+            format!(
+                "{}: {} visible, {} in flight",
+                queue.url, depth.visible, depth.in_flight
+            ),
         ),
-        Err(error) => report.problem(
-            "queue",
-            error,
-            "create the queue, fix the URL, or grant sqs:GetQueueAttributes/ReceiveMessage/DeleteMessage/ChangeMessageVisibility",
-        ),
+        Err(error) => report.failed("queue", &error.into(), fallback),
     }
 }
 
@@ -108,9 +121,9 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     let mut database = match Database::connect(config).await {
         Ok(database) => database,
         Err(error) => {
-            return report.problem(
+            return report.failed(
                 "database",
-                format!("{error:#}"),
+                &error,
                 "check host, port, credentials (DATABASE_URL or PGHOST/PGUSER/PGPASSWORD) and that Postgres runs",
             )
         }
@@ -119,38 +132,37 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     let Ok(client) = database.client().await else {
         return;
     };
-    let checks = [
-        ("table user_logins", "SELECT to_regclass('user_logins') IS NOT NULL", "run `veil migrate` (or veil run, which creates it)"),
-        ("schema veil", "SELECT to_regclass('veil.ledger') IS NOT NULL AND to_regclass('veil.quarantine') IS NOT NULL AND to_regclass('veil.audit') IS NOT NULL
-            AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('veil.ledger') AND attname = 'sent_ms')",
-         "run `veil migrate` as the database owner (it also upgrades a first-layout ledger)"),
-    ];
-    for (what, sql, fix) in checks {
-        match client
-            .query_one(sql, &[])
-            .await
-            .map(|row| row.get::<_, bool>(0))
-        {
-            Ok(true) => report.ok(what, "present"),
-            Ok(false) => report.problem(what, "missing", fix),
-            Err(error) => report.problem(what, error, fix),
+    let missing: Vec<String> = match client.query(MISSING_SQL, &[]).await {
+        Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
+        Err(error) => return report.failed("schema", &error.into(), MIGRATE_FIX),
+    };
+    if missing.is_empty() {
+        report.ok(
+            "schema",
+            "user_logins and schema veil (ledger, quarantine, audit) present",
+        );
+    } else {
+        report.problem(
+            "schema",
+            format!("missing: {}", missing.join(", ")),
+            MIGRATE_FIX,
+        );
+    }
+    if !missing.iter().any(|name| name == "user_logins") {
+        match postgres::check_user_logins_shape(client).await {
+            Ok(()) => report.ok("user_logins shape", "matches the contract"),
+            Err(error) => report.problem(
+                "user_logins shape",
+                format!("{error:#}"),
+                "point veil at a table with the contract's columns",
+            ),
         }
     }
-    match postgres::check_user_logins_shape(client).await {
-        Ok(()) => report.ok("user_logins shape", "matches the contract"),
-        Err(error) => report.problem(
-            "user_logins shape",
-            format!("{error:#}"),
-            "point veil at a table with the contract's columns",
-        ),
+    if !missing.is_empty() {
+        return; // privileges on missing tables cannot be checked
     }
-    let privileges = "SELECT has_table_privilege('user_logins', 'INSERT')
-        AND has_table_privilege('veil.ledger', 'INSERT')
-        AND has_column_privilege('veil.ledger', 'sent_ms', 'SELECT')
-        AND has_column_privilege('veil.ledger', 'message_id', 'SELECT')
-        AND has_table_privilege('veil.quarantine', 'INSERT')";
     match client
-        .query_one(privileges, &[])
+        .query_one(PRIVILEGES_SQL, &[])
         .await
         .map(|row| row.get::<_, bool>(0))
     {
@@ -163,6 +175,22 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
             "this role cannot insert everywhere veil writes, or cannot read the ledger's key",
             "apply sql/roles.sql and use the pipeline role",
         ),
-        Err(_) => {} // tables missing: already reported
+        Err(error) => report.failed("permissions", &error.into(), "apply sql/roles.sql"),
     }
 }
+
+const MIGRATE_FIX: &str =
+    "run `veil migrate` as the database owner (veil run also does it when it may)";
+
+/// The tables veil needs that are missing (a first-layout ledger, without
+/// `sent_ms`, counts as missing: `veil migrate` upgrades it).
+const MISSING_SQL: &str = "SELECT name FROM unnest(ARRAY['user_logins', 'veil.ledger', 'veil.quarantine', 'veil.audit']) AS name
+     WHERE to_regclass(name) IS NULL
+        OR (name = 'veil.ledger' AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(name) AND attname = 'sent_ms'))";
+
+const PRIVILEGES_SQL: &str = "SELECT has_table_privilege('user_logins', 'INSERT')
+    AND has_table_privilege('veil.ledger', 'INSERT')
+    AND has_column_privilege('veil.ledger', 'sent_ms', 'SELECT')
+    AND has_column_privilege('veil.ledger', 'message_id', 'SELECT')
+    AND has_table_privilege('veil.quarantine', 'INSERT')";

@@ -1,15 +1,15 @@
 //! `veil keys new|rotate|list|retire` and `veil keygen`: keyring files,
-//! plain or KMS-enveloped. Rotation and retirement rewrite the file
-//! atomically and keep its protection (a KMS keyring stays under KMS).
+//! plain or KMS-enveloped, at the same location every other command reads
+//! (--key-file / VEIL_KEY_FILE, else the per-user default). Rotation and
+//! retirement rewrite the file atomically and keep its protection (a KMS
+//! keyring stays under KMS).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use zeroize::Zeroizing;
-
-use crate::cli::{KeyFileArgs, KeysCommand, KeysNewArgs, RetireArgs};
-use crate::config::ConfigError;
+use crate::cli::{KeyArgs, KeysCommand, KeysNewArgs, RetireArgs};
+use crate::config::{default_key_file, key_location, ConfigError, KeyLocation};
 use crate::keys::{self, Protection};
-use crate::mask::{read_key_file, KeyFileError, Keyring};
+use crate::mask::{KeyFileError, Keyring};
 use crate::report::psql_table;
 
 /// Dispatches `veil keys ...`.
@@ -24,8 +24,12 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 
 /// `veil keys new` (and `veil keygen`).
 pub async fn new(args: KeysNewArgs) -> anyhow::Result<()> {
-    if args.out.exists() {
-        return Err(ConfigError(KeyFileError::Exists(args.out.clone()).to_string()).into());
+    let out = match args.out {
+        Some(path) => path,
+        None => default_key_file()?,
+    };
+    if out.exists() {
+        return Err(ConfigError(KeyFileError::Exists(out).to_string()).into());
     }
     let keyring = Keyring::generate();
     let protection = match args.kms_key_id {
@@ -33,13 +37,13 @@ pub async fn new(args: KeysNewArgs) -> anyhow::Result<()> {
         None => Protection::Plain,
     };
     let text = keys::render(&keyring, &protection).await?;
-    keys::write_new(&args.out, &text).map_err(|error| match error {
+    keys::write_new(&out, &text).map_err(|error| match error {
         KeyFileError::Exists(_) => anyhow::Error::new(ConfigError(error.to_string())),
         other => other.into(),
     })?;
     println!(
         "wrote a new keyring to {} (key id {}, mode 0600, {}); keep it secret and backed up",
-        args.out.display(),
+        out.display(),
         keyring.active().id(),
         describe(&protection)
     );
@@ -53,30 +57,46 @@ fn describe(protection: &Protection) -> String {
     }
 }
 
-async fn read(path: &Path) -> anyhow::Result<(Zeroizing<String>, Protection, Keyring)> {
-    let text = read_key_file(path)?;
-    let protection = keys::protection_of(&text, path)?;
-    let keyring = keys::parse(&text, path).await?;
-    Ok((text, protection, keyring))
+/// The keyring file that `rotate` and `retire` rewrite. A keyring injected
+/// as VEIL_KEY cannot be rewritten in place.
+fn keyring_file(args: &KeyArgs) -> Result<PathBuf, ConfigError> {
+    match key_location(args)? {
+        KeyLocation::Env => Err(ConfigError(format!(
+            "the keyring comes from {env}, which veil cannot rewrite: decode it to a file \
+             (echo \"${env}\" | base64 -d > keys.json), run this command with --key-file keys.json, \
+             and inject the result again",
+            env = keys::VEIL_KEY_ENV
+        ))),
+        KeyLocation::File(path) | KeyLocation::Default(path) => Ok(path),
+    }
 }
 
-async fn rotate(args: KeyFileArgs) -> anyhow::Result<()> {
-    let (_, protection, mut keyring) = read(&args.key_file).await?;
+async fn read(path: &Path) -> anyhow::Result<(Protection, Keyring)> {
+    let (text, origin) = keys::read_text(&KeyLocation::File(path.to_path_buf()))?;
+    let protection = keys::protection_of(&text, &origin)?;
+    let keyring = keys::parse(&text, &origin).await?;
+    Ok((protection, keyring))
+}
+
+async fn rotate(args: KeyArgs) -> anyhow::Result<()> {
+    let path = keyring_file(&args)?;
+    let (protection, mut keyring) = read(&path).await?;
     let previous = keyring.active().id().to_string();
     let fresh = keyring.rotate();
-    keys::replace(&args.key_file, &keys::render(&keyring, &protection).await?)?;
+    keys::replace(&path, &keys::render(&keyring, &protection).await?)?;
     println!(
         "key {fresh} is now active in {} (was {previous}; kept to open old masks). \
          Restart veil run, then run veil rekey.",
-        args.key_file.display()
+        path.display()
     );
     Ok(())
 }
 
-fn list(args: KeyFileArgs) -> anyhow::Result<()> {
-    let text = read_key_file(&args.key_file)?;
-    let protection = keys::protection_of(&text, &args.key_file)?;
-    let rows: Vec<Vec<String>> = keys::list(&text, &args.key_file)?
+fn list(args: KeyArgs) -> anyhow::Result<()> {
+    let location = key_location(&args)?;
+    let (text, origin) = keys::read_text(&location)?;
+    let protection = keys::protection_of(&text, &origin)?;
+    let rows: Vec<Vec<String>> = keys::list(&text, &origin)?
         .into_iter()
         .map(|key| {
             vec![
@@ -86,7 +106,7 @@ fn list(args: KeyFileArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    println!("{} ({})", args.key_file.display(), describe(&protection));
+    println!("{} ({})", location.describe(), describe(&protection));
     print!(
         "{}",
         psql_table(
@@ -100,16 +120,14 @@ fn list(args: KeyFileArgs) -> anyhow::Result<()> {
 }
 
 async fn retire(args: RetireArgs) -> anyhow::Result<()> {
-    let (_, protection, mut keyring) = read(&args.file.key_file).await?;
+    let path = keyring_file(&args.key)?;
+    let (protection, mut keyring) = read(&path).await?;
     keyring.retire(&args.key_id).map_err(ConfigError)?;
-    keys::replace(
-        &args.file.key_file,
-        &keys::render(&keyring, &protection).await?,
-    )?;
+    keys::replace(&path, &keys::render(&keyring, &protection).await?)?;
     println!(
         "key {} removed from {}; masks it made can no longer be opened",
         args.key_id,
-        args.file.key_file.display()
+        path.display()
     );
     Ok(())
 }

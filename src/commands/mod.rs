@@ -13,7 +13,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
-use crate::config::{database_from_args, key_location, ConfigError, RunConfig};
+use crate::config::{database_from_args, key_location, queue_settings, ConfigError, RunConfig};
 use crate::keys as key_sources;
 use crate::pipeline::{self, Counters, PipelineSettings, RunReport};
 use crate::postgres::{self, Database};
@@ -58,13 +58,19 @@ pub async fn serve_observed(
     counters: Arc<Counters>,
 ) -> anyhow::Result<RunReport> {
     let keyring = Arc::new(key_sources::load(&config.key, true).await?);
-    let sqs = SqsClient::connect(&config.queue_url, config.protocol).await?;
+    let sqs = SqsClient::connect(&config.queue).await?;
+    // The first call to the queue itself: a missing queue or a denied
+    // permission stops veil here, with its fix, before the database is touched.
+    let redrive = sqs
+        .has_redrive_policy()
+        .await
+        .with_context(|| format!("checking the queue {}", config.queue.url))?;
     let mut database = Database::connect(config.database.clone()).await?;
     let schema = postgres::migrate(database.client().await?).await?;
     drop(database);
     let max_receives = match config.max_receives {
         0 => None,
-        _ if sqs.has_redrive_policy().await? => {
+        _ if redrive => {
             tracing::info!("the queue has a redrive policy; --max-receives is left to it");
             None
         }
@@ -76,7 +82,7 @@ pub async fn serve_observed(
         crate::ops::serve(address, counters.clone(), ops_stop).await?;
     }
     tracing::info!(
-        queue = %config.queue_url,
+        queue = %config.queue.url,
         database = %postgres::describe(&config.database),
         key_id = %keyring.active().id(),
         created_user_logins = schema.created_user_logins,
@@ -204,7 +210,8 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.bad_ratio) {
         return Err(ConfigError("--bad-ratio must be between 0.0 and 1.0".into()).into());
     }
-    let sqs = SqsClient::connect(&args.queue.queue_url, args.queue.sqs_protocol).await?;
+    let queue = queue_settings(&args.queue)?;
+    let sqs = SqsClient::connect(&queue).await?;
     sqs.create_queue()
         .await
         .context("creating the queue (if missing)")?;

@@ -18,7 +18,7 @@ pub struct InFlight {
     semaphore: Arc<Semaphore>,
     /// Reserved slots: messages held plus slots reserved by receives under way.
     reserved: AtomicUsize,
-    /// Highest `reserved` ever seen.
+    /// Most messages held at once.
     peak: AtomicUsize,
     /// Messages received and not yet finished (deleted or given up).
     held: AtomicUsize,
@@ -94,8 +94,7 @@ impl InFlight {
             .await
             .expect("in-flight semaphore is never closed");
         permit.forget();
-        let now = self.reserved.fetch_add(slots, Ordering::SeqCst) + slots;
-        self.peak.fetch_max(now, Ordering::SeqCst);
+        self.reserved.fetch_add(slots, Ordering::SeqCst);
     }
 
     /// Gives back `slots` reserved slots.
@@ -108,7 +107,8 @@ impl InFlight {
 
     /// Records received messages as held (they use reserved slots).
     pub fn hold(&self, messages: &[QueueMessage]) {
-        self.held.fetch_add(messages.len(), Ordering::SeqCst);
+        let now = self.held.fetch_add(messages.len(), Ordering::SeqCst) + messages.len();
+        self.peak.fetch_max(now, Ordering::SeqCst);
         let now = Instant::now();
         let mut deliveries = self.deliveries.lock().expect("deliveries lock");
         for message in messages {
@@ -159,7 +159,7 @@ impl InFlight {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// The highest number of reserved slots seen.
+    /// The most messages held at once (received, not yet finished).
     pub fn peak(&self) -> usize {
         self.peak.load(Ordering::SeqCst)
     }
@@ -188,7 +188,11 @@ mod tests {
         flight.release(8);
         let messages = [message("a"), message("b")];
         flight.hold(&messages);
-        assert_eq!((flight.held(), flight.peak()), (2, 10));
+        assert_eq!(
+            (flight.held(), flight.peak()),
+            (2, 2),
+            "peak counts messages, not slots"
+        );
         flight.finish(&messages);
         assert_eq!(flight.held(), 0);
         flight.reserve(10).await;

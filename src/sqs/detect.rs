@@ -6,27 +6,26 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
 use aws_config::SdkConfig;
 
 use super::query::{form_body, FORM_CONTENT_TYPE};
 use super::signer::Signer;
 use super::{Endpoint, Protocol, SqsError};
+use crate::config::ConfigError;
 
-/// How long to keep retrying an endpoint that refuses connections (it may
-/// still be starting up) before giving up.
-const UNREACHABLE_GRACE: Duration = Duration::from_secs(30);
-
+/// Probes the endpoint; an endpoint that refuses connections is retried for
+/// `wait` (it may still be starting up) before giving up.
 pub(super) async fn detect(
     endpoint: &Endpoint,
     aws: &SdkConfig,
     queue_url: &str,
+    wait: Duration,
 ) -> anyhow::Result<Protocol> {
     if !endpoint.is_local {
         return Ok(Protocol::Json);
     }
     let probe = Probe::new(endpoint, aws, queue_url).await?;
-    let deadline = tokio::time::Instant::now() + UNREACHABLE_GRACE;
+    let deadline = tokio::time::Instant::now() + wait;
     let mut delay = Duration::from_millis(200);
     loop {
         match probe.run().await {
@@ -37,16 +36,22 @@ pub(super) async fn detect(
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(ProbeError::Unreachable(reason)) => {
-                bail!(
-                    "cannot reach the SQS endpoint {}: {reason}",
-                    probe.signer.url()
+                return Err(
+                    anyhow::Error::new(SqsError::Transient(reason)).context(format!(
+                        "cannot reach the SQS endpoint {} (tried for {} s)",
+                        probe.signer.url(),
+                        wait.as_secs()
+                    )),
                 )
             }
-            Err(ProbeError::Neither(detail)) => bail!(
-                "the endpoint {} speaks neither SQS protocol ({detail}); \
-                 check the queue URL or set --sqs-protocol json|query",
-                probe.signer.url()
-            ),
+            Err(ProbeError::Neither(detail)) => {
+                return Err(ConfigError(format!(
+                    "the endpoint {} speaks neither SQS protocol ({detail}); \
+                     check the queue URL or set --sqs-protocol json|query",
+                    probe.signer.url()
+                ))
+                .into())
+            }
         }
     }
 }
@@ -118,7 +123,7 @@ impl Probe {
             .await
             .map_err(|e| match e {
                 SqsError::Transient(reason) => ProbeError::Unreachable(reason),
-                SqsError::Permanent(reason) => ProbeError::Neither(reason),
+                error @ SqsError::Permanent { .. } => ProbeError::Neither(error.to_string()),
             })?;
         Ok((
             status.as_u16(),

@@ -4,11 +4,11 @@
 //! chain for AWS; for a local endpoint only env and profile (instance
 //! metadata is pointless there), falling back to dummy credentials.
 
-use anyhow::{bail, Context};
 use aws_config::SdkConfig;
 use url::Url;
 
 use crate::aws::{endpoint_from_env, is_aws_host, is_local_endpoint};
+use crate::config::ConfigError;
 
 /// The resolved SQS endpoint for one queue URL.
 #[derive(Debug, Clone)]
@@ -23,19 +23,23 @@ pub struct Endpoint {
     pub is_local: bool,
 }
 
-/// Resolves the endpoint for `queue_url`, honouring the AWS endpoint variables.
-pub fn resolve_endpoint(queue_url: &str) -> anyhow::Result<Endpoint> {
-    let url =
-        Url::parse(queue_url).with_context(|| format!("queue URL {queue_url:?} is not a URL"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        bail!("queue URL {queue_url:?} must be http(s)://host[:port]/ACCOUNT/QUEUE");
-    }
-    if url
+/// Resolves the endpoint for `queue_url`, honouring the AWS endpoint
+/// variables. A malformed URL is a configuration error.
+pub fn resolve_endpoint(queue_url: &str) -> Result<Endpoint, ConfigError> {
+    const SHAPE: &str = "http(s)://HOST[:PORT]/ACCOUNT_ID/QUEUE_NAME, e.g. \
+        http://localhost:4566/000000000000/login-queue";
+    let url = Url::parse(queue_url).map_err(|e| {
+        ConfigError(format!(
+            "queue URL {queue_url:?} is not a URL ({e}); it must be {SHAPE}"
+        ))
+    })?;
+    let segments = url
         .path_segments()
-        .map_or(0, |s| s.filter(|p| !p.is_empty()).count())
-        < 2
-    {
-        bail!("queue URL {queue_url:?} must end in /ACCOUNT_ID/QUEUE_NAME");
+        .map_or(0, |s| s.filter(|p| !p.is_empty()).count());
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || segments < 2 {
+        return Err(ConfigError(format!(
+            "queue URL {queue_url:?} must be {SHAPE}"
+        )));
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let is_aws_host = is_aws_host(&host);
@@ -44,8 +48,11 @@ pub fn resolve_endpoint(queue_url: &str) -> anyhow::Result<Endpoint> {
     let origin_of_queue = url.origin().ascii_serialization();
     Ok(match from_env {
         Some(env_url) => {
-            let parsed = Url::parse(&env_url)
-                .with_context(|| format!("AWS_ENDPOINT_URL(_SQS) {env_url:?} is not a URL"))?;
+            let parsed = Url::parse(&env_url).map_err(|e| {
+                ConfigError(format!(
+                    "AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL {env_url:?} is not a URL ({e})"
+                ))
+            })?;
             Endpoint {
                 origin: parsed.origin().ascii_serialization(),
                 is_local: is_local_endpoint(&env_url),

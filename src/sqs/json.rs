@@ -40,7 +40,7 @@ impl JsonTransport {
         timeout: Duration,
     ) -> Result<T, SqsError> {
         let body = serde_json::to_vec(request)
-            .map_err(|e| SqsError::Permanent(format!("{action}: encoding request: {e}")))?;
+            .map_err(|e| SqsError::refused(format!("{action}: encoding request: {e}")))?;
         let target = target_of(action);
         let signed = [
             ("content-type", JSON_CONTENT_TYPE),

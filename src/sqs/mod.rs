@@ -75,14 +75,36 @@ pub enum SqsError {
     #[error("SQS unavailable: {0}")]
     Transient(String),
     /// Retrying will not help: no such queue, access denied, bad request.
-    #[error("SQS refused the request: {0}")]
-    Permanent(String),
+    #[error("SQS refused the request: {description}")]
+    Permanent {
+        /// SQS's error code (`QueueDoesNotExist`, `AccessDenied`, ...); empty
+        /// when the refusal did not come from SQS.
+        code: String,
+        /// What was asked and what came back (never a message body).
+        description: String,
+    },
 }
 
 impl SqsError {
     /// Whether the same call may succeed later.
     pub fn is_transient(&self) -> bool {
         matches!(self, SqsError::Transient(_))
+    }
+
+    /// A refusal that did not come from SQS itself (no error code).
+    pub fn refused(description: String) -> Self {
+        SqsError::Permanent {
+            code: String::new(),
+            description,
+        }
+    }
+
+    /// SQS's error code of a refusal.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            SqsError::Permanent { code, .. } if !code.is_empty() => Some(code),
+            _ => None,
+        }
     }
 }
 
@@ -116,6 +138,33 @@ pub struct ReceiveRequest {
     pub visibility_timeout_secs: i32,
 }
 
+/// Which queue to use and how to reach it: the checked form of the queue
+/// options every command shares.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// The queue URL (already checked by `resolve_endpoint`).
+    pub url: String,
+    /// Protocol choice (auto, json, query).
+    pub protocol: ProtocolChoice,
+    /// At start, how long to keep trying an endpoint that refuses
+    /// connections (it may still be starting).
+    pub endpoint_wait: std::time::Duration,
+}
+
+impl QueueSettings {
+    /// Default wait for an endpoint that is still starting.
+    pub const DEFAULT_ENDPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Settings for `url`, with the default endpoint wait.
+    pub fn new(url: &str, protocol: ProtocolChoice) -> Self {
+        QueueSettings {
+            url: url.to_string(),
+            protocol,
+            endpoint_wait: Self::DEFAULT_ENDPOINT_WAIT,
+        }
+    }
+}
+
 /// Deadline of any call but a long poll.
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -139,13 +188,16 @@ impl SqsClient {
     /// Resolves endpoint, region and credentials for `queue_url`, picks the
     /// protocol (probing the endpoint when `choice` is auto) and returns a
     /// client. Logs the chosen protocol once.
-    pub async fn connect(queue_url: &str, choice: ProtocolChoice) -> anyhow::Result<Self> {
+    pub async fn connect(queue: &QueueSettings) -> anyhow::Result<Self> {
+        let (queue_url, choice) = (queue.url.as_str(), queue.protocol);
         let endpoint = resolve_endpoint(queue_url)?;
         let aws = endpoint.load_aws_config().await?;
         let protocol = match choice {
             ProtocolChoice::Json => Protocol::Json,
             ProtocolChoice::Query => Protocol::Query,
-            ProtocolChoice::Auto => detect::detect(&endpoint, &aws, queue_url).await?,
+            ProtocolChoice::Auto => {
+                detect::detect(&endpoint, &aws, queue_url, queue.endpoint_wait).await?
+            }
         };
         tracing::info!(
             protocol = %protocol,
@@ -283,7 +335,10 @@ fn refusal(action: &str, status: reqwest::StatusCode, code: &str, message: &str)
     if status.is_server_error() || is_transient_code(code) {
         SqsError::Transient(description)
     } else {
-        SqsError::Permanent(description)
+        SqsError::Permanent {
+            code: code.to_string(),
+            description,
+        }
     }
 }
 

@@ -92,12 +92,12 @@ impl CredentialCache {
         });
         if !fresh {
             let provider = self.provider.as_ref().ok_or_else(|| {
-                SqsError::Permanent("no AWS credentials provider configured".into())
+                SqsError::refused("no AWS credentials provider configured".into())
             })?;
             let credentials = provider
                 .provide_credentials()
                 .await
-                .map_err(|e| SqsError::Permanent(format!("could not load AWS credentials: {e}")))?;
+                .map_err(|e| SqsError::refused(format!("could not load AWS credentials: {e}")))?;
             *current = Some(credentials);
         }
         // Just filled above when it was empty or stale.

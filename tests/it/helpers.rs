@@ -11,7 +11,7 @@ use veil::config::RunConfig;
 use veil::mask::Keyring;
 use veil::pipeline::{Counters, RunReport};
 use veil::seed::{self, SeedMessage};
-use veil::sqs::{ProtocolChoice, QueueDepth, SqsClient};
+use veil::sqs::{ProtocolChoice, QueueDepth, QueueSettings, SqsClient};
 
 /// Modern LocalStack (JSON and query protocols).
 pub fn modern_endpoint() -> String {
@@ -144,7 +144,7 @@ pub struct TestQueue {
 impl TestQueue {
     pub async fn create(endpoint: &str, protocol: ProtocolChoice) -> Self {
         let url = format!("{endpoint}/000000000000/veil-test-{}", unique_suffix());
-        let client = SqsClient::connect(&url, protocol)
+        let client = SqsClient::connect(&QueueSettings::new(&url, protocol))
             .await
             .expect("SQS endpoint (run scripts/services.sh up)");
         client.create_queue().await.expect("create queue");
@@ -159,7 +159,9 @@ impl TestQueue {
     pub async fn attach(url: &str) -> Self {
         TestQueue {
             url: url.to_string(),
-            client: SqsClient::connect(url, ProtocolChoice::Auto).await.unwrap(),
+            client: SqsClient::connect(&QueueSettings::new(url, ProtocolChoice::Auto))
+                .await
+                .unwrap(),
             protocol: ProtocolChoice::Auto,
         }
     }

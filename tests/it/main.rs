@@ -4,6 +4,7 @@
 //! Every test creates its own database and queue.
 
 mod cli;
+mod first_run;
 mod helpers;
 mod keys;
 mod pipeline;

@@ -7,7 +7,8 @@
 # unless VEIL_SETUP_POSTGRES=1).
 
 CARGO ?= cargo
-VEIL  := target/debug/veil
+# cargo's own variable, when set, moves the build out of ./target
+VEIL  := $(or $(CARGO_TARGET_DIR),target)/debug/veil
 LEGACY_QUEUE := http://localhost:4510/000000000000/login-queue
 DEMO_PSQL := PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres
 

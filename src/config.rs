@@ -12,10 +12,7 @@ use crate::sqs::{QueueSettings, ReceiveRequest};
 /// The reference environment's database (the default, documented in --help).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@localhost:5432/postgres";
 
-/// A configuration problem: veil refuses to start (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+use crate::error::ConfigError;
 
 /// Where the keyring comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

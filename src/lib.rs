@@ -3,7 +3,8 @@
 //! encryption (AES-SIV), each event exactly once.
 //!
 //! # Layout
-//! - `cli`, `config`: the command line, then checked settings.
+//! - `cli`, `config`: the command line, then checked settings; `error`: the
+//!   configuration error any layer may raise (exit code 2).
 //! - `event`: message body -> validated `LoginEvent` or a `Rejection`.
 //! - `mask`: keyrings, masks (AES-SIV, or HMAC when irreversible), sealed
 //!   quarantine bodies. No I/O beyond key files.
@@ -26,6 +27,7 @@ pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod event;
 pub mod keys;
 pub mod mask;

@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 
 use tokio_postgres::error::SqlState;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::mask::KeyFileError;
 use crate::sqs::SqsError;
 

@@ -13,7 +13,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
-use crate::config::{database_from_args, key_location, queue_settings, ConfigError, RunConfig};
+use crate::error::ConfigError;
+use crate::config::{database_from_args, key_location, queue_settings, RunConfig};
 use crate::keys as key_sources;
 use crate::pipeline::{self, Counters, PipelineSettings, RunReport};
 use crate::postgres::{self, Database};

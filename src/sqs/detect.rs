@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 use super::query::{form_body, FORM_CONTENT_TYPE};
 use super::signer::Signer;
 use super::{Endpoint, Protocol, SqsError};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// Probes the endpoint; an endpoint that refuses connections is retried for
 /// `wait` (it may still be starting up) before giving up.

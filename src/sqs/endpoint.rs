@@ -8,7 +8,7 @@ use aws_config::SdkConfig;
 use url::Url;
 
 use crate::aws::{endpoint_from_env, is_aws_host, is_local_endpoint};
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// The resolved SQS endpoint for one queue URL.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use veil::sqs::{ProtocolChoice, QueueSettings, ReceiveRequest, SqsClient};
+use veil::sqs::{ProtocolChoice, QueueSettings, Receipt, ReceiveRequest, SqsClient};
 
 // One thread, like `veil run` by default, so the CPU per event of the two
 // compares like with like.
@@ -36,12 +36,12 @@ async fn main() -> anyhow::Result<()> {
                 };
                 while done.load(Ordering::Relaxed) < expected {
                     let messages = sqs.receive(request).await?;
-                    let entries: Vec<(&str, &str)> = messages
-                        .iter()
-                        .map(|m| (m.message_id.as_str(), m.receipt_handle.as_str()))
-                        .collect();
-                    let outcome = sqs.delete_batch(&entries).await?;
-                    done.fetch_add(outcome.deleted as u64, Ordering::Relaxed);
+                    let receipts: Vec<&Receipt> = messages.iter().map(|m| &m.receipt).collect();
+                    let outcome = sqs.delete(&receipts).await;
+                    if let Some(error) = outcome.error {
+                        return Err(error.into());
+                    }
+                    done.fetch_add(outcome.done() as u64, Ordering::Relaxed);
                 }
                 anyhow::Ok(())
             })

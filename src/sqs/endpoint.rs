@@ -1,8 +1,9 @@
 //! Where the queue lives and how to sign for it: the endpoint (from
 //! `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL`, or the queue URL's own host
-//! when that is not AWS), the region and the credentials: the standard AWS
-//! chain for AWS; for a local endpoint only env and profile (instance
-//! metadata is pointless there), falling back to dummy credentials.
+//! when that is not AWS; for AWS, its regional endpoint), the region and
+//! the credentials (`crate::aws`: the standard chain, or only env and
+//! profile with dummy credentials for a loopback endpoint). Every call goes
+//! through veil's own signed client (`signer`); no SDK client is involved.
 
 use aws_config::SdkConfig;
 use url::Url;
@@ -13,8 +14,9 @@ use crate::error::ConfigError;
 /// The resolved SQS endpoint for one queue URL.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// Explicit endpoint for the SDK; `None` lets the SDK resolve AWS's own.
-    pub sdk_url: Option<String>,
+    /// The endpoint as configured (an endpoint variable, or the queue
+    /// URL's own origin when it is not AWS); `None` for AWS itself.
+    pub configured_url: Option<String>,
     /// Base URL (scheme, host, port) that every SQS call is POSTed to.
     pub origin: String,
     /// Region named by the queue URL's AWS host, if any.
@@ -56,18 +58,18 @@ pub fn resolve_endpoint(queue_url: &str) -> Result<Endpoint, ConfigError> {
             Endpoint {
                 origin: parsed.origin().ascii_serialization(),
                 is_local: is_local_endpoint(&env_url),
-                sdk_url: Some(env_url),
+                configured_url: Some(env_url),
                 region_hint,
             }
         }
         None if is_aws_host => Endpoint {
-            sdk_url: None,
+            configured_url: None,
             origin: regional_origin(&host, region_hint.as_deref()).unwrap_or(origin_of_queue),
             region_hint,
             is_local: false,
         },
         None => Endpoint {
-            sdk_url: Some(origin_of_queue.clone()),
+            configured_url: Some(origin_of_queue.clone()),
             origin: origin_of_queue,
             region_hint: None,
             is_local: true,
@@ -104,15 +106,16 @@ fn region_of_aws_host(host: &str) -> Option<String> {
 impl Endpoint {
     /// The endpoint as shown in logs.
     pub fn display_url(&self) -> &str {
-        self.sdk_url.as_deref().unwrap_or(&self.origin)
+        self.configured_url.as_deref().unwrap_or(&self.origin)
     }
 
     /// Loads region and credentials through the standard AWS chain. The
     /// queue URL's region wins over the chain's (a queue lives in one
-    /// region); a local endpoint with no credentials anywhere gets dummies.
+    /// region); a loopback endpoint with no credentials anywhere gets
+    /// dummies.
     pub async fn load_aws_config(&self) -> anyhow::Result<SdkConfig> {
         Ok(crate::aws::sdk_config(
-            self.sdk_url.as_deref(),
+            self.configured_url.as_deref(),
             self.is_local,
             self.region_hint.as_deref(),
         )
@@ -127,7 +130,10 @@ mod tests {
     #[test]
     fn local_queue_url_gives_its_own_endpoint() {
         let endpoint = resolve_endpoint("http://localhost:4566/000000000000/login-queue").unwrap();
-        assert_eq!(endpoint.sdk_url.as_deref(), Some("http://localhost:4566"));
+        assert_eq!(
+            endpoint.configured_url.as_deref(),
+            Some("http://localhost:4566")
+        );
         assert!(endpoint.is_local);
         assert_eq!(endpoint.region_hint, None);
     }
@@ -136,7 +142,7 @@ mod tests {
     fn aws_queue_url_gives_region_and_sdk_resolution() {
         let endpoint =
             resolve_endpoint("https://sqs.eu-west-1.amazonaws.com/123456789012/logins").unwrap();
-        assert_eq!(endpoint.sdk_url, None);
+        assert_eq!(endpoint.configured_url, None);
         assert!(!endpoint.is_local);
         assert_eq!(endpoint.region_hint.as_deref(), Some("eu-west-1"));
         assert_eq!(

@@ -3,18 +3,22 @@
 //! `aws-sdk-sqs`. Measured on a 20 000-event drain, the SDK's orchestrator
 //! (interceptors, type-erased config bags, its own retry and timeout layers
 //! around every call) was over 40% of veil's CPU; veil already retries and
-//! times out each call itself. Credentials and signing still come from
-//! aws-config and aws-sigv4. Covers exactly the calls veil makes.
+//! times out each call itself. Credentials come from aws-config; requests
+//! are signed by `signer` (SigV4). Covers exactly the calls veil makes;
+//! batch calls take at most `SQS_BATCH_LIMIT` entries (the client splits).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
+use super::error::{is_expired_credentials, refusal};
 use super::signer::Signer;
+use super::values::{sent_timestamp_ms, SYSTEM_ATTRIBUTES};
 use super::{
-    refusal, DeleteOutcome, Endpoint, QueueDepth, QueueMessage, ReceiveRequest, SqsError,
+    Endpoint, EntryResult, QueueMessage, Receipt, ReceiveRequest, SqsError, VisibilityChange,
     CALL_TIMEOUT,
 };
 
@@ -49,6 +53,9 @@ impl JsonTransport {
         let (status, reply) = self.signer.exchange(action, body, &signed, timeout).await?;
         if !status.is_success() {
             let (code, message) = error_of(&reply);
+            if is_expired_credentials(&code) {
+                self.signer.forget_credentials().await;
+            }
             return Err(refusal(action, status, &code, &message));
         }
         // Replies without a result (DeleteQueue) may have an empty body.
@@ -71,7 +78,9 @@ impl JsonTransport {
             max_number_of_messages: request.max_messages,
             wait_time_seconds: request.wait_secs,
             visibility_timeout: request.visibility_timeout_secs,
-            message_system_attribute_names: ["SentTimestamp", "ApproximateReceiveCount"],
+            // The current name, and the older one for servers that predate it.
+            message_system_attribute_names: SYSTEM_ATTRIBUTES,
+            attribute_names: SYSTEM_ATTRIBUTES,
         };
         let timeout = Duration::from_secs(request.wait_secs.max(0) as u64 + 15);
         let reply: ReceiveReply = self.call("ReceiveMessage", &call, timeout).await?;
@@ -79,14 +88,16 @@ impl JsonTransport {
             .messages
             .into_iter()
             .map(|message| QueueMessage {
-                message_id: message.message_id,
-                receipt_handle: message.receipt_handle,
+                receipt: Receipt {
+                    message_id: message.message_id,
+                    receipt_handle: message.receipt_handle,
+                },
                 body: message.body,
                 sent_timestamp_ms: message
                     .attributes
                     .sent_timestamp
                     .and_then(|value| value.parse().ok())
-                    .map(super::sent_timestamp_ms),
+                    .map(sent_timestamp_ms),
                 receive_count: message
                     .attributes
                     .approximate_receive_count
@@ -98,54 +109,38 @@ impl JsonTransport {
     pub(super) async fn delete_batch(
         &self,
         queue_url: &str,
-        entries: &[(&str, &str)],
-    ) -> Result<DeleteOutcome, SqsError> {
+        receipts: &[&Receipt],
+    ) -> Result<Vec<EntryResult>, SqsError> {
         let call = Batch {
             queue_url,
-            entries: entries
+            entries: receipts
                 .iter()
                 .enumerate()
-                .map(|(index, (_, receipt_handle))| Entry {
+                .map(|(index, receipt)| Entry {
                     id: index,
-                    receipt_handle: Some(*receipt_handle),
+                    receipt_handle: Some(&receipt.receipt_handle),
                     ..Entry::default()
                 })
                 .collect(),
         };
         let reply: BatchReply = self.call("DeleteMessageBatch", &call, CALL_TIMEOUT).await?;
-        let failed = reply
-            .failed
-            .into_iter()
-            .map(|failure| {
-                let message_id = failure
-                    .id
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|index| entries.get(index))
-                    .map_or_else(|| failure.id.clone(), |(id, _)| id.to_string());
-                (message_id, failure.code)
-            })
-            .collect();
-        Ok(DeleteOutcome {
-            deleted: reply.successful.len(),
-            failed,
-        })
+        Ok(reply.results(receipts.len()))
     }
 
     pub(super) async fn change_visibility(
         &self,
         queue_url: &str,
-        entries: &[(String, String, i32)],
-    ) -> Result<Vec<String>, SqsError> {
+        changes: &[VisibilityChange<'_>],
+    ) -> Result<Vec<EntryResult>, SqsError> {
         let call = Batch {
             queue_url,
-            entries: entries
+            entries: changes
                 .iter()
                 .enumerate()
-                .map(|(index, (_, receipt_handle, timeout_secs))| Entry {
+                .map(|(index, change)| Entry {
                     id: index,
-                    receipt_handle: Some(receipt_handle),
-                    visibility_timeout: Some(*timeout_secs),
+                    receipt_handle: Some(&change.receipt.receipt_handle),
+                    visibility_timeout: Some(change.timeout_secs),
                     ..Entry::default()
                 })
                 .collect(),
@@ -153,12 +148,7 @@ impl JsonTransport {
         let reply: BatchReply = self
             .call("ChangeMessageVisibilityBatch", &call, CALL_TIMEOUT)
             .await?;
-        Ok(reply
-            .failed
-            .into_iter()
-            .filter_map(|failure| failure.id.parse::<usize>().ok())
-            .filter_map(|index| entries.get(index).map(|(id, _, _)| id.clone()))
-            .collect())
+        Ok(reply.results(changes.len()))
     }
 
     pub(super) async fn send_batch(
@@ -182,40 +172,17 @@ impl JsonTransport {
         Ok(reply.successful.len())
     }
 
-    async fn attributes(
+    pub(super) async fn attributes(
         &self,
         queue_url: &str,
         names: &[&str],
-    ) -> Result<AttributesReply, SqsError> {
+    ) -> Result<HashMap<String, String>, SqsError> {
         let call = GetQueueAttributes {
             queue_url,
             attribute_names: names,
         };
-        self.call("GetQueueAttributes", &call, CALL_TIMEOUT).await
-    }
-
-    pub(super) async fn depth(&self, queue_url: &str) -> Result<QueueDepth, SqsError> {
-        let names = [
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-        ];
-        let reply = self.attributes(queue_url, &names).await?;
-        let count = |name: &str| {
-            reply
-                .attributes
-                .get(name)
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(QueueDepth {
-            visible: count(names[0]),
-            in_flight: count(names[1]),
-        })
-    }
-
-    pub(super) async fn redrive_policy(&self, queue_url: &str) -> Result<Option<String>, SqsError> {
-        let mut reply = self.attributes(queue_url, &["RedrivePolicy"]).await?;
-        Ok(reply.attributes.remove("RedrivePolicy"))
+        let reply: AttributesReply = self.call("GetQueueAttributes", &call, CALL_TIMEOUT).await?;
+        Ok(reply.attributes)
     }
 
     pub(super) async fn create_queue(&self, name: &str) -> Result<(), SqsError> {
@@ -260,6 +227,7 @@ struct ReceiveMessage<'a> {
     wait_time_seconds: i32,
     visibility_timeout: i32,
     message_system_attribute_names: [&'static str; 2],
+    attribute_names: [&'static str; 2],
 }
 
 #[derive(Deserialize)]
@@ -317,9 +285,39 @@ fn index_as_string<S: serde::Serializer>(index: &usize, serializer: S) -> Result
 #[serde(rename_all = "PascalCase")]
 struct BatchReply {
     #[serde(default)]
-    successful: Vec<IgnoredAny>,
+    successful: Vec<BatchSuccess>,
     #[serde(default)]
     failed: Vec<BatchFailure>,
+}
+
+impl BatchReply {
+    /// One result per entry sent (entries are sent with their index as id);
+    /// an entry the reply does not mention counts as refused.
+    fn results(self, sent: usize) -> Vec<EntryResult> {
+        let mut results: Vec<Option<EntryResult>> = vec![None; sent];
+        let slot = |id: &str| id.parse::<usize>().ok().filter(|index| *index < sent);
+        for success in self.successful {
+            if let Some(index) = slot(&success.id) {
+                results[index] = Some(EntryResult::Done);
+            }
+        }
+        for failure in self.failed {
+            if let Some(index) = slot(&failure.id) {
+                results[index] = Some(EntryResult::Refused(failure.code));
+            }
+        }
+        results
+            .into_iter()
+            .map(super::values::unmentioned)
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchSuccess {
+    #[serde(default)]
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -341,7 +339,7 @@ struct GetQueueAttributes<'a> {
 #[serde(rename_all = "PascalCase")]
 struct AttributesReply {
     #[serde(default)]
-    attributes: std::collections::HashMap<String, String>,
+    attributes: HashMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -406,34 +404,34 @@ mod tests {
     }
 
     #[test]
-    fn receive_request_names_the_system_attributes() {
+    fn receive_request_names_the_system_attributes_under_both_names() {
         let call = ReceiveMessage {
             queue_url: "http://q",
             max_number_of_messages: 10,
             wait_time_seconds: 20,
             visibility_timeout: 60,
-            message_system_attribute_names: ["SentTimestamp", "ApproximateReceiveCount"],
+            message_system_attribute_names: SYSTEM_ATTRIBUTES,
+            attribute_names: SYSTEM_ATTRIBUTES,
         };
         let value = serde_json::to_value(&call).unwrap();
         assert_eq!(value["MaxNumberOfMessages"], 10);
-        assert_eq!(
-            value["MessageSystemAttributeNames"],
-            serde_json::json!(["SentTimestamp", "ApproximateReceiveCount"])
-        );
+        let names = serde_json::json!(["SentTimestamp", "ApproximateReceiveCount"]);
+        assert_eq!(value["MessageSystemAttributeNames"], names);
+        assert_eq!(value["AttributeNames"], names);
     }
 
     #[test]
-    fn batch_failures_are_decoded() {
-        let reply = br#"{"Successful": [{"Id": "0"}],
+    fn batch_results_line_up_with_the_entries_sent() {
+        let reply = br#"{"Successful": [{"Id": "0"}, {"Id": "7"}],
             "Failed": [{"Id": "1", "SenderFault": true, "Code": "ReceiptHandleIsInvalid", "Message": "m"}]}"#;
         let decoded: BatchReply = serde_json::from_slice(reply).unwrap();
-        assert_eq!(decoded.successful.len(), 1);
         assert_eq!(
-            (
-                decoded.failed[0].id.as_str(),
-                decoded.failed[0].code.as_str()
-            ),
-            ("1", "ReceiptHandleIsInvalid")
+            decoded.results(3),
+            [
+                EntryResult::Done,
+                EntryResult::Refused("ReceiptHandleIsInvalid".into()),
+                EntryResult::Refused("NoResult".into()),
+            ]
         );
     }
 

@@ -1,15 +1,19 @@
 //! SQS over the query protocol: form-encoded `Action=...` POSTs signed with
 //! SigV4, XML replies. Written by hand because the AWS SDK for Rust only
 //! speaks JSON, and old LocalStack (the reference image) only speaks this.
-//! Covers exactly the calls veil makes.
+//! Covers exactly the calls veil makes; batch calls take at most
+//! `SQS_BATCH_LIMIT` entries (the client splits).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 
+use super::error::{is_expired_credentials, refusal};
 use super::signer::Signer;
+use super::values::{sent_timestamp_ms, SYSTEM_ATTRIBUTES};
 use super::{
-    refusal, DeleteOutcome, Endpoint, QueueDepth, QueueMessage, ReceiveRequest, SqsError,
+    Endpoint, EntryResult, QueueMessage, Receipt, ReceiveRequest, SqsError, VisibilityChange,
     CALL_TIMEOUT,
 };
 
@@ -54,6 +58,9 @@ impl QueryTransport {
         }
         let code = first_text(&text, "Code").unwrap_or_default();
         let message = first_text(&text, "Message").unwrap_or_default();
+        if is_expired_credentials(&code) {
+            self.signer.forget_credentials().await;
+        }
         Err(refusal(action, status, &code, &message))
     }
 
@@ -62,7 +69,7 @@ impl QueryTransport {
         queue_url: &str,
         request: ReceiveRequest,
     ) -> Result<Vec<QueueMessage>, SqsError> {
-        let params = vec![
+        let mut params = vec![
             ("QueueUrl".to_string(), queue_url.to_string()),
             (
                 "MaxNumberOfMessages".into(),
@@ -73,9 +80,13 @@ impl QueryTransport {
                 "VisibilityTimeout".into(),
                 request.visibility_timeout_secs.to_string(),
             ),
-            ("AttributeName.1".into(), "SentTimestamp".into()),
-            ("AttributeName.2".into(), "ApproximateReceiveCount".into()),
         ];
+        // The current name, and the older one that LocalStack 0.x reads.
+        for (index, name) in SYSTEM_ATTRIBUTES.iter().enumerate() {
+            let n = index + 1;
+            params.push((format!("MessageSystemAttributeName.{n}"), name.to_string()));
+            params.push((format!("AttributeName.{n}"), name.to_string()));
+        }
         let timeout = Duration::from_secs(request.wait_secs.max(0) as u64 + 15);
         let reply = self.call("ReceiveMessage", &params, timeout).await?;
         parse_messages(&reply)
@@ -84,63 +95,49 @@ impl QueryTransport {
     pub(super) async fn delete_batch(
         &self,
         queue_url: &str,
-        entries: &[(&str, &str)],
-    ) -> Result<DeleteOutcome, SqsError> {
+        receipts: &[&Receipt],
+    ) -> Result<Vec<EntryResult>, SqsError> {
         let mut params = vec![("QueueUrl".to_string(), queue_url.to_string())];
-        for (index, (_, receipt_handle)) in entries.iter().enumerate() {
+        for (index, receipt) in receipts.iter().enumerate() {
             let prefix = format!("DeleteMessageBatchRequestEntry.{}", index + 1);
             params.push((format!("{prefix}.Id"), index.to_string()));
             params.push((
                 format!("{prefix}.ReceiptHandle"),
-                receipt_handle.to_string(),
+                receipt.receipt_handle.clone(),
             ));
         }
         let reply = self
             .call("DeleteMessageBatch", &params, CALL_TIMEOUT)
             .await?;
-        let document = parse_xml(&reply)?;
-        let deleted = elements(&document, "DeleteMessageBatchResultEntry").count();
-        let failed = elements(&document, "BatchResultErrorEntry")
-            .map(|node| {
-                let id = child_text(node, "Id").unwrap_or_default();
-                let message_id = id
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|index| entries.get(index))
-                    .map_or(id, |(message_id, _)| message_id.to_string());
-                (message_id, child_text(node, "Code").unwrap_or_default())
-            })
-            .collect();
-        Ok(DeleteOutcome { deleted, failed })
+        batch_results(&reply, "DeleteMessageBatchResultEntry", receipts.len())
     }
 
     pub(super) async fn change_visibility(
         &self,
         queue_url: &str,
-        entries: &[(String, String, i32)],
-    ) -> Result<Vec<String>, SqsError> {
+        changes: &[VisibilityChange<'_>],
+    ) -> Result<Vec<EntryResult>, SqsError> {
         let mut params = vec![("QueueUrl".to_string(), queue_url.to_string())];
-        for (index, (_, receipt_handle, timeout_secs)) in entries.iter().enumerate() {
+        for (index, change) in changes.iter().enumerate() {
             let prefix = format!("ChangeMessageVisibilityBatchRequestEntry.{}", index + 1);
             params.push((format!("{prefix}.Id"), index.to_string()));
             params.push((
                 format!("{prefix}.ReceiptHandle"),
-                receipt_handle.to_string(),
+                change.receipt.receipt_handle.clone(),
             ));
             params.push((
                 format!("{prefix}.VisibilityTimeout"),
-                timeout_secs.to_string(),
+                change.timeout_secs.to_string(),
             ));
         }
         let reply = self
             .call("ChangeMessageVisibilityBatch", &params, CALL_TIMEOUT)
             .await?;
-        let document = parse_xml(&reply)?;
-        Ok(elements(&document, "BatchResultErrorEntry")
-            .filter_map(|node| child_text(node, "Id"))
-            .filter_map(|id| id.parse::<usize>().ok())
-            .filter_map(|index| entries.get(index).map(|(id, _, _)| id.clone()))
-            .collect())
+        batch_results(
+            &reply,
+            "ChangeMessageVisibilityBatchResultEntry",
+            changes.len(),
+        )
     }
 
     pub(super) async fn send_batch(
@@ -159,49 +156,22 @@ impl QueryTransport {
         Ok(elements(&document, "SendMessageBatchResultEntry").count())
     }
 
-    pub(super) async fn depth(&self, queue_url: &str) -> Result<QueueDepth, SqsError> {
-        let params = [
-            ("QueueUrl".to_string(), queue_url.to_string()),
-            (
-                "AttributeName.1".into(),
-                "ApproximateNumberOfMessages".into(),
-            ),
-            (
-                "AttributeName.2".into(),
-                "ApproximateNumberOfMessagesNotVisible".into(),
-            ),
-        ];
-        let reply = self
-            .call("GetQueueAttributes", &params, CALL_TIMEOUT)
-            .await?;
-        let document = parse_xml(&reply)?;
-        let mut depth = QueueDepth::default();
-        for attribute in elements(&document, "Attribute") {
-            let value = child_text(attribute, "Value")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            match child_text(attribute, "Name").as_deref() {
-                Some("ApproximateNumberOfMessages") => depth.visible = value,
-                Some("ApproximateNumberOfMessagesNotVisible") => depth.in_flight = value,
-                _ => {}
-            }
+    pub(super) async fn attributes(
+        &self,
+        queue_url: &str,
+        names: &[&str],
+    ) -> Result<HashMap<String, String>, SqsError> {
+        let mut params = vec![("QueueUrl".to_string(), queue_url.to_string())];
+        for (index, name) in names.iter().enumerate() {
+            params.push((format!("AttributeName.{}", index + 1), name.to_string()));
         }
-        Ok(depth)
-    }
-
-    pub(super) async fn redrive_policy(&self, queue_url: &str) -> Result<Option<String>, SqsError> {
-        let params = [
-            ("QueueUrl".to_string(), queue_url.to_string()),
-            ("AttributeName.1".into(), "RedrivePolicy".into()),
-        ];
         let reply = self
             .call("GetQueueAttributes", &params, CALL_TIMEOUT)
             .await?;
         let document = parse_xml(&reply)?;
-        let policy = elements(&document, "Attribute")
-            .find(|a| child_text(*a, "Name").as_deref() == Some("RedrivePolicy"))
-            .and_then(|a| child_text(a, "Value"));
-        Ok(policy)
+        Ok(elements(&document, "Attribute")
+            .filter_map(|a| Some((child_text(a, "Name")?, child_text(a, "Value")?)))
+            .collect())
     }
 
     pub(super) async fn create_queue(&self, _queue_url: &str, name: &str) -> Result<(), SqsError> {
@@ -264,6 +234,39 @@ pub(super) fn first_text(xml: &str, name: &'static str) -> Option<String> {
     found
 }
 
+/// One result per entry sent (with its index as id): `success_tag` entries
+/// are done, `BatchResultErrorEntry` ones refused; an entry the reply does
+/// not mention counts as refused.
+fn batch_results(
+    reply: &str,
+    success_tag: &'static str,
+    sent: usize,
+) -> Result<Vec<EntryResult>, SqsError> {
+    let document = parse_xml(reply)?;
+    let mut results: Vec<Option<EntryResult>> = vec![None; sent];
+    let slot = |node: roxmltree::Node<'_, '_>| {
+        child_text(node, "Id")?
+            .parse::<usize>()
+            .ok()
+            .filter(|index| *index < sent)
+    };
+    for node in elements(&document, success_tag) {
+        if let Some(index) = slot(node) {
+            results[index] = Some(EntryResult::Done);
+        }
+    }
+    for node in elements(&document, "BatchResultErrorEntry") {
+        if let Some(index) = slot(node) {
+            let code = child_text(node, "Code").unwrap_or_default();
+            results[index] = Some(EntryResult::Refused(code));
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(super::values::unmentioned)
+        .collect())
+}
+
 fn parse_messages(reply: &str) -> Result<Vec<QueueMessage>, SqsError> {
     let document = parse_xml(reply)?;
     let mut messages = Vec::new();
@@ -275,8 +278,10 @@ fn parse_messages(reply: &str) -> Result<Vec<QueueMessage>, SqsError> {
             continue;
         };
         let mut message = QueueMessage {
-            message_id,
-            receipt_handle,
+            receipt: Receipt {
+                message_id,
+                receipt_handle,
+            },
             body: child_text(node, "Body").unwrap_or_default(),
             sent_timestamp_ms: None,
             receive_count: None,
@@ -288,9 +293,8 @@ fn parse_messages(reply: &str) -> Result<Vec<QueueMessage>, SqsError> {
             let value = child_text(attribute, "Value");
             match child_text(attribute, "Name").as_deref() {
                 Some("SentTimestamp") => {
-                    message.sent_timestamp_ms = value
-                        .and_then(|v| v.parse().ok())
-                        .map(super::sent_timestamp_ms)
+                    message.sent_timestamp_ms =
+                        value.and_then(|v| v.parse().ok()).map(sent_timestamp_ms)
                 }
                 Some("ApproximateReceiveCount") => {
                     message.receive_count = value.and_then(|v| v.parse().ok())
@@ -312,8 +316,8 @@ mod tests {
         let reply = r#"<?xml version="1.0"?><ReceiveMessageResponse xmlns="http://queue.amazonaws.com/doc/2012-11-05/"><ReceiveMessageResult><Message><MessageId>m-1</MessageId><ReceiptHandle>r-1</ReceiptHandle><MD5OfBody>x</MD5OfBody><Body>{&quot;a&quot;: &quot;&lt;b&gt; &amp; c&quot;}</Body><Attribute><Name>SentTimestamp</Name><Value>1700000000123</Value></Attribute><Attribute><Name>ApproximateReceiveCount</Name><Value>2</Value></Attribute></Message></ReceiveMessageResult><ResponseMetadata><RequestId>q</RequestId></ResponseMetadata></ReceiveMessageResponse>"#;
         let messages = parse_messages(reply).unwrap();
         assert_eq!(messages.len(), 1);
-        assert_eq!(messages[0].message_id, "m-1");
-        assert_eq!(messages[0].receipt_handle, "r-1");
+        assert_eq!(messages[0].receipt.message_id, "m-1");
+        assert_eq!(messages[0].receipt.receipt_handle, "r-1");
         assert_eq!(messages[0].body, r#"{"a": "<b> & c"}"#);
         assert_eq!(messages[0].sent_timestamp_ms, Some(1_700_000_000_123));
         assert_eq!(messages[0].receive_count, Some(2));
@@ -323,6 +327,22 @@ mod tests {
     fn empty_receive_reply_has_no_messages() {
         let reply = "<ReceiveMessageResponse><ReceiveMessageResult/></ReceiveMessageResponse>";
         assert!(parse_messages(reply).unwrap().is_empty());
+    }
+
+    #[test]
+    fn batch_results_line_up_with_the_entries_sent() {
+        let reply = "<DeleteMessageBatchResponse><DeleteMessageBatchResult>\
+            <DeleteMessageBatchResultEntry><Id>1</Id></DeleteMessageBatchResultEntry>\
+            <BatchResultErrorEntry><Id>0</Id><Code>ReceiptHandleIsInvalid</Code></BatchResultErrorEntry>\
+            </DeleteMessageBatchResult></DeleteMessageBatchResponse>";
+        assert_eq!(
+            batch_results(reply, "DeleteMessageBatchResultEntry", 3).unwrap(),
+            [
+                EntryResult::Refused("ReceiptHandleIsInvalid".into()),
+                EntryResult::Done,
+                EntryResult::Refused("NoResult".into()),
+            ]
+        );
     }
 
     #[test]

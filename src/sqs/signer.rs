@@ -94,14 +94,20 @@ impl CredentialCache {
             let provider = self.provider.as_ref().ok_or_else(|| {
                 SqsError::refused("no AWS credentials provider configured".into())
             })?;
+            // A failed refresh (instance metadata or STS unreachable for a
+            // moment) is worth retrying; a missing provider is not.
             let credentials = provider
                 .provide_credentials()
                 .await
-                .map_err(|e| SqsError::refused(format!("could not load AWS credentials: {e}")))?;
+                .map_err(|e| SqsError::Transient(format!("could not load AWS credentials: {e}")))?;
             *current = Some(credentials);
         }
         // Just filled above when it was empty or stale.
         Ok(current.clone().expect("credentials cached"))
+    }
+
+    async fn forget(&self) {
+        *self.current.lock().await = None;
     }
 }
 
@@ -129,6 +135,13 @@ impl Signer {
             }),
             keys: Arc::default(),
         })
+    }
+
+    /// Drops the cached credentials (SQS said they expired), so the next
+    /// request signs with fresh ones from the chain.
+    pub(super) async fn forget_credentials(&self) {
+        tracing::info!("SQS reported expired credentials; loading fresh ones");
+        self.credentials.forget().await;
     }
 
     /// Where the requests go: the endpoint's root.
@@ -390,6 +403,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A provider that counts its calls and fails when told to.
+    #[derive(Debug, Default, Clone)]
+    struct Counting {
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            use std::sync::atomic::Ordering;
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let result = if self.failing.load(Ordering::SeqCst) {
+                Err(
+                    aws_credential_types::provider::error::CredentialsError::not_loaded(
+                        "IMDS down",
+                    ),
+                )
+            } else {
+                Ok(Credentials::new("AKID", "secret", None, None, "counting"))
+            };
+            aws_credential_types::provider::future::ProvideCredentials::ready(result)
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_cached_forgotten_on_expiry_and_a_failed_load_is_transient() {
+        use std::sync::atomic::Ordering;
+        let provider = Counting::default();
+        let cache = CredentialCache {
+            provider: Some(SharedCredentialsProvider::new(provider.clone())),
+            current: Mutex::new(None),
+        };
+
+        cache.get().await.unwrap();
+        cache.get().await.unwrap();
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 1, "cached");
+        cache.forget().await;
+        provider.failing.store(true, Ordering::SeqCst);
+        let failed = cache.get().await.unwrap_err();
+        provider.failing.store(false, Ordering::SeqCst);
+        cache.get().await.unwrap();
+
+        assert!(failed.is_transient(), "{failed}");
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 3);
     }
 
     #[test]

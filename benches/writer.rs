@@ -151,7 +151,8 @@ async fn veil_writer(
         .map(|(lane, (mut lane_client, statements))| {
             tokio::spawn(async move {
                 for chunk in lane {
-                    record_batch(&mut lane_client, &statements, &chunk)
+                    let items: Vec<&Prepared> = chunk.iter().collect();
+                    record_batch(&mut lane_client, &statements, &items)
                         .await
                         .unwrap();
                 }

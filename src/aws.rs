@@ -1,8 +1,14 @@
 //! AWS configuration shared by SQS and KMS (SQS uses its region and
-//! credentials; KMS its SDK client): the endpoint override
-//! variables, region and credentials. For a local endpoint (LocalStack)
-//! only the environment and the profile are consulted (instance metadata
-//! is pointless there), with dummy credentials as the last resort.
+//! credentials; KMS its SDK client): the endpoint override variables,
+//! region and credentials.
+//!
+//! - AWS itself, and any endpoint that is not on this machine (a proxy, a
+//!   VPC endpoint, `http://localstack:4566` in a container network): the
+//!   full default credential chain (environment, profile, web identity,
+//!   ECS, instance metadata).
+//! - A loopback endpoint (LocalStack on localhost): only the environment
+//!   and the profile (instance metadata is pointless there), with dummy
+//!   credentials as the last resort, which LocalStack accepts.
 
 use aws_config::environment::{
     EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
@@ -43,13 +49,33 @@ pub fn is_local_endpoint(url: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// Whether an endpoint URL is on this machine (localhost, 127.0.0.0/8,
+/// ::1): the only endpoints that may get dummy credentials.
+pub fn is_loopback_endpoint(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
+}
+
 /// Loads SDK configuration. `region_hint` (from a queue URL or key ARN)
 /// wins over the chain's region, because the resource lives there.
+/// `is_local`: the endpoint is not AWS (the region then comes from the
+/// environment or the profile, else the default).
 pub async fn sdk_config(
     endpoint_url: Option<&str>,
     is_local: bool,
     region_hint: Option<&str>,
 ) -> SdkConfig {
+    let loopback = endpoint_url.is_some_and(is_loopback_endpoint);
     // Stalled-stream protection arms timers around every body; KMS bodies
     // are small. (SQS takes only region and credentials from this config:
     // its calls go through veil's own client, src/sqs/signer.rs.)
@@ -66,7 +92,7 @@ pub async fn sdk_config(
             .or_else(Region::new(DEFAULT_REGION));
         loader = loader.region(region);
     }
-    if is_local {
+    if loopback {
         let chain = CredentialsProviderChain::first_try(
             "Environment",
             EnvironmentVariableCredentialsProvider::new(),
@@ -91,4 +117,30 @@ pub async fn sdk_config(
         .into_builder()
         .region(Region::new(DEFAULT_REGION))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_endpoints_may_get_dummy_credentials() {
+        for loopback in [
+            "http://localhost:4566",
+            "http://127.0.0.1:4566",
+            "http://127.3.4.5",
+            "http://[::1]:4566",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_loopback_endpoint(loopback), "{loopback}");
+        }
+        for remote in [
+            "http://localstack:4566",
+            "https://sqs.eu-west-1.amazonaws.com",
+            "http://10.0.0.5:4566",
+            "not a url",
+        ] {
+            assert!(!is_loopback_endpoint(remote), "{remote}");
+        }
+    }
 }

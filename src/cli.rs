@@ -185,6 +185,27 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
 
+    /// Most bytes held at once: bodies, receipts, prepared rows, and room
+    /// reserved for receives under way (each reserves --batch-size times
+    /// the queue's MaximumMessageSize while it waits). Takes 67108864,
+    /// 64MiB, 512KiB or 1GiB. At least one receive's room.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    pub max_in_flight_bytes: usize,
+
+    /// Longest a batch statement may run on a writer's session before
+    /// Postgres cancels it (statement_timeout); the batch is then retried.
+    /// A whole batch write is abandoned after twice this plus 5 s, however
+    /// the connection behaves.
+    #[arg(long, default_value_t = 30_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub statement_timeout_ms: u64,
+
+    /// Longest a batch waits for a lock (lock_timeout), e.g. behind an
+    /// operator's ALTER TABLE; the batch is then retried with backoff.
+    #[arg(long, default_value_t = 5_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub lock_timeout_ms: u64,
+
     /// Quarantine a message (reason too_many_receives) once SQS has
     /// delivered it more than this many times without veil recording it,
     /// so a message that keeps failing cannot loop forever. Ignored when
@@ -193,10 +214,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10)]
     pub max_receives: u32,
 
-    /// After SIGINT/SIGTERM: how long to finish and commit the messages in
-    /// hand before giving up (exit 1; unrecorded messages return to the
-    /// queue when their visibility timeout ends).
-    #[arg(long, default_value_t = 20)]
+    /// After SIGINT/SIGTERM or a fatal error: how long to finish and commit
+    /// the messages in hand and give the rest back before exiting anyway
+    /// (exit 1; unrecorded messages then return to the queue when their
+    /// visibility timeout ends). Keep it below the orchestrator's grace
+    /// period.
+    #[arg(long, default_value_t = 20, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_timeout_secs: u64,
 
     /// Serve /metrics (Prometheus text), /healthz and /readyz on this
@@ -349,4 +373,45 @@ pub struct SeedArgs {
     /// Seed for the generator, to send the same events again.
     #[arg(long)]
     pub rng_seed: Option<u64>,
+}
+
+/// A size in bytes: a number, optionally with a unit (B, KiB, MiB, GiB; or
+/// KB, MB, GB for powers of 1000).
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size; use e.g. 67108864, 64MiB or 1GiB"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown unit {other:?}; use B, KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_plain_numbers_and_binary_or_decimal_units() {
+        assert_eq!(parse_bytes("67108864"), Ok(64 << 20));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("2gb"), Ok(2_000_000_000));
+        assert!(parse_bytes("64 MeB").is_err());
+        assert!(parse_bytes("MiB").is_err());
+    }
 }

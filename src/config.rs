@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::cli::{KeyArgs, QueueArgs, RunArgs};
+use crate::postgres::SessionLimits;
 use crate::sqs::{QueueSettings, ReceiveRequest};
 
 /// The reference environment's database (the default, documented in --help).
@@ -70,11 +71,15 @@ pub struct RunConfig {
     pub max_batch_wait: std::time::Duration,
     /// Most messages held at once.
     pub max_in_flight: usize,
+    /// Most bytes held at once.
+    pub max_in_flight_bytes: usize,
+    /// statement_timeout and lock_timeout of each writer session.
+    pub session_limits: SessionLimits,
     /// Show a progress bar (until-empty, on a terminal, not --quiet).
     pub progress: bool,
     /// Deliveries after which a message is quarantined (0: no limit).
     pub max_receives: u32,
-    /// Longest wait for a clean shutdown after a signal.
+    /// Longest wait for a clean shutdown after a signal or a fatal error.
     pub shutdown_timeout: std::time::Duration,
     /// Where to serve /metrics, /healthz, /readyz.
     pub http_addr: Option<std::net::SocketAddr>,
@@ -89,8 +94,26 @@ impl RunConfig {
                 args.max_in_flight, args.batch_size
             )));
         }
+        let smallest = crate::pipeline::receive_reservation_bytes(
+            args.batch_size as usize,
+            crate::sqs::SQS_MAX_MESSAGE_BYTES,
+        );
+        if args.max_in_flight_bytes < smallest {
+            return Err(ConfigError(format!(
+                "--max-in-flight-bytes ({}) must be at least {smallest} ({} MiB): a receive of \
+                 --batch-size ({}) messages reserves room for SQS's largest message (1 MiB) each",
+                args.max_in_flight_bytes,
+                smallest.div_ceil(1 << 20),
+                args.batch_size
+            )));
+        }
         use std::io::IsTerminal;
         Ok(RunConfig {
+            max_in_flight_bytes: args.max_in_flight_bytes,
+            session_limits: SessionLimits {
+                statement_timeout: Duration::from_millis(args.statement_timeout_ms),
+                lock_timeout: Duration::from_millis(args.lock_timeout_ms),
+            },
             receivers: usize::from(args.receivers),
             writers: usize::from(args.writers),
             max_batch_rows: args.max_batch_rows as usize,
@@ -194,8 +217,47 @@ pub fn database_config(
             }
         };
     config.application_name("veil");
-    config.connect_timeout(crate::postgres::CONNECT_TIMEOUT);
+    let given = |key: &str| url.is_some_and(|url| mentions(url, key));
+    // Defaults for what libpq leaves to the operating system; a URL that
+    // names one of them keeps its own value.
+    if !given("connect_timeout") {
+        config.connect_timeout(crate::postgres::CONNECT_TIMEOUT);
+    }
+    if !given("keepalives") {
+        config.keepalives(true);
+    }
+    if !given("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if !given("keepalives_interval") {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if !given("keepalives_retries") {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
+    if !given("tcp_user_timeout") {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
     Ok(config)
+}
+
+/// Idle time before the first TCP keepalive probe on a Postgres socket
+/// (the OS default is two hours).
+pub const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+/// Time between keepalive probes.
+pub const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the connection counts as dead.
+pub const KEEPALIVES_RETRIES: u32 = 3;
+/// How long sent data may stay unacknowledged before the kernel drops the
+/// connection: a peer that stopped answering mid-write is noticed.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a connection string (URL or key=value) sets `key`.
+fn mentions(connection: &str, key: &str) -> bool {
+    let pattern = format!("{key}=");
+    connection
+        .match_indices(&pattern)
+        .any(|(at, _)| at == 0 || matches!(connection.as_bytes()[at - 1], b'?' | b'&' | b' '))
 }
 
 #[cfg(test)]
@@ -241,6 +303,22 @@ mod tests {
         let config =
             database_config(Some("postgres://a@h:1/d"), env_of(&[("PGHOST", "other")])).unwrap();
         assert_eq!(crate::postgres::describe(&config), "h:1/d as a");
+    }
+
+    #[test]
+    fn sockets_get_keepalives_unless_the_url_sets_them() {
+        let defaults = database_config(Some("postgres://u@h/d"), env_of(&[])).unwrap();
+        assert_eq!(defaults.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(defaults.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        let own = database_config(
+            // tokio-postgres reads tcp_user_timeout in seconds (libpq: milliseconds).
+            Some("postgres://u@h/d?keepalives_idle=7&tcp_user_timeout=9&connect_timeout=3"),
+            env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(own.get_keepalives_idle(), Duration::from_secs(7));
+        assert_eq!(own.get_tcp_user_timeout(), Some(&Duration::from_secs(9)));
+        assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(3)));
     }
 
     #[test]

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha512;
 use zeroize::Zeroizing;
 
+use crate::config::KeyLocation;
 use crate::error::ConfigError;
-use crate::config::{KeyLocation};
 use crate::mask::{KeyFileError, Keyring};
 
 /// Environment variable holding a whole keyring file, base64-encoded.

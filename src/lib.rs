@@ -18,7 +18,8 @@
 //! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown.
 //! - `commands`: one function per subcommand; `main.rs` only dispatches.
 //! - `outcome`: exit codes and the fix printed under a failed command.
-//! - `ops`: the operations endpoint (/metrics, /healthz, /readyz).
+//! - `metrics`: every counter, gauge and histogram, the service state, and
+//!   their Prometheus text; `ops` serves them (/metrics, /healthz, /readyz).
 //! - `seed`, `report`, `telemetry`, `backoff`: demo data, the end-of-run
 //!   table, logging, retry delays.
 
@@ -31,6 +32,7 @@ pub mod error;
 pub mod event;
 pub mod keys;
 pub mod mask;
+pub mod metrics;
 pub mod ops;
 pub mod outcome;
 pub mod pipeline;

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{KeyArgs, KeysCommand, KeysNewArgs, RetireArgs};
-use crate::error::ConfigError;
 use crate::config::{default_key_file, key_location, KeyLocation};
+use crate::error::ConfigError;
 use crate::keys::{self, Protection};
 use crate::mask::{KeyFileError, Keyring};
 use crate::report::psql_table;

@@ -6,40 +6,29 @@ pub mod keys;
 pub mod reveal;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
-use crate::error::ConfigError;
 use crate::config::{database_from_args, key_location, queue_settings, RunConfig};
+use crate::error::ConfigError;
 use crate::keys as key_sources;
-use crate::pipeline::{self, Counters, PipelineSettings, RunReport};
+use crate::metrics::{Metrics, ServiceState};
+use crate::ops::OpsServer;
+use crate::pipeline::{self, PipelineSettings, RunReport};
 use crate::postgres::{self, Database};
 use crate::sqs::{SqsClient, SQS_BATCH_LIMIT};
 use crate::{report, seed};
 
-/// `veil run`. After a signal, the run has --shutdown-timeout-secs to
-/// finish the messages in hand.
+/// `veil run`. After a signal or a fatal error, the run has
+/// --shutdown-timeout-secs to finish the messages in hand (the supervisor
+/// enforces it).
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = RunConfig::from_args(&args)?;
-    let deadline = {
-        let shutdown = shutdown.clone();
-        let timeout = config.shutdown_timeout;
-        async move {
-            shutdown.cancelled().await;
-            tokio::time::sleep(timeout).await;
-        }
-    };
-    let report = tokio::select! {
-        report = serve(&config, shutdown) => report?,
-        _ = deadline => anyhow::bail!(
-            "shutdown took longer than {} s; messages not yet recorded return to the queue when their visibility timeout ends",
-            config.shutdown_timeout.as_secs()
-        ),
-    };
+    let report = serve(&config, shutdown).await?;
     if config.until_empty {
         print!("{}", report::render(&report));
     }
@@ -52,18 +41,23 @@ pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::R
     serve_observed(config, shutdown, Arc::default()).await
 }
 
-/// `serve`, with live counters the caller can watch while it runs.
+/// `serve`, with live metrics the caller can watch while it runs.
 pub async fn serve_observed(
     config: &RunConfig,
     shutdown: CancellationToken,
-    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<RunReport> {
+    metrics.set_state(ServiceState::Starting);
+    let ops = match config.http_addr {
+        Some(address) => Some(OpsServer::start(address, metrics.clone()).await?),
+        None => None,
+    };
     let keyring = Arc::new(key_sources::load(&config.key, true).await?);
     let sqs = SqsClient::connect(&config.queue).await?;
     // The first call to the queue itself: a missing queue or a denied
     // permission stops veil here, with its fix, before the database is touched.
-    let redrive = sqs
-        .has_redrive_policy()
+    let facts = sqs
+        .facts()
         .await
         .with_context(|| format!("checking the queue {}", config.queue.url))?;
     let mut database = Database::connect(config.database.clone()).await?;
@@ -71,17 +65,12 @@ pub async fn serve_observed(
     drop(database);
     let max_receives = match config.max_receives {
         0 => None,
-        _ if redrive => {
+        _ if facts.has_redrive_policy => {
             tracing::info!("the queue has a redrive policy; --max-receives is left to it");
             None
         }
         limit => Some(limit),
     };
-    let ops_stop = CancellationToken::new();
-    let _ops_guard = ops_stop.clone().drop_guard();
-    if let Some(address) = config.http_addr {
-        crate::ops::serve(address, counters.clone(), ops_stop).await?;
-    }
     tracing::info!(
         queue = %config.queue.url,
         database = %postgres::describe(&config.database),
@@ -92,7 +81,39 @@ pub async fn serve_observed(
         writers = config.writers,
         "veil started"
     );
-    let settings = PipelineSettings {
+    let settings = pipeline_settings(config, facts.max_message_bytes, max_receives);
+    let report = pipeline::run(
+        &sqs,
+        config.database.clone(),
+        keyring,
+        &settings,
+        shutdown,
+        metrics,
+        ops,
+    )
+    .await?;
+    tracing::info!(
+        received = report.received,
+        written = report.written,
+        quarantined = report.quarantined,
+        duplicates = report.duplicates,
+        batches = report.batches,
+        peak_in_flight = report.peak_in_flight,
+        peak_in_flight_bytes = report.peak_in_flight_bytes,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "veil stopped"
+    );
+    Ok(report)
+}
+
+/// What the pipeline needs of the checked settings and the queue's facts.
+fn pipeline_settings(
+    config: &RunConfig,
+    max_message_bytes: usize,
+    max_receives: Option<u32>,
+) -> PipelineSettings {
+    let limits = config.session_limits;
+    PipelineSettings {
         receive: config.receive,
         until_empty: config.until_empty,
         keep_rows: if config.until_empty {
@@ -104,31 +125,21 @@ pub async fn serve_observed(
         receivers: config.receivers,
         writers: config.writers,
         max_batch_rows: config.max_batch_rows,
+        // A batch's bytes are copied into one bind message, outside the
+        // bound's count: a sixteenth of the bound keeps that copy small
+        // (4 MiB by default; thousands of ordinary events).
+        max_batch_bytes: (config.max_in_flight_bytes / 16).max(1),
         max_batch_wait: config.max_batch_wait,
         max_in_flight: config.max_in_flight,
+        max_in_flight_bytes: config.max_in_flight_bytes,
+        // A queue may allow more than the configured bound was checked for.
+        max_message_bytes: max_message_bytes.min(crate::sqs::SQS_MAX_MESSAGE_BYTES),
+        session_limits: limits,
+        write_deadline: limits.statement_timeout * 2 + Duration::from_secs(5),
+        shutdown_timeout: config.shutdown_timeout,
         progress: config.progress,
         max_receives,
-    };
-    let report = pipeline::run(
-        &sqs,
-        config.database.clone(),
-        keyring,
-        &settings,
-        shutdown,
-        counters,
-    )
-    .await?;
-    tracing::info!(
-        received = report.received,
-        written = report.written,
-        quarantined = report.quarantined,
-        duplicates = report.duplicates,
-        batches = report.batches,
-        peak_in_flight = report.peak_in_flight,
-        elapsed_ms = report.elapsed.as_millis() as u64,
-        "veil stopped"
-    );
-    Ok(report)
+    }
 }
 
 /// `veil migrate`.
@@ -220,14 +231,13 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let messages = seed::generate(args.count, args.bad_ratio, rng_seed);
     let junk = messages.iter().filter(|m| !m.valid).count();
     let started = Instant::now();
-    let bodies: Vec<Vec<String>> = messages
-        .chunks(SQS_BATCH_LIMIT)
-        .map(|chunk| chunk.iter().map(|m| m.body.clone()).collect())
-        .collect();
-    let sent: usize = stream::iter(bodies)
-        .map(|chunk| {
+    let bodies: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();
+    // Eight senders, each with its share of calls of ten.
+    let shares = bodies.chunks(SQS_BATCH_LIMIT * bodies.len().div_ceil(SQS_BATCH_LIMIT * 8).max(1));
+    let sent: usize = stream::iter(shares)
+        .map(|share| {
             let sqs = sqs.clone();
-            async move { sqs.send_batch(&chunk).await }
+            async move { sqs.send(share).await }
         })
         .buffer_unordered(8)
         .try_fold(0, |total, sent| async move { Ok(total + sent) })

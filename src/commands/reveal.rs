@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::cli::RevealArgs;
-use crate::error::ConfigError;
 use crate::config::{database_from_args, key_location};
+use crate::error::ConfigError;
 use crate::keys;
 use crate::mask::{Field, Keyring, RevealError};
 use crate::postgres::audit::{self, AuditRecord};

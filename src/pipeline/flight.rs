@@ -1,7 +1,10 @@
-//! Messages in flight: a semaphore bounds how many are held at once (so
-//! memory stays flat however deep the queue is), counters record the
-//! current and peak numbers, and a registry of held deliveries tells the
-//! heartbeat whose visibility must be extended.
+//! Messages in flight: two semaphores bound what is held at once, in
+//! messages (`--max-in-flight`) and in bytes (`--max-in-flight-bytes`), so
+//! memory stays flat however deep the queue is and however large its
+//! bodies. A receive reserves room for the most it can bring (its message
+//! count times the queue's largest message) before it asks SQS; what came
+//! back keeps what it uses and gives the rest back. The registry of held
+//! deliveries tells the heartbeat whose visibility to extend.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -11,19 +14,45 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::sqs::QueueMessage;
+use crate::metrics::Metrics;
+use crate::sqs::Receipt;
+
+/// A held delivery: its receipt (all a delete or a release needs) and the
+/// bytes it counts against the bound.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Its id and handle.
+    pub receipt: Receipt,
+    /// Bytes counted for it.
+    pub bytes: usize,
+}
+
+/// Room taken for a receive under way: given back, in part or whole, by
+/// `hold` or `cancel`.
+#[derive(Debug)]
+#[must_use = "a reservation must be held or cancelled, or its room is lost"]
+pub struct Reservation {
+    messages: usize,
+    bytes: usize,
+}
 
 /// The in-flight bound and its bookkeeping.
 pub struct InFlight {
-    semaphore: Arc<Semaphore>,
-    /// Reserved slots: messages held plus slots reserved by receives under way.
-    reserved: AtomicUsize,
-    /// Most messages held at once.
-    peak: AtomicUsize,
-    /// Messages received and not yet finished (deleted or given up).
+    messages: Semaphore,
+    bytes: Semaphore,
+    byte_limit: usize,
+    /// Messages received and not yet finished.
     held: AtomicUsize,
+    /// Most messages held at once.
+    peak_held: AtomicUsize,
+    /// Bytes counted now: reservations plus held deliveries.
+    bytes_in_use: AtomicUsize,
+    /// Most bytes counted at once.
+    peak_bytes: AtomicUsize,
     /// Held deliveries by receipt handle.
     deliveries: Mutex<HashMap<String, Held, BuildHasherDefault<FxHasher>>>,
+    /// Where the gauges go: kept current by every change.
+    metrics: Arc<Metrics>,
 }
 
 /// The Fx hash (rustc's): eight bytes per step. Receipt handles are a few
@@ -65,93 +94,165 @@ struct Held {
 /// A delivery whose visibility should be extended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueDelivery {
-    /// SQS message id.
-    pub message_id: String,
-    /// This delivery's receipt handle.
-    pub receipt_handle: String,
+    /// The delivery.
+    pub receipt: Receipt,
     /// How long it has been held since it was received.
     pub held_for: Duration,
 }
 
 impl InFlight {
-    /// At most `limit` messages (or reserved receive slots) at once.
-    pub fn new(limit: usize) -> Self {
+    /// At most `message_limit` messages and `byte_limit` bytes at once;
+    /// the in-flight gauges of `metrics` follow every change.
+    pub fn new(message_limit: usize, byte_limit: usize, metrics: Arc<Metrics>) -> Self {
+        metrics
+            .in_flight_limit
+            .store(message_limit as u64, Ordering::Relaxed);
+        metrics
+            .in_flight_bytes_limit
+            .store(byte_limit as u64, Ordering::Relaxed);
         InFlight {
-            semaphore: Arc::new(Semaphore::new(limit)),
-            reserved: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
+            metrics,
+            messages: Semaphore::new(message_limit),
+            bytes: Semaphore::new(byte_limit.min(Semaphore::MAX_PERMITS)),
+            byte_limit,
             held: AtomicUsize::new(0),
+            peak_held: AtomicUsize::new(0),
+            bytes_in_use: AtomicUsize::new(0),
+            peak_bytes: AtomicUsize::new(0),
             deliveries: Mutex::new(HashMap::default()),
         }
     }
 
-    /// Waits for `slots` free slots and reserves them.
-    pub async fn reserve(&self, slots: usize) {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let permit = self
-            .semaphore
-            .acquire_many(slots as u32)
+    /// Waits for room for `messages` messages of `bytes` bytes in all.
+    /// Cancel-safe: dropped while waiting, it takes nothing.
+    pub async fn reserve(&self, messages: usize, bytes: usize) -> Reservation {
+        // Neither semaphore is ever closed, so acquiring cannot fail.
+        let message_permits = self
+            .messages
+            .acquire_many(messages as u32)
             .await
             .expect("in-flight semaphore is never closed");
-        permit.forget();
-        self.reserved.fetch_add(slots, Ordering::SeqCst);
+        self.take_bytes(bytes).await;
+        message_permits.forget();
+        Reservation { messages, bytes }
     }
 
-    /// Gives back `slots` reserved slots.
-    pub fn release(&self, slots: usize) {
-        if slots > 0 {
-            self.reserved.fetch_sub(slots, Ordering::SeqCst);
-            self.semaphore.add_permits(slots);
+    async fn take_bytes(&self, bytes: usize) {
+        let permits = self
+            .bytes
+            .acquire_many(u32::try_from(bytes).unwrap_or(u32::MAX))
+            .await
+            .expect("in-flight semaphore is never closed");
+        permits.forget();
+        let now = self.bytes_in_use.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.peak_bytes.fetch_max(now, Ordering::SeqCst);
+        self.publish();
+    }
+
+    fn give_bytes(&self, bytes: usize) {
+        if bytes > 0 {
+            self.bytes_in_use.fetch_sub(bytes, Ordering::SeqCst);
+            self.bytes.add_permits(bytes);
+            self.publish();
         }
     }
 
-    /// Records received messages as held (they use reserved slots).
-    pub fn hold(&self, messages: &[QueueMessage]) {
-        let now = self.held.fetch_add(messages.len(), Ordering::SeqCst) + messages.len();
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        let now = Instant::now();
-        let mut deliveries = self.deliveries.lock().expect("deliveries lock");
-        for message in messages {
-            deliveries.insert(
-                message.receipt_handle.clone(),
+    /// Copies the current numbers into the gauges.
+    fn publish(&self) {
+        let metrics = &self.metrics;
+        metrics
+            .in_flight
+            .store(self.held() as u64, Ordering::Relaxed);
+        metrics
+            .in_flight_bytes
+            .store(self.bytes_in_use() as u64, Ordering::Relaxed);
+    }
+
+    /// Gives a whole reservation back (the receive brought nothing, or failed).
+    pub fn cancel(&self, reservation: Reservation) {
+        self.messages.add_permits(reservation.messages);
+        self.give_bytes(reservation.bytes);
+    }
+
+    /// Records the deliveries a receive brought as held, within its
+    /// reservation: unused room goes back at once. Should they need more
+    /// bytes than reserved (a server that exceeds its own size limit), the
+    /// difference is waited for.
+    pub async fn hold(&self, reservation: Reservation, deliveries: &[(&Receipt, usize)]) {
+        let count = deliveries.len();
+        debug_assert!(count <= reservation.messages);
+        let bytes: usize = deliveries.iter().map(|(_, bytes)| bytes).sum();
+        if bytes > reservation.bytes {
+            self.take_bytes(bytes - reservation.bytes).await;
+        } else {
+            self.give_bytes(reservation.bytes - bytes);
+        }
+        self.messages
+            .add_permits(reservation.messages.saturating_sub(count));
+        let now = self.held.fetch_add(count, Ordering::SeqCst) + count;
+        self.peak_held.fetch_max(now, Ordering::SeqCst);
+        self.publish();
+        let received_at = Instant::now();
+        let mut registry = self.deliveries.lock().expect("deliveries lock");
+        for (receipt, _) in deliveries {
+            registry.insert(
+                receipt.receipt_handle.clone(),
                 Held {
-                    message_id: message.message_id.clone(),
-                    received_at: now,
-                    extended_at: now,
+                    message_id: receipt.message_id.clone(),
+                    received_at,
+                    extended_at: received_at,
                 },
             );
         }
     }
 
-    /// Messages are done (deleted, or given back to the queue): free their slots.
-    pub fn finish(&self, messages: &[QueueMessage]) {
-        {
-            let mut deliveries = self.deliveries.lock().expect("deliveries lock");
-            for message in messages {
-                deliveries.remove(&message.receipt_handle);
-            }
-        }
-        self.held.fetch_sub(messages.len(), Ordering::SeqCst);
-        self.release(messages.len());
+    /// Gives back bytes a held delivery no longer uses (its body, once
+    /// recorded); the delivery itself stays held.
+    pub fn shrink(&self, bytes: usize) {
+        self.give_bytes(bytes);
     }
 
-    /// Deliveries whose visibility was last set more than `older_than`
-    /// ago; marks them extended now.
+    /// Deliveries are done (deleted, or given back to the queue): free
+    /// their slots and bytes.
+    pub fn finish(&self, deliveries: &[Delivery]) {
+        {
+            let mut registry = self.deliveries.lock().expect("deliveries lock");
+            for delivery in deliveries {
+                registry.remove(&delivery.receipt.receipt_handle);
+            }
+        }
+        self.held.fetch_sub(deliveries.len(), Ordering::SeqCst);
+        self.messages.add_permits(deliveries.len());
+        self.give_bytes(deliveries.iter().map(|d| d.bytes).sum());
+        self.publish();
+    }
+
+    /// Deliveries whose visibility was last set more than `older_than` ago.
+    /// They stay due until `extended` says SQS confirmed a new timeout.
     pub fn due_for_extension(&self, older_than: Duration) -> Vec<DueDelivery> {
         let now = Instant::now();
-        let mut deliveries = self.deliveries.lock().expect("deliveries lock");
-        deliveries
-            .iter_mut()
+        let registry = self.deliveries.lock().expect("deliveries lock");
+        registry
+            .iter()
             .filter(|(_, held)| now.duration_since(held.extended_at) >= older_than)
-            .map(|(receipt, held)| {
-                held.extended_at = now;
-                DueDelivery {
+            .map(|(handle, held)| DueDelivery {
+                receipt: Receipt {
                     message_id: held.message_id.clone(),
-                    receipt_handle: receipt.clone(),
-                    held_for: now.duration_since(held.received_at),
-                }
+                    receipt_handle: handle.clone(),
+                },
+                held_for: now.duration_since(held.received_at),
             })
             .collect()
+    }
+
+    /// SQS confirmed new visibility timeouts for these deliveries at `when`.
+    pub fn extended(&self, receipts: &[&Receipt], when: Instant) {
+        let mut registry = self.deliveries.lock().expect("deliveries lock");
+        for receipt in receipts {
+            if let Some(held) = registry.get_mut(&receipt.receipt_handle) {
+                held.extended_at = when;
+            }
+        }
     }
 
     /// Messages received and not yet finished.
@@ -159,9 +260,24 @@ impl InFlight {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// The most messages held at once (received, not yet finished).
-    pub fn peak(&self) -> usize {
-        self.peak.load(Ordering::SeqCst)
+    /// The most messages held at once.
+    pub fn peak_held(&self) -> usize {
+        self.peak_held.load(Ordering::SeqCst)
+    }
+
+    /// Bytes counted now (reservations and held deliveries).
+    pub fn bytes_in_use(&self) -> usize {
+        self.bytes_in_use.load(Ordering::SeqCst)
+    }
+
+    /// The most bytes counted at once; never above the byte limit.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak_bytes.load(Ordering::SeqCst)
+    }
+
+    /// The byte limit.
+    pub fn byte_limit(&self) -> usize {
+        self.byte_limit
     }
 }
 
@@ -169,47 +285,69 @@ impl InFlight {
 mod tests {
     use super::*;
 
-    fn message(id: &str) -> QueueMessage {
-        QueueMessage {
+    fn receipt(id: &str) -> Receipt {
+        Receipt {
             message_id: id.into(),
             receipt_handle: format!("r-{id}"),
-            body: String::new(),
-            sent_timestamp_ms: None,
-            receive_count: None,
+        }
+    }
+
+    fn delivery(id: &str, bytes: usize) -> Delivery {
+        Delivery {
+            receipt: receipt(id),
+            bytes,
         }
     }
 
     #[tokio::test]
-    async fn reservations_are_bounded_and_counted() {
-        let flight = InFlight::new(10);
-        flight.reserve(10).await;
-        let blocked = tokio::time::timeout(Duration::from_millis(50), flight.reserve(1)).await;
-        assert!(blocked.is_err(), "an 11th slot must wait");
-        flight.release(8);
-        let messages = [message("a"), message("b")];
-        flight.hold(&messages);
-        assert_eq!(
-            (flight.held(), flight.peak()),
-            (2, 2),
-            "peak counts messages, not slots"
-        );
-        flight.finish(&messages);
-        assert_eq!(flight.held(), 0);
-        flight.reserve(10).await;
+    async fn messages_and_bytes_are_both_bounded_and_peaks_count_what_was_held() {
+        let flight = InFlight::new(10, 1_000, Arc::default());
+        let first = flight.reserve(10, 800).await;
+        let blocked = tokio::time::timeout(Duration::from_millis(50), flight.reserve(1, 1)).await;
+        assert!(blocked.is_err(), "an 11th message must wait");
+        let (a, b) = (receipt("a"), receipt("b"));
+        flight.hold(first, &[(&a, 300), (&b, 200)]).await;
+        assert_eq!((flight.held(), flight.peak_held()), (2, 2));
+        assert_eq!(flight.bytes_in_use(), 500, "unused room went back");
+        let too_big = tokio::time::timeout(Duration::from_millis(50), flight.reserve(1, 600)).await;
+        assert!(too_big.is_err(), "600 more bytes must wait past 1000");
+        flight.shrink(250);
+        flight.finish(&[delivery("a", 150), delivery("b", 100)]);
+        assert_eq!((flight.held(), flight.bytes_in_use()), (0, 0));
+        assert!(flight.peak_bytes() <= 1_000);
+        let again = flight.reserve(10, 1_000).await;
+        flight.cancel(again);
+        assert_eq!(flight.bytes_in_use(), 0);
     }
 
     #[tokio::test]
-    async fn only_stale_deliveries_are_due_and_then_not_again_at_once() {
-        let flight = InFlight::new(10);
-        flight.reserve(1).await;
-        flight.hold(&[message("a")]);
+    async fn a_cancelled_reservation_takes_nothing() {
+        let flight = InFlight::new(10, 100, Arc::default());
+        let held = flight.reserve(1, 100).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(20), flight.reserve(5, 10)).await;
+        assert!(waiting.is_err());
+        flight.cancel(held);
+        let all = flight.reserve(10, 100).await;
+        assert_eq!(flight.bytes_in_use(), 100);
+        flight.cancel(all);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_stays_due_until_its_extension_is_confirmed() {
+        let flight = InFlight::new(10, 1_000, Arc::default());
+        let reservation = flight.reserve(1, 10).await;
+        let a = receipt("a");
+        flight.hold(reservation, &[(&a, 10)]).await;
         assert!(flight.due_for_extension(Duration::from_secs(60)).is_empty());
         let due = flight.due_for_extension(Duration::ZERO);
         assert_eq!(due.len(), 1);
+        assert_eq!(due[0].receipt, a);
         assert_eq!(
-            (due[0].message_id.as_str(), due[0].receipt_handle.as_str()),
-            ("a", "r-a")
+            flight.due_for_extension(Duration::ZERO).len(),
+            1,
+            "not marked until confirmed"
         );
+        flight.extended(&[&a], Instant::now());
         assert!(flight.due_for_extension(Duration::from_secs(60)).is_empty());
     }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
+use super::shared::Shared;
 
-pub(super) async fn show(shared: Arc<Shared>, stop: CancellationToken) {
+pub async fn show(shared: Arc<Shared>, stop: CancellationToken) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     bar.set_style(
         ProgressStyle::with_template("{spinner} {pos}/{len} messages [{bar:30}] {msg}")
@@ -20,7 +20,7 @@ pub(super) async fn show(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticks = 0u64;
     let mut remaining = 0;
     loop {
-        let received = shared.counters.received.load(Ordering::Relaxed);
+        let received = shared.metrics.received.load(Ordering::Relaxed);
         bar.set_position(received);
         // Ask SQS for the remaining depth every two seconds, not every tick.
         if ticks.is_multiple_of(8) {

@@ -1,14 +1,16 @@
-//! The batch writer: each batch claims its message ids in the ledger (its
+//! The batch SQL: each batch claims its message ids in the ledger (its
 //! primary key means concurrent writers and redeliveries cannot
 //! double-record) and inserts the rows and quarantine entries of the ids it
-//! claimed, atomically.
+//! claimed, atomically. The result says, message by message and in the
+//! order given, what was recorded.
 //!
 //! The common case is one prepared statement per batch, one round trip:
 //! three set-based `unnest` inserts joined as data-modifying CTEs, committed
-//! as one implicit transaction. A unique violation (an id already recorded)
-//! undoes it all, and the batch is redone in a transaction that claims only
-//! the free ids. (Binary COPY into a staging table, then INSERT ... SELECT,
-//! was measured slower here: it writes every row twice.)
+//! as one implicit transaction. A unique violation of the ledger's or the
+//! quarantine's key (an id already recorded) undoes it all, and the batch
+//! is redone in a transaction that claims only the free ids. (Binary COPY
+//! into a staging table, then INSERT ... SELECT, was measured slower here:
+//! it writes every row twice.)
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +19,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
+
+use super::failure::{classify, Class, WriteError};
 
 /// A row for `user_logins`, PII already masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,55 +83,15 @@ pub struct Prepared {
     pub record: Record,
 }
 
-/// What one committed batch did. Borrows the written rows from the batch
-/// (copying them cost measurable CPU per event; only a sample is kept).
-#[derive(Debug, Default, Clone)]
-pub struct BatchOutcome<'a> {
-    /// Rows inserted into user_logins, in input order.
-    pub written: Vec<&'a MaskedRow>,
-    /// Quarantine entries inserted, by reason code.
-    pub quarantined: Vec<&'static str>,
-    /// Messages skipped because the ledger already had them.
-    pub duplicates: usize,
-}
-
-/// Why a batch did not commit.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// Connection lost, server shutting down, serialization failure, lack of
-    /// resources: retry the same batch later.
-    #[error("database unavailable: {0}")]
-    Transient(#[source] tokio_postgres::Error),
-    /// Postgres refused some value in the batch (a data exception): split the
-    /// batch to find the message to blame.
-    #[error("database rejected a value: {0}")]
-    Data(#[source] tokio_postgres::Error),
-    /// Anything else (permissions, missing table): not fixed by retrying soon.
-    #[error("database error: {0}")]
-    Fatal(#[source] tokio_postgres::Error),
-}
-
-impl From<tokio_postgres::Error> for WriteError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        let Some(code) = error.code() else {
-            // No SQLSTATE: the connection itself failed.
-            return WriteError::Transient(error);
-        };
-        let class = &code.code()[..2];
-        match class {
-            // connection exception, insufficient resources, operator intervention
-            "08" | "53" | "57" => WriteError::Transient(error),
-            // serialization failure / deadlock
-            _ if *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED =>
-            {
-                WriteError::Transient(error)
-            }
-            // data exception, e.g. a character the server encoding cannot hold
-            "22" => WriteError::Data(error),
-            _ => WriteError::Fatal(error),
-        }
-    }
+/// What a committed batch did with one of its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Its row is in `user_logins`.
+    Written,
+    /// It is in the quarantine, with this reason code.
+    Quarantined(&'static str),
+    /// It was recorded before (or twice in this batch): nothing written.
+    Duplicate,
 }
 
 /// Claims ids that may already be in the ledger: takes the free ones.
@@ -160,10 +124,14 @@ const INSERT_ROWS_SQL: &str = "INSERT INTO user_logins
     SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[],
                          $5::varchar[], $6::int4[], $7::date[])";
 
+/// Quarantines the claimed messages that are not quarantined yet (a
+/// message whose ledger entry was keyed differently, see design.md).
 const INSERT_QUARANTINE_SQL: &str = "INSERT INTO veil.quarantine
     (message_id, reason, field, sent_at, receive_count, key_id, body_sealed, body_bytes)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[],
-                         $6::text[], $7::bytea[], $8::int4[])";
+                         $6::text[], $7::bytea[], $8::int4[])
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id";
 
 /// Ids recorded by veil before the ledger was keyed on `sent_ms` (kept by
 /// `migrate` as `veil.ledger_v1`, read-only).
@@ -194,8 +162,9 @@ impl WriterStatements {
     }
 }
 
-/// Records a batch atomically. Messages whose id is already in the ledger
-/// (or repeated within the batch) are counted as duplicates.
+/// Records a batch atomically and says what became of each message, in
+/// the order given. A message whose id is already in the ledger (or
+/// repeated within the batch) is a `Duplicate`.
 ///
 /// First claims every id with a plain insert in one statement, the common
 /// case. If an id is taken (a redelivery, or another consumer holding the
@@ -203,22 +172,25 @@ impl WriterStatements {
 /// for the other transaction to commit) and nothing of the batch is kept.
 /// The batch is then redone with `ON CONFLICT DO NOTHING`, so only the free
 /// ids are recorded.
-pub async fn record_batch<'a>(
+pub async fn record_batch(
     client: &mut Client,
     statements: &WriterStatements,
-    batch: &'a [Prepared],
-) -> Result<BatchOutcome<'a>, WriteError> {
+    batch: &[&Prepared],
+) -> Result<Vec<Recorded>, WriteError> {
+    let mut results = vec![Recorded::Duplicate; batch.len()];
     let mut seen = HashSet::with_capacity(batch.len());
-    let mut unique: Vec<&Prepared> = batch
-        .iter()
-        .filter(|item| seen.insert(item.message_id.as_str()))
+    let mut unique: Vec<usize> = (0..batch.len())
+        .filter(|&index| seen.insert(batch[index].message_id.as_str()))
         .collect();
     if statements.legacy_ledger.load(Ordering::Relaxed) {
-        let ids: Vec<&str> = unique.iter().map(|item| item.message_id.as_str()).collect();
+        let ids: Vec<&str> = unique
+            .iter()
+            .map(|&index| batch[index].message_id.as_str())
+            .collect();
         match client.query(LEGACY_LEDGER_SQL, &[&ids]).await {
             Ok(rows) => {
                 let recorded: HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
-                unique.retain(|item| !recorded.contains(&item.message_id));
+                unique.retain(|&index| !recorded.contains(&batch[index].message_id));
             }
             // Dropped by an operator, as docs/operations.md suggests once
             // nothing in it can be redelivered: stop checking it.
@@ -229,15 +201,30 @@ pub async fn record_batch<'a>(
             Err(error) => return Err(error.into()),
         }
     }
-    let skipped = batch.len() - unique.len();
-    let mut outcome = match record_all(client, statements, &unique).await {
-        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            record_free(client, &unique).await?
-        }
-        other => other?,
+    let items: Vec<&Prepared> = unique.iter().map(|&index| batch[index]).collect();
+    let recorded = match record_all(client, statements, &items).await {
+        Ok(recorded) => recorded,
+        Err(error) if is_already_recorded(&error) => record_free(client, &items).await?,
+        Err(error) => return Err(error.into()),
     };
-    outcome.duplicates += skipped;
-    Ok(outcome)
+    for (index, outcome) in unique.into_iter().zip(recorded) {
+        results[index] = outcome;
+    }
+    Ok(results)
+}
+
+/// A unique violation of the ledger's or the quarantine's key.
+fn is_already_recorded(error: &tokio_postgres::Error) -> bool {
+    let constraint = error.as_db_error().and_then(|db| db.constraint());
+    classify(error.code(), constraint) == Class::Duplicate
+}
+
+/// What recording `item` means, if it is claimed.
+fn recorded(item: &Prepared) -> Recorded {
+    match &item.record {
+        Record::Row(_) => Recorded::Written,
+        Record::Quarantine(entry) => Recorded::Quarantined(entry.reason),
+    }
 }
 
 /// A batch split into what goes into each table, as `unnest` columns.
@@ -276,14 +263,6 @@ impl<'a> Columns<'a> {
                 self.kinds.push("quarantined");
                 self.quarantine.push((&item.message_id, entry));
             }
-        }
-    }
-
-    fn outcome(self, duplicates: usize) -> BatchOutcome<'a> {
-        BatchOutcome {
-            written: self.rows,
-            quarantined: self.quarantine.iter().map(|(_, e)| e.reason).collect(),
-            duplicates,
         }
     }
 }
@@ -370,29 +349,30 @@ impl<'a> QuarantineArrays<'a> {
 }
 
 /// The fast path: every id claimed, everything inserted, one statement.
-async fn record_all<'a>(
+async fn record_all(
     client: &Client,
     statements: &WriterStatements,
-    unique: &[&'a Prepared],
-) -> Result<BatchOutcome<'a>, tokio_postgres::Error> {
-    let columns = Columns::of(unique);
+    items: &[&Prepared],
+) -> Result<Vec<Recorded>, tokio_postgres::Error> {
+    let columns = Columns::of(items);
     let rows = RowArrays::of(&columns.rows);
     let quarantine = QuarantineArrays::of(&columns.quarantine);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&columns.sent, &columns.ids, &columns.kinds];
     params.extend(rows.params());
     params.extend(quarantine.params());
     client.execute(&statements.record_all, &params).await?;
-    Ok(columns.outcome(0))
+    Ok(items.iter().map(|item| recorded(item)).collect())
 }
 
 /// The slow path, after a unique violation: claims the free ids in a
-/// transaction and records only those.
-async fn record_free<'a>(
+/// transaction and records only those (a quarantine entry already there is
+/// left as it is).
+async fn record_free(
     client: &mut Client,
-    unique: &[&'a Prepared],
-) -> Result<BatchOutcome<'a>, tokio_postgres::Error> {
+    items: &[&Prepared],
+) -> Result<Vec<Recorded>, WriteError> {
     let transaction = client.transaction().await?;
-    let all = Columns::of(unique);
+    let all = Columns::of(items);
     let claimed: HashSet<String> = transaction
         .query(CLAIM_SQL, &[&all.sent, &all.ids, &all.kinds])
         .await?
@@ -400,7 +380,7 @@ async fn record_free<'a>(
         .map(|row| row.get(0))
         .collect();
     let mut columns = Columns::of(&[]);
-    for item in unique.iter().copied() {
+    for item in items.iter().copied() {
         if claimed.contains(&item.message_id) {
             columns.push(item);
         }
@@ -409,13 +389,23 @@ async fn record_free<'a>(
         let rows = RowArrays::of(&columns.rows);
         transaction.execute(INSERT_ROWS_SQL, &rows.params()).await?;
     }
+    let mut quarantined = HashSet::new();
     if !columns.quarantine.is_empty() {
-        let quarantine = QuarantineArrays::of(&columns.quarantine);
-        transaction
-            .execute(INSERT_QUARANTINE_SQL, &quarantine.params())
-            .await?;
+        let arrays = QuarantineArrays::of(&columns.quarantine);
+        quarantined = transaction
+            .query(INSERT_QUARANTINE_SQL, &arrays.params())
+            .await?
+            .iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect();
     }
     transaction.commit().await?;
-    let duplicates = unique.len() - columns.ids.len();
-    Ok(columns.outcome(duplicates))
+    Ok(items
+        .iter()
+        .map(|item| match &item.record {
+            _ if !claimed.contains(&item.message_id) => Recorded::Duplicate,
+            Record::Quarantine(_) if !quarantined.contains(&item.message_id) => Recorded::Duplicate,
+            _ => recorded(item),
+        })
+        .collect())
 }

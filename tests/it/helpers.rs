@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use veil::cli::{Cli, Command};
 use veil::config::RunConfig;
 use veil::mask::Keyring;
-use veil::pipeline::{Counters, RunReport};
+use veil::metrics::Metrics;
+use veil::pipeline::RunReport;
 use veil::seed::{self, SeedMessage};
 use veil::sqs::{ProtocolChoice, QueueDepth, QueueSettings, SqsClient};
 
@@ -167,10 +168,8 @@ impl TestQueue {
     }
 
     pub async fn send(&self, bodies: &[String]) {
-        for chunk in bodies.chunks(10) {
-            let sent = self.client.send_batch(chunk).await.expect("send");
-            assert_eq!(sent, chunk.len());
-        }
+        let sent = self.client.send(bodies).await.expect("send");
+        assert_eq!(sent, bodies.len());
     }
 
     /// Sends generated events; returns them with their valid/junk labels.
@@ -265,15 +264,15 @@ pub async fn drain(queue: &TestQueue, db: &TestDb, key: &TestKey) -> RunReport {
     .expect("drain succeeded")
 }
 
-/// Starts `veil run` in-process in the background; its live counters can
+/// Starts `veil run` in-process in the background; its live metrics can
 /// be watched while it runs.
 pub fn spawn_service(
     config: RunConfig,
 ) -> (
     tokio::task::JoinHandle<anyhow::Result<RunReport>>,
-    std::sync::Arc<Counters>,
+    std::sync::Arc<Metrics>,
 ) {
-    let counters = std::sync::Arc::new(Counters::default());
+    let counters = std::sync::Arc::new(Metrics::default());
     let watched = counters.clone();
     let service = tokio::spawn(async move {
         veil::commands::serve_observed(&config, CancellationToken::new(), watched).await
@@ -329,4 +328,110 @@ pub fn prepared_row(message_id: &str, sent_ms: i64) -> veil::postgres::Prepared 
             create_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
         }),
     }
+}
+
+/// Creates the least-privilege roles of sql/roles.sql in `db` (named
+/// after it, so tests do not collide), each with LOGIN and the password
+/// `test`. Drop them with `drop_roles`.
+pub async fn apply_roles(db: &TestDb, pipeline: &str, analyst: &str, revealer: &str) {
+    let roles_sql = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/roles.sql");
+    let status = std::process::Command::new("psql")
+        .args([&db.url, "-q", "-v", "ON_ERROR_STOP=1", "-f", roles_sql])
+        .args([
+            "-v",
+            &format!("pipeline={pipeline}"),
+            "-v",
+            &format!("analyst={analyst}"),
+            "-v",
+            &format!("revealer={revealer}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "sql/roles.sql applies");
+    let client = db.client().await;
+    for role in [pipeline, analyst, revealer] {
+        client
+            .batch_execute(&format!("ALTER ROLE {role} LOGIN PASSWORD 'test'"))
+            .await
+            .unwrap();
+    }
+}
+
+/// Drops roles made by `apply_roles` (roles outlive databases).
+pub async fn drop_roles(db: &TestDb, roles: &[&str]) {
+    let client = db.client().await;
+    for role in roles {
+        client
+            .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+            .await
+            .unwrap();
+    }
+}
+
+/// `db`'s URL, logging in as `role` with the password `test`.
+pub fn url_as(db: &TestDb, role: &str) -> String {
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_username(role).unwrap();
+    url.set_password(Some("test")).unwrap();
+    url.to_string()
+}
+
+/// Starts the `veil` binary with these arguments, output piped.
+pub fn spawn_veil(args: &[String]) -> std::process::Child {
+    std::process::Command::new(veil_binary())
+        .args(args)
+        .env_remove("VEIL_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a child to exit, at most `limit`; returns its output.
+pub async fn wait_for_exit(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> std::process::Output {
+    let deadline = tokio::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "veil did not exit within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Messages recorded in the ledger so far (0 before veil created it).
+pub async fn recorded(db: &TestDb) -> i64 {
+    db.try_scalar("SELECT count(*) FROM veil.ledger")
+        .await
+        .unwrap_or(0)
+}
+
+/// Every one of `total` messages is in the table (`valid` of them) or the
+/// quarantine (the rest), once, and the queue is empty.
+pub async fn assert_exactly_once(db: &TestDb, queue: &TestQueue, total: i64, valid: i64) {
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, valid);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM veil.quarantine").await,
+        total - valid
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, total);
+    assert_eq!(queue.depth().await, Default::default(), "queue ends empty");
+}
+
+/// Names for the three least-privilege roles of a test, after its database.
+pub fn role_names(db: &TestDb) -> (String, String, String) {
+    let suffix = &db.name["veil_test_".len()..];
+    (
+        format!("veil_pipe_{suffix}"),
+        format!("veil_analyst_{suffix}"),
+        format!("veil_reveal_{suffix}"),
+    )
 }

@@ -456,39 +456,10 @@ async fn hmac_mode_is_deterministic_irreversible_and_marked() {
 #[tokio::test]
 async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     let db = migrated_db().await;
-    let suffix = &db.name["veil_test_".len()..];
-    let (pipeline, analyst, revealer) = (
-        format!("veil_pipe_{suffix}"),
-        format!("veil_analyst_{suffix}"),
-        format!("veil_reveal_{suffix}"),
-    );
-    let roles_sql = concat!(env!("CARGO_MANIFEST_DIR"), "/sql/roles.sql");
-    let status = std::process::Command::new("psql")
-        .args([&db.url, "-q", "-v", "ON_ERROR_STOP=1", "-f", roles_sql])
-        .args([
-            "-v",
-            &format!("pipeline={pipeline}"),
-            "-v",
-            &format!("analyst={analyst}"),
-            "-v",
-            &format!("revealer={revealer}"),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (pipeline, analyst, revealer) = role_names(&db);
+    apply_roles(&db, &pipeline, &analyst, &revealer).await;
     let client = db.client().await;
-    for role in [&pipeline, &analyst, &revealer] {
-        client
-            .batch_execute(&format!("ALTER ROLE {role} LOGIN PASSWORD 'test'"))
-            .await
-            .unwrap();
-    }
-    let url_as = |role: &str| {
-        let mut url = url::Url::parse(&db.url).unwrap();
-        url.set_username(role).unwrap();
-        url.set_password(Some("test")).unwrap();
-        url.to_string()
-    };
+    let url_as = |role: &str| url_as(&db, role);
 
     // The pipeline role drains the queue.
     let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
@@ -511,10 +482,14 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     let batch = [prepared_row("redelivered", 1_764_000_000_000)];
     for expected_duplicates in [0, 1] {
         let (client, statements) = database.writer().await.unwrap();
-        let outcome = veil::postgres::record_batch(client, statements, &batch)
+        let outcome = veil::postgres::record_batch(client, statements, &[&batch[0]])
             .await
             .unwrap();
-        assert_eq!(outcome.duplicates, expected_duplicates);
+        let duplicates = outcome
+            .iter()
+            .filter(|r| **r == veil::postgres::Recorded::Duplicate)
+            .count();
+        assert_eq!(duplicates, expected_duplicates);
     }
     assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 2);
 
@@ -553,10 +528,6 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
         std::slice::from_ref(&revealer)
     );
 
-    for role in [&pipeline, &analyst, &revealer] {
-        client
-            .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
-            .await
-            .unwrap();
-    }
+    drop(client);
+    drop_roles(&db, &[&pipeline, &analyst, &revealer]).await;
 }

@@ -4,9 +4,11 @@
 //! Every test creates its own database and queue.
 
 mod cli;
+mod fake_sqs;
 mod first_run;
 mod helpers;
 mod keys;
 mod pipeline;
 mod reliability;
 mod scale;
+mod supervision;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use tokio_util::sync::CancellationToken;
 use veil::mask::{Field, MaskMode};
 use veil::pipeline::prepare;
-use veil::postgres::{record_batch, Database, USER_LOGINS_DDL};
+use veil::postgres::{record_batch, Database, Prepared, Recorded, USER_LOGINS_DDL};
 use veil::sqs::{Protocol, ProtocolChoice, ReceiveRequest};
 
 use crate::helpers::*;
@@ -139,13 +139,17 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
             visibility_timeout_secs: 1,
         };
         let messages = queue.client.receive(request).await.unwrap();
-        let prepared: Vec<_> = messages
-            .iter()
-            .map(|m| prepare(&key.keyring, MaskMode::Siv, m))
+        let items: Vec<_> = messages
+            .into_iter()
+            .map(|m| prepare(&key.keyring, MaskMode::Siv, None, m))
             .collect();
+        let prepared: Vec<&Prepared> = items.iter().map(|item| &item.prepared).collect();
         let (client, statements) = database.writer().await.unwrap();
         let outcome = record_batch(client, statements, &prepared).await.unwrap();
-        recorded += outcome.written.len() + outcome.quarantined.len();
+        recorded += outcome
+            .iter()
+            .filter(|r| **r != Recorded::Duplicate)
+            .count();
     }
     let rows_before = db.scalar("SELECT count(*) FROM user_logins").await;
 
@@ -199,7 +203,7 @@ async fn ids_in_a_first_layout_ledger_are_still_skipped_after_the_upgrade() {
             visibility_timeout_secs: 1,
         };
         let messages = queue.client.receive(request).await.unwrap();
-        ids.extend(messages.into_iter().map(|m| m.message_id));
+        ids.extend(messages.into_iter().map(|m| m.receipt.message_id));
     }
     let old: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
     db.client()
@@ -240,9 +244,9 @@ async fn ids_in_a_first_layout_ledger_are_still_skipped_after_the_upgrade() {
         .batch_execute("DROP TABLE veil.ledger_v1")
         .await
         .unwrap();
-    let batch = [prepared_row(old[0], 1)];
-    let outcome = record_batch(client, statements, &batch).await.unwrap();
-    assert_eq!(outcome.written.len(), 1);
+    let row = prepared_row(old[0], 1);
+    let outcome = record_batch(client, statements, &[&row]).await.unwrap();
+    assert_eq!(outcome, [Recorded::Written]);
 }
 
 #[tokio::test]

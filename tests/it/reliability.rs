@@ -2,7 +2,7 @@
 //! outage, a Postgres restart, the redelivery limit, metrics that agree
 //! with the database, and doctor.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
@@ -12,32 +12,6 @@ use veil::sqs::{ProtocolChoice, ReceiveRequest};
 
 use crate::cli::{migrated_db, text, veil};
 use crate::helpers::*;
-
-fn spawn_veil(args: &[String]) -> Child {
-    Command::new(veil_binary())
-        .args(args)
-        .env_remove("VEIL_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-async fn recorded(db: &TestDb) -> i64 {
-    db.try_scalar("SELECT count(*) FROM veil.ledger")
-        .await
-        .unwrap_or(0)
-}
-
-async fn assert_exactly_once(db: &TestDb, queue: &TestQueue, total: i64, valid: i64) {
-    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, valid);
-    assert_eq!(
-        db.scalar("SELECT count(*) FROM veil.quarantine").await,
-        total - valid
-    );
-    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, total);
-    assert_eq!(queue.depth().await, Default::default(), "queue ends empty");
-}
 
 #[tokio::test]
 async fn kill_9_at_random_moments_loses_nothing_and_doubles_nothing() {
@@ -382,9 +356,12 @@ async fn a_message_received_too_often_is_quarantined_not_looped() {
     assert_eq!(queue.depth().await, Default::default());
 }
 
+/// The sum of the samples of metric `name` (all its label sets).
 fn metric(text: &str, name: &str) -> u64 {
+    let name = name.trim_end_matches('{');
     text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -441,7 +418,10 @@ async fn metrics_agree_with_the_database_and_health_endpoints_answer() {
     assert_eq!(metric(&metrics, "veil_messages_in_flight"), 0);
     assert!(metric(&metrics, "veil_batch_duration_seconds_count") >= 1);
     assert_eq!(health.0, 200);
-    assert_eq!(ready, (200, "sqs ok\npostgres ok\n".to_string()));
+    assert_eq!(
+        ready,
+        (200, "state running\nsqs ok\npostgres ok\n".to_string())
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,413 @@
+//! Every number veil reports, and the service state: counters, gauges, the
+//! batch latency histogram, and their Prometheus text. Adding a metric
+//! touches this file (its field and its line in `render_prometheus`) and
+//! the metrics table of docs/operations.md. Labels come from small fixed
+//! sets: reason codes, SQS operations, Postgres failure kinds, states.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::event::RejectReason;
+
+/// Where the service is in its life; `/readyz` is 200 only while running
+/// with both dependencies answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Checking the key, the queue and the database.
+    Starting,
+    /// Receiving and recording.
+    Running,
+    /// Asked to stop: finishing the batches in hand.
+    Stopping,
+    /// A fatal error: giving messages back, then exiting non-zero.
+    Failed,
+}
+
+impl ServiceState {
+    const ALL: [ServiceState; 4] = [
+        ServiceState::Starting,
+        ServiceState::Running,
+        ServiceState::Stopping,
+        ServiceState::Failed,
+    ];
+
+    /// The label value of `veil_state`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Failed => "failed",
+        }
+    }
+}
+
+/// Counts by a label from a small fixed set.
+#[derive(Debug, Default)]
+pub struct LabelledCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl LabelledCounts {
+    /// Adds `count` for `label`.
+    pub fn add(&self, label: &'static str, count: u64) {
+        *self
+            .0
+            .lock()
+            .expect("labelled counts lock")
+            .entry(label)
+            .or_default() += count;
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().expect("labelled counts lock").clone()
+    }
+
+    /// The sum over all labels.
+    pub fn total(&self) -> u64 {
+        self.0.lock().expect("labelled counts lock").values().sum()
+    }
+}
+
+/// A fixed-bucket latency histogram (Prometheus semantics: cumulative).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        const BOUNDS: &[f64] = &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Histogram {
+            bounds: BOUNDS,
+            counts: BOUNDS.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            if seconds <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_micros
+            .fetch_add(value.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound, the sum in seconds, and the count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (buckets, sum, self.count.load(Ordering::Relaxed))
+    }
+}
+
+/// The live numbers of a running veil. Shared by the pipeline (which
+/// counts), the operations endpoint (which serves them) and tests.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Messages received (redeliveries included).
+    pub received: AtomicU64,
+    /// ReceiveMessage calls that returned messages.
+    pub receive_calls: AtomicU64,
+    /// Rows written.
+    pub written: AtomicU64,
+    /// Messages skipped as already recorded.
+    pub duplicates: AtomicU64,
+    /// Messages deleted from the queue.
+    pub deleted: AtomicU64,
+    /// Recorded messages SQS did not delete.
+    pub delete_failures: AtomicU64,
+    /// Unrecorded messages given back to the queue (visibility 0).
+    pub released: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Visibility extensions SQS confirmed.
+    pub visibility_extensions: AtomicU64,
+    /// Messages held now (received, not yet deleted or released).
+    pub in_flight: AtomicU64,
+    /// Bytes held now, as the in-flight bound counts them.
+    pub in_flight_bytes: AtomicU64,
+    /// The bound on messages held (`--max-in-flight`).
+    pub in_flight_limit: AtomicU64,
+    /// The bound on bytes held (`--max-in-flight-bytes`).
+    pub in_flight_bytes_limit: AtomicU64,
+    /// SQS call failures, by operation.
+    pub sqs_errors: LabelledCounts,
+    /// Postgres failures, by kind (transient, duplicate, data, fatal).
+    pub postgres_errors: LabelledCounts,
+    /// Batch write latency.
+    pub batch_seconds: Histogram,
+    /// The last SQS call succeeded.
+    pub sqs_ready: AtomicBool,
+    /// The last Postgres write succeeded.
+    pub postgres_ready: AtomicBool,
+    quarantined: LabelledCounts,
+    state: AtomicU8,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            received: AtomicU64::new(0),
+            receive_calls: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
+            delete_failures: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            visibility_extensions: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            in_flight_bytes: AtomicU64::new(0),
+            in_flight_limit: AtomicU64::new(0),
+            in_flight_bytes_limit: AtomicU64::new(0),
+            sqs_errors: LabelledCounts::default(),
+            postgres_errors: LabelledCounts::default(),
+            batch_seconds: Histogram::default(),
+            sqs_ready: AtomicBool::new(true),
+            postgres_ready: AtomicBool::new(true),
+            quarantined: LabelledCounts::default(),
+            state: AtomicU8::new(0),
+        }
+    }
+}
+
+/// Reads a counter or gauge.
+pub fn get(value: &AtomicU64) -> u64 {
+    value.load(Ordering::Relaxed)
+}
+
+impl Metrics {
+    /// Counts one quarantined message.
+    pub fn quarantine(&self, reason: &'static str) {
+        self.quarantined.add(reason, 1);
+    }
+
+    /// Quarantined messages by reason code so far.
+    pub fn quarantined_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        self.quarantined.snapshot()
+    }
+
+    /// Messages quarantined so far, all reasons.
+    pub fn quarantined_total(&self) -> u64 {
+        self.quarantined.total()
+    }
+
+    /// Moves the service to `state`.
+    pub fn set_state(&self, state: ServiceState) {
+        let index = ServiceState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
+        self.state.store(index as u8, Ordering::SeqCst);
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ServiceState {
+        ServiceState::ALL[usize::from(self.state.load(Ordering::SeqCst)) % ServiceState::ALL.len()]
+    }
+
+    /// Whether `/readyz` says 200, and its body (the state and each
+    /// dependency).
+    pub fn readiness(&self) -> (bool, String) {
+        let state = self.state();
+        let sqs = self.sqs_ready.load(Ordering::Relaxed);
+        let postgres = self.postgres_ready.load(Ordering::Relaxed);
+        let up = |ok: bool| if ok { "ok" } else { "unavailable" };
+        (
+            state == ServiceState::Running && sqs && postgres,
+            format!(
+                "state {}\nsqs {}\npostgres {}\n",
+                state.name(),
+                up(sqs),
+                up(postgres)
+            ),
+        )
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let simple = [
+            ("veil_messages_received_total", "counter", "Messages received from SQS, redeliveries included.", &self.received),
+            ("veil_sqs_receive_calls_total", "counter", "ReceiveMessage calls that returned messages (at most 10 each).", &self.receive_calls),
+            ("veil_rows_written_total", "counter", "Rows inserted into user_logins.", &self.written),
+            ("veil_duplicates_skipped_total", "counter", "Messages skipped because the ledger already had them.", &self.duplicates),
+            ("veil_messages_deleted_total", "counter", "Recorded messages deleted from SQS.", &self.deleted),
+            ("veil_delete_failures_total", "counter", "Recorded messages SQS did not delete (they are skipped when redelivered).", &self.delete_failures),
+            ("veil_messages_released_total", "counter", "Unrecorded messages given back to the queue (visibility 0) on shutdown or a fatal error.", &self.released),
+            ("veil_batches_total", "counter", "Postgres batches committed.", &self.batches),
+            ("veil_visibility_extensions_total", "counter", "Visibility extensions SQS confirmed for slow messages.", &self.visibility_extensions),
+            ("veil_messages_in_flight", "gauge", "Messages held now: received, not yet deleted or released.", &self.in_flight),
+            ("veil_messages_in_flight_limit", "gauge", "Most messages veil holds at once (--max-in-flight).", &self.in_flight_limit),
+            ("veil_in_flight_bytes", "gauge", "Bytes held now, as the in-flight bound counts them (bodies, receipts, prepared rows, room reserved for receives under way).", &self.in_flight_bytes),
+            ("veil_in_flight_bytes_limit", "gauge", "Most bytes veil holds at once (--max-in-flight-bytes).", &self.in_flight_bytes_limit),
+        ];
+        // Writing to a String cannot fail.
+        for (name, kind, help, value) in simple {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                get(value)
+            );
+        }
+        let by_reason = self.quarantined_by_reason();
+        let reasons = RejectReason::ALL.iter().map(|reason| {
+            (
+                reason.code(),
+                by_reason.get(reason.code()).copied().unwrap_or(0),
+            )
+        });
+        labelled(
+            &mut out,
+            "veil_messages_quarantined_total",
+            "counter",
+            "Messages quarantined, by reason.",
+            "reason",
+            reasons,
+        );
+        labelled(
+            &mut out,
+            "veil_sqs_errors_total",
+            "counter",
+            "SQS call failures, by operation.",
+            "operation",
+            self.sqs_errors.snapshot().into_iter(),
+        );
+        labelled(
+            &mut out,
+            "veil_postgres_errors_total",
+            "counter",
+            "Postgres failures, by kind.",
+            "kind",
+            self.postgres_errors.snapshot().into_iter(),
+        );
+        self.render_histogram(&mut out);
+        let ready = |flag: &AtomicBool| u64::from(flag.load(Ordering::Relaxed));
+        let dependencies = [
+            ("sqs", ready(&self.sqs_ready)),
+            ("postgres", ready(&self.postgres_ready)),
+        ];
+        labelled(
+            &mut out,
+            "veil_up",
+            "gauge",
+            "Whether the last call to each dependency succeeded.",
+            "dependency",
+            dependencies.into_iter(),
+        );
+        let current = self.state();
+        let states = ServiceState::ALL
+            .iter()
+            .map(|state| (state.name(), u64::from(*state == current)));
+        labelled(
+            &mut out,
+            "veil_state",
+            "gauge",
+            "1 for the state the service is in (starting, running, stopping, failed).",
+            "state",
+            states,
+        );
+        out
+    }
+
+    fn render_histogram(&self, out: &mut String) {
+        let (buckets, sum, count) = self.batch_seconds.snapshot();
+        let name = "veil_batch_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to record one batch in Postgres.\n# TYPE {name} histogram"
+        );
+        for (bound, cumulative) in buckets {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    }
+}
+
+fn labelled(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: impl Iterator<Item = (&'static str, u64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (value, count) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {count}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_in_prometheus_text_format() {
+        let metrics = Metrics::default();
+        metrics.received.store(7, Ordering::Relaxed);
+        metrics.sqs_errors.add("receive", 1);
+        metrics
+            .batch_seconds
+            .observe(std::time::Duration::from_millis(30));
+        metrics.set_state(ServiceState::Failed);
+
+        let text = metrics.render_prometheus();
+
+        assert!(text.contains("veil_messages_received_total 7\n"));
+        assert!(text.contains("veil_messages_quarantined_total{reason=\"not_json\"} 0\n"));
+        assert!(text.contains("veil_sqs_errors_total{operation=\"receive\"} 1\n"));
+        assert!(text.contains("veil_batch_duration_seconds_bucket{le=\"0.025\"} 0\n"));
+        assert!(text.contains("veil_batch_duration_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(text.contains("veil_batch_duration_seconds_count 1\n"));
+        assert!(text.contains("veil_state{state=\"failed\"} 1\n"));
+        assert!(text.contains("veil_state{state=\"running\"} 0\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+
+    #[test]
+    fn ready_only_while_running_with_both_dependencies_up() {
+        let metrics = Metrics::default();
+        assert!(!metrics.readiness().0, "starting is not ready");
+        metrics.set_state(ServiceState::Running);
+        assert_eq!(
+            metrics.readiness(),
+            (true, "state running\nsqs ok\npostgres ok\n".into())
+        );
+        metrics.postgres_ready.store(false, Ordering::Relaxed);
+        assert!(!metrics.readiness().0);
+        metrics.postgres_ready.store(true, Ordering::Relaxed);
+        metrics.set_state(ServiceState::Failed);
+        assert_eq!(
+            metrics.readiness(),
+            (false, "state failed\nsqs ok\npostgres ok\n".into())
+        );
+    }
+}

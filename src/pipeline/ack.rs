@@ -1,0 +1,88 @@
+//! Ack: what happens to a delivery once veil is done with it. A recorded
+//! message is deleted (only after its batch committed); an unrecorded one,
+//! on shutdown or after a fatal error, is released: its visibility set to 0
+//! so another consumer can take it at once. Either way its slot and bytes
+//! are freed afterwards.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::flight::Delivery;
+use super::shared::Shared;
+use crate::backoff::Backoff;
+use crate::sqs::{EntryResult, Receipt, VisibilityChange};
+
+/// Attempts at a delete whose call failed for a passing reason.
+const DELETE_ATTEMPTS: usize = 3;
+
+/// Deletes recorded messages, retrying calls that failed for a passing
+/// reason, then frees their slots. A failed delete only means the message
+/// comes back and the ledger skips it.
+pub async fn delete(shared: Arc<Shared>, deliveries: Vec<Delivery>) {
+    let metrics = &shared.metrics;
+    let mut pending: Vec<&Receipt> = deliveries.iter().map(|d| &d.receipt).collect();
+    let mut backoff = Backoff::default();
+    for attempt in 1..=DELETE_ATTEMPTS {
+        let result = shared.sqs.delete(&pending).await;
+        metrics
+            .deleted
+            .fetch_add(result.done() as u64, Ordering::Relaxed);
+        let mut unsent = Vec::new();
+        for (receipt, outcome) in pending.iter().zip(&result.entries) {
+            match outcome {
+                EntryResult::Done => {}
+                EntryResult::Refused(code) => {
+                    metrics.delete_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(message_id = %receipt.message_id, %code, "SQS did not delete a recorded message; it will be skipped when redelivered");
+                }
+                EntryResult::Unsent => unsent.push(*receipt),
+            }
+        }
+        let Some(error) = result.error else { break };
+        metrics.sqs_errors.add("delete", 1);
+        metrics.sqs_ready.store(false, Ordering::Relaxed);
+        if error.is_transient() && attempt < DELETE_ATTEMPTS {
+            tracing::debug!(%error, attempt, "delete failed; retrying");
+            pending = unsent;
+            tokio::time::sleep(backoff.next_delay()).await;
+        } else {
+            metrics
+                .delete_failures
+                .fetch_add(unsent.len() as u64, Ordering::Relaxed);
+            tracing::warn!(%error, messages = unsent.len(), "delete failed; the recorded messages will be redelivered and skipped");
+            break;
+        }
+    }
+    shared.flight.finish(&deliveries);
+    shared.mark_done();
+}
+
+/// Gives unrecorded messages back to the queue at once (visibility 0)
+/// instead of leaving them hidden until their timeout ends, then frees
+/// their slots.
+pub async fn release(shared: &Shared, deliveries: Vec<Delivery>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let changes: Vec<VisibilityChange<'_>> = deliveries
+        .iter()
+        .map(|d| VisibilityChange {
+            receipt: &d.receipt,
+            timeout_secs: 0,
+        })
+        .collect();
+    let result = shared.sqs.change_visibility(&changes).await;
+    let metrics = &shared.metrics;
+    metrics
+        .released
+        .fetch_add(result.done() as u64, Ordering::Relaxed);
+    if let Some(error) = &result.error {
+        metrics.sqs_errors.add("release", 1);
+        tracing::warn!(%error, messages = deliveries.len() - result.done(), "could not release messages; they return after their visibility timeout");
+    }
+    tracing::info!(
+        released = result.done(),
+        "gave unrecorded messages back to the queue"
+    );
+    shared.flight.finish(&deliveries);
+}

@@ -1,0 +1,172 @@
+//! Receive: reserve room in flight, long-poll SQS, prepare what arrives,
+//! hand it to the writers. A receiver stops on shutdown, on a fatal error
+//! anywhere (it reports its own: a queue that refuses it), or, with
+//! --until-empty, once the queue is drained.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::ack;
+use super::prepare::{prepare, Item};
+use super::shared::{sleep_or_cancel, Shared};
+use crate::backoff::Backoff;
+use crate::sqs::{QueueMessage, SqsError};
+
+/// How long a receive under way at shutdown may still take to return.
+const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(1);
+
+/// Room a receive of one message reserves beyond the message itself: its
+/// receipt, the prepared row, the sealed copy of a junk body.
+const PER_MESSAGE_OVERHEAD_BYTES: usize = 4 * 1024;
+
+/// Bytes one receive reserves before it asks SQS: room for as many of the
+/// queue's largest messages as it asks for.
+pub fn receive_reservation_bytes(max_messages: usize, max_message_bytes: usize) -> usize {
+    max_messages * (max_message_bytes + PER_MESSAGE_OVERHEAD_BYTES)
+}
+
+/// Receives until `stop` (shutdown, or a fatal error) or a drained queue.
+pub async fn receive_loop(
+    shared: Arc<Shared>,
+    sender: mpsc::Sender<Item>,
+    stop: CancellationToken,
+) {
+    let request = shared.settings.receive;
+    let asked = request.max_messages as usize;
+    let room = receive_reservation_bytes(asked, shared.settings.max_message_bytes);
+    let mut backoff = Backoff::default();
+    loop {
+        let reservation = tokio::select! {
+            _ = stop.cancelled() => return,
+            reservation = shared.flight.reserve(asked, room) => reservation,
+        };
+        let received = match receive_or_stop(&shared, &stop).await {
+            Some(received) => received,
+            None => {
+                shared.flight.cancel(reservation);
+                return;
+            }
+        };
+        let mut messages = match received {
+            Ok(messages) => {
+                backoff.reset();
+                shared.metrics.sqs_ready.store(true, Ordering::Relaxed);
+                messages
+            }
+            Err(error) => {
+                shared.flight.cancel(reservation);
+                shared.metrics.sqs_errors.add("receive", 1);
+                if !error.is_transient() {
+                    shared.fail(anyhow::Error::new(error).context("receiving from the queue"));
+                    return;
+                }
+                shared.metrics.sqs_ready.store(false, Ordering::Relaxed);
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "receive failed");
+                sleep_or_cancel(delay, &stop).await;
+                continue;
+            }
+        };
+        if messages.len() > asked {
+            give_back_extras(&shared, &mut messages, asked).await;
+        }
+        if messages.is_empty() {
+            shared.flight.cancel(reservation);
+            if shared.settings.until_empty && drained(&shared).await {
+                stop.cancel();
+                return;
+            }
+            continue;
+        }
+        let settings = &shared.settings;
+        let items: Vec<Item> = messages
+            .into_iter()
+            .map(|message| {
+                prepare(
+                    &shared.keyring,
+                    settings.mask_mode,
+                    settings.max_receives,
+                    message,
+                )
+            })
+            .collect();
+        let deliveries: Vec<_> = items
+            .iter()
+            .map(|item| (&item.receipt, item.bytes))
+            .collect();
+        shared.flight.hold(reservation, &deliveries).await;
+        let metrics = &shared.metrics;
+        metrics
+            .received
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        metrics.receive_calls.fetch_add(1, Ordering::Relaxed);
+        let mut items = items.into_iter();
+        while let Some(item) = items.next() {
+            if let Err(unsent) = sender.send(item).await {
+                // Every writer is gone: give back what cannot be written.
+                let rest = std::iter::once(unsent.0).chain(items);
+                ack::release(&shared, rest.map(Item::into_delivery).collect()).await;
+                return;
+            }
+        }
+    }
+}
+
+/// One receive, unless `stop` fires first. A receive under way may already
+/// have taken messages: it gets a moment to hand them over rather than
+/// leaving them hidden until their visibility timeout ends. On an empty
+/// queue it is just a long poll, abandoned at no cost.
+async fn receive_or_stop(
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Option<Result<Vec<QueueMessage>, SqsError>> {
+    let receive = shared.sqs.receive(shared.settings.receive);
+    tokio::pin!(receive);
+    tokio::select! {
+        received = &mut receive => Some(received),
+        _ = stop.cancelled() => tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut receive).await.ok(),
+    }
+}
+
+/// A server that returns more messages than asked (none should): the
+/// extras are given back at once, unprepared, so the bound holds.
+async fn give_back_extras(shared: &Shared, messages: &mut Vec<QueueMessage>, asked: usize) {
+    let extras = messages.split_off(asked);
+    tracing::warn!(
+        asked,
+        extra = extras.len(),
+        "SQS returned more messages than asked for; giving the extras back"
+    );
+    let changes: Vec<_> = extras
+        .iter()
+        .map(|m| crate::sqs::VisibilityChange {
+            receipt: &m.receipt,
+            timeout_secs: 0,
+        })
+        .collect();
+    let result = shared.sqs.change_visibility(&changes).await;
+    if let Some(error) = result.error {
+        tracing::warn!(%error, "could not give the extra messages back; they return after their visibility timeout");
+    }
+}
+
+/// Drained: this process holds nothing and SQS reports nothing visible
+/// and nothing in flight (messages held by another consumer may return).
+/// An error asking counts as not drained: the next receive says more.
+async fn drained(shared: &Shared) -> bool {
+    if shared.flight.held() > 0 {
+        return false;
+    }
+    match shared.sqs.depth().await {
+        Ok(depth) => depth.visible == 0 && depth.in_flight == 0,
+        Err(error) => {
+            shared.metrics.sqs_errors.add("depth", 1);
+            tracing::warn!(%error, "could not read the queue depth");
+            false
+        }
+    }
+}

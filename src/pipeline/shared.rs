@@ -1,0 +1,259 @@
+//! What every step of a run shares: its settings, the SQS client and the
+//! keyring, the in-flight bound, the metrics, the delete tasks under way,
+//! the first fatal error, and what the end-of-run report is built from.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::flight::InFlight;
+use crate::mask::{Keyring, MaskMode};
+use crate::metrics::{self, Metrics, ServiceState};
+use crate::postgres::{MaskedRow, SessionLimits};
+use crate::sqs::{ReceiveRequest, SqsClient};
+
+/// How the pipeline runs.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Parameters of each ReceiveMessage.
+    pub receive: ReceiveRequest,
+    /// Stop once the queue is drained (nothing visible, nothing in flight).
+    pub until_empty: bool,
+    /// How many written rows to keep for the final report.
+    pub keep_rows: usize,
+    /// AES-SIV (reversible) or HMAC (irreversible) masks.
+    pub mask_mode: MaskMode,
+    /// Concurrent long-polling receivers.
+    pub receivers: usize,
+    /// Concurrent batch writers (one Postgres connection each).
+    pub writers: usize,
+    /// A batch is written when it has this many messages...
+    pub max_batch_rows: usize,
+    /// ...or this many bytes...
+    pub max_batch_bytes: usize,
+    /// ...or when its first message has waited this long.
+    pub max_batch_wait: Duration,
+    /// Most messages held at once (received, not yet deleted).
+    pub max_in_flight: usize,
+    /// Most bytes held at once.
+    pub max_in_flight_bytes: usize,
+    /// The largest message a receive can bring (the queue's
+    /// `MaximumMessageSize`), so a receive reserves room for it.
+    pub max_message_bytes: usize,
+    /// Limits set on each writer's Postgres session.
+    pub session_limits: SessionLimits,
+    /// Longest one batch statement may take, end to end, before the
+    /// connection is dropped and the batch retried.
+    pub write_deadline: Duration,
+    /// After a signal or a fatal error: time to finish the batches in
+    /// hand and give the rest back, before exiting anyway.
+    pub shutdown_timeout: Duration,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Quarantine messages delivered more often than this (`None`: no limit,
+    /// e.g. because the queue has a redrive policy).
+    pub max_receives: Option<u32>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Messages received from SQS (redeliveries included).
+    pub received: u64,
+    /// ReceiveMessage calls that returned messages.
+    pub receive_calls: u64,
+    /// Rows written to user_logins.
+    pub written: u64,
+    /// Messages quarantined.
+    pub quarantined: u64,
+    /// Quarantined messages by reason code.
+    pub quarantined_by_reason: BTreeMap<&'static str, u64>,
+    /// Messages skipped because they were already recorded.
+    pub duplicates: u64,
+    /// Messages deleted from the queue.
+    pub deleted: u64,
+    /// Deletes SQS refused (those messages come back and are skipped).
+    pub delete_failures: u64,
+    /// Unrecorded messages given back to the queue.
+    pub released: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Visibility extensions SQS confirmed.
+    pub visibility_extensions: u64,
+    /// Most messages held at once (never above --max-in-flight).
+    pub peak_in_flight: usize,
+    /// Most bytes counted at once (never above --max-in-flight-bytes).
+    pub peak_in_flight_bytes: usize,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Time from the start until the last batch was recorded and deleted
+    /// (excludes the final empty polls of an --until-empty run).
+    pub busy: Duration,
+    /// The first `keep_rows` rows written.
+    pub sample_rows: Vec<MaskedRow>,
+}
+
+impl RunReport {
+    /// Messages handled per second until the last batch was done.
+    pub fn rate_per_sec(&self) -> f64 {
+        let secs = self.busy.as_secs_f64();
+        if secs > 0.0 {
+            self.received as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The first fatal error of a run. Reporting it logs it at ERROR (once,
+/// with its cause chain), marks the service failed (`/readyz` 503,
+/// `veil_state{state="failed"}`) and tells every step to wind down.
+#[derive(Default)]
+pub struct Failure {
+    token: CancellationToken,
+    first: Mutex<Option<anyhow::Error>>,
+}
+
+impl Failure {
+    /// Cancelled once a fatal error was reported.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Whether a fatal error was reported.
+    pub fn happened(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Reports a fatal error; only the first is kept and logged.
+    pub fn report(&self, error: anyhow::Error, metrics: &Metrics) {
+        let mut first = self.first.lock().expect("failure lock");
+        if first.is_none() {
+            tracing::error!(
+                error = %format!("{error:#}"),
+                "fatal: veil cannot go on; giving unrecorded messages back to the queue and stopping"
+            );
+            metrics.set_state(ServiceState::Failed);
+            *first = Some(error);
+            self.token.cancel();
+        }
+    }
+
+    /// The error reported, if any.
+    pub fn take(&self) -> Option<anyhow::Error> {
+        self.first.lock().expect("failure lock").take()
+    }
+}
+
+/// Everything the pipeline's tasks share.
+pub struct Shared {
+    /// The queue.
+    pub sqs: SqsClient,
+    /// The masking keys.
+    pub keyring: Arc<Keyring>,
+    /// How the run goes.
+    pub settings: PipelineSettings,
+    /// Live numbers.
+    pub metrics: Arc<Metrics>,
+    /// The in-flight bound.
+    pub flight: InFlight,
+    /// Delete tasks of committed batches; the supervisor waits for them.
+    pub deletes: TaskTracker,
+    /// The first fatal error.
+    pub failure: Failure,
+    /// Stops the receivers: shutdown, a fatal error, or a drained queue.
+    stop_receiving: CancellationToken,
+    /// When the run started.
+    pub started: Instant,
+    /// Nanoseconds from `started` to the last finished batch.
+    last_done_nanos: AtomicU64,
+    sample_rows: Mutex<Vec<MaskedRow>>,
+}
+
+impl Shared {
+    /// The shared state of a new run.
+    pub fn new(
+        sqs: SqsClient,
+        keyring: Arc<Keyring>,
+        settings: PipelineSettings,
+        metrics: Arc<Metrics>,
+        stop_receiving: CancellationToken,
+    ) -> Self {
+        Shared {
+            sqs,
+            keyring,
+            flight: InFlight::new(
+                settings.max_in_flight,
+                settings.max_in_flight_bytes,
+                metrics.clone(),
+            ),
+            settings,
+            metrics,
+            deletes: TaskTracker::new(),
+            failure: Failure::default(),
+            stop_receiving,
+            started: Instant::now(),
+            last_done_nanos: AtomicU64::new(0),
+            sample_rows: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Reports a fatal error (see `Failure`).
+    pub fn fail(&self, error: anyhow::Error) {
+        self.failure.report(error, &self.metrics);
+        self.stop_receiving.cancel();
+    }
+
+    /// A batch was finished (recorded and deleted).
+    pub fn mark_done(&self) {
+        let nanos = self.started.elapsed().as_nanos() as u64;
+        self.last_done_nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// Keeps rows for the end-of-run table, up to `keep_rows`.
+    pub fn keep_sample<'a>(&self, rows: impl Iterator<Item = &'a MaskedRow>) {
+        let keep = self.settings.keep_rows;
+        if keep == 0 {
+            return;
+        }
+        let mut sample = self.sample_rows.lock().expect("sample lock");
+        let room = keep.saturating_sub(sample.len());
+        sample.extend(rows.take(room).cloned());
+    }
+
+    /// What the run did.
+    pub fn report(&self) -> RunReport {
+        let m = &self.metrics;
+        let get = metrics::get;
+        RunReport {
+            received: get(&m.received),
+            receive_calls: get(&m.receive_calls),
+            written: get(&m.written),
+            quarantined: m.quarantined_total(),
+            quarantined_by_reason: m.quarantined_by_reason(),
+            duplicates: get(&m.duplicates),
+            deleted: get(&m.deleted),
+            delete_failures: get(&m.delete_failures),
+            released: get(&m.released),
+            batches: get(&m.batches),
+            visibility_extensions: get(&m.visibility_extensions),
+            peak_in_flight: self.flight.peak_held(),
+            peak_in_flight_bytes: self.flight.peak_bytes(),
+            elapsed: self.started.elapsed(),
+            busy: Duration::from_nanos(self.last_done_nanos.load(Ordering::Relaxed)),
+            sample_rows: self.sample_rows.lock().expect("sample lock").clone(),
+        }
+    }
+}
+
+/// Sleeps for `delay`, or less if `token` is cancelled first.
+pub async fn sleep_or_cancel(delay: Duration, token: &CancellationToken) {
+    tokio::select! {
+        _ = token.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}

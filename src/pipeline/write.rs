@@ -1,0 +1,225 @@
+//! Write: a writer collects items from the channel until the batch is full
+//! (in rows or bytes) or its first item has waited long enough, records
+//! the batch in one transaction, then hands its receipts to a delete task
+//! while it collects the next batch.
+//!
+//! - A passing failure (connection lost, read-only after a failover, a lock
+//!   or statement timeout, a stalled socket past the write deadline) is
+//!   retried with backoff on a new connection until the batch commits.
+//! - A value Postgres refuses splits the batch in halves until the culprit
+//!   is alone; it goes to the quarantine as `db_rejected`, the rest commit.
+//!   Items move through the split whole: no search by id afterwards.
+//! - A fatal failure (a privilege, a table) is reported; from then on, and
+//!   on a shutdown while Postgres is unreachable, items are given back to
+//!   the queue instead of written.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use super::ack;
+use super::prepare::Item;
+use super::shared::{sleep_or_cancel, Shared};
+use crate::backoff::Backoff;
+use crate::postgres::{
+    record_batch, Database, Prepared, Record, Recorded, WriteError, WriterStatements,
+};
+
+/// Writes batches until the channel is closed and empty.
+pub async fn write_loop(
+    shared: Arc<Shared>,
+    receiver: Arc<Mutex<mpsc::Receiver<Item>>>,
+    mut database: Database,
+    shutdown: CancellationToken,
+) {
+    let abort = shared.failure.token().clone();
+    loop {
+        let mut batch = collect(&shared, &receiver).await;
+        if batch.is_empty() {
+            return;
+        }
+        if abort.is_cancelled() {
+            release(&shared, batch).await;
+            continue;
+        }
+        let started = Instant::now();
+        match write_with_retry(&shared, &mut database, &mut batch, &shutdown).await {
+            Ok(Some(results)) => committed(&shared, batch, &results, started),
+            Ok(None) => release(&shared, batch).await,
+            Err(error) => {
+                shared.metrics.postgres_errors.add(error.kind(), 1);
+                shared.fail(anyhow::Error::new(error).context("recording a batch in Postgres"));
+                release(&shared, batch).await;
+            }
+        }
+    }
+}
+
+/// Up to `max_batch_rows` items (and about `max_batch_bytes`): waits for
+/// the first, then takes more until the batch is full or `max_batch_wait`
+/// has passed. Empty once the channel is closed and drained.
+async fn collect(shared: &Shared, receiver: &Mutex<mpsc::Receiver<Item>>) -> Vec<Item> {
+    let settings = &shared.settings;
+    let mut receiver = receiver.lock().await;
+    let Some(first) = receiver.recv().await else {
+        return Vec::new();
+    };
+    let mut bytes = first.bytes;
+    let mut batch = Vec::with_capacity(settings.max_batch_rows);
+    batch.push(first);
+    let deadline = tokio::time::Instant::now() + settings.max_batch_wait;
+    while batch.len() < settings.max_batch_rows && bytes < settings.max_batch_bytes {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(item)) => {
+                bytes += item.bytes;
+                batch.push(item);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Records the batch, retrying passing failures with backoff until it
+/// commits. `None`: shutdown or a fatal error elsewhere came first, with
+/// the batch not recorded.
+async fn write_with_retry(
+    shared: &Shared,
+    database: &mut Database,
+    batch: &mut [Item],
+    shutdown: &CancellationToken,
+) -> Result<Option<Vec<Recorded>>, WriteError> {
+    let metrics = &shared.metrics;
+    let mut backoff = Backoff::default();
+    loop {
+        let error = match database.writer().await {
+            Ok((client, statements)) => {
+                match write_isolating(shared, client, statements, batch).await {
+                    Ok(results) => {
+                        metrics.postgres_ready.store(true, Ordering::Relaxed);
+                        return Ok(Some(results));
+                    }
+                    Err(error) if error.is_transient() => error,
+                    Err(error) => return Err(error),
+                }
+            }
+            Err(error) => WriteError::from(error),
+        };
+        if !error.is_transient() {
+            return Err(error);
+        }
+        metrics.postgres_errors.add(error.kind(), 1);
+        metrics.postgres_ready.store(false, Ordering::Relaxed);
+        database.reset();
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database unavailable; batch not recorded yet");
+        let stop = shutdown.clone();
+        tokio::select! {
+            _ = shared.failure.token().cancelled() => return Ok(None),
+            _ = sleep_or_cancel(delay, &stop) => {}
+        }
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+    }
+}
+
+/// One batch statement, bounded by the write deadline: a socket that
+/// stopped answering cannot hold the batch.
+async fn record_within_deadline(
+    shared: &Shared,
+    client: &mut tokio_postgres::Client,
+    statements: &WriterStatements,
+    items: &[Item],
+) -> Result<Vec<Recorded>, WriteError> {
+    let prepared: Vec<&Prepared> = items.iter().map(|item| &item.prepared).collect();
+    let deadline = shared.settings.write_deadline;
+    tokio::time::timeout(deadline, record_batch(client, statements, &prepared))
+        .await
+        .unwrap_or(Err(WriteError::Deadline(deadline.as_secs())))
+}
+
+/// Writes a batch; when Postgres rejects a value, bisects so the other
+/// messages commit and only the culprit is quarantined (`db_rejected`).
+fn write_isolating<'a>(
+    shared: &'a Shared,
+    client: &'a mut tokio_postgres::Client,
+    statements: &'a WriterStatements,
+    items: &'a mut [Item],
+) -> BoxFuture<'a, Result<Vec<Recorded>, WriteError>> {
+    Box::pin(async move {
+        match record_within_deadline(shared, client, statements, items).await {
+            Err(WriteError::Data(error)) if items.len() > 1 => {
+                tracing::debug!(%error, size = items.len(), "value rejected; splitting batch");
+                let (first, second) = items.split_at_mut(items.len() / 2);
+                let mut results = write_isolating(shared, client, statements, first).await?;
+                results.extend(write_isolating(shared, client, statements, second).await?);
+                Ok(results)
+            }
+            Err(WriteError::Data(_)) if matches!(items[0].prepared.record, Record::Row(_)) => {
+                let culprit = &mut items[0];
+                tracing::warn!(message_id = %culprit.receipt.message_id, "Postgres rejected a value; quarantining the message");
+                shared.metrics.postgres_errors.add("data", 1);
+                culprit.reject_by_database(&shared.keyring);
+                record_within_deadline(shared, client, statements, items).await
+            }
+            other => other,
+        }
+    })
+}
+
+/// After commit: count, keep sample rows, log, free what the batch no
+/// longer needs (bodies, rows) and hand its receipts to a delete task.
+fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], started: Instant) {
+    let metrics = &shared.metrics;
+    metrics.batch_seconds.observe(started.elapsed());
+    metrics.batches.fetch_add(1, Ordering::Relaxed);
+    let (mut written, mut quarantined, mut duplicates) = (0u64, 0u64, 0u64);
+    for result in results {
+        match result {
+            Recorded::Written => written += 1,
+            Recorded::Quarantined(reason) => {
+                quarantined += 1;
+                metrics.quarantine(reason);
+            }
+            Recorded::Duplicate => duplicates += 1,
+        }
+    }
+    metrics.written.fetch_add(written, Ordering::Relaxed);
+    metrics.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+    shared.keep_sample(
+        batch
+            .iter()
+            .zip(results)
+            .filter(|(_, result)| **result == Recorded::Written)
+            .filter_map(|(item, _)| match &item.prepared.record {
+                Record::Row(row) => Some(row),
+                Record::Quarantine(_) => None,
+            }),
+    );
+    tracing::info!(
+        messages = batch.len(),
+        written,
+        quarantined,
+        duplicates,
+        write_ms = started.elapsed().as_millis() as u64,
+        "batch committed"
+    );
+    shared
+        .flight
+        .shrink(batch.iter().map(Item::droppable_bytes).sum());
+    let deliveries = batch.into_iter().map(Item::into_delivery).collect();
+    shared
+        .deletes
+        .spawn(ack::delete(shared.clone(), deliveries));
+}
+
+async fn release(shared: &Shared, batch: Vec<Item>) {
+    let freed: usize = batch.iter().map(Item::droppable_bytes).sum();
+    shared.flight.shrink(freed);
+    ack::release(shared, batch.into_iter().map(Item::into_delivery).collect()).await;
+}

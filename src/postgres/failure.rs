@@ -1,0 +1,150 @@
+//! What a failed write means for the writer, decided once from the SQLSTATE
+//! (and, for unique violations, the constraint):
+//!
+//! | class | SQLSTATE | what the writer does |
+//! |---|---|---|
+//! | transient | no SQLSTATE (the connection failed or timed out), class 08 (connection), 53 (insufficient resources), 25006 (read-only: a reader after failover), 55P03 (lock not available: our `lock_timeout`), 57014 (query canceled: our `statement_timeout`), 57P01-57P03 (shutdown, crash, cannot connect now), 40001, 40P01 | retries the same batch with backoff, on a new connection |
+//! | duplicate | 23505 on `ledger_pkey` or `quarantine_pkey` | redoes the batch keeping only what is not recorded yet |
+//! | data | class 22 (a value Postgres refuses), class 23 but the keys above (an operator's unique index or check constraint on `user_logins`) | bisects the batch; the culprit goes to the quarantine as `db_rejected` |
+//! | fatal | everything else: 42501 (a privilege revoked), 42P01 (a table gone), 42703, ... | stops veil, with the message naming what is missing and the fix |
+
+use tokio_postgres::error::SqlState;
+
+/// The ledger's primary key: an id recorded before.
+pub const LEDGER_KEY: &str = "ledger_pkey";
+/// The quarantine's primary key: a message quarantined before.
+pub const QUARANTINE_KEY: &str = "quarantine_pkey";
+
+/// Why a batch did not commit, classified for the writer.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Retry the same batch later, on a new connection.
+    #[error("database unavailable: {0}")]
+    Transient(#[source] tokio_postgres::Error),
+    /// Some message of the batch is already recorded (ledger or quarantine).
+    #[error("already recorded: {0}")]
+    Duplicate(#[source] tokio_postgres::Error),
+    /// Postgres refused some value of the batch: split it to find the one.
+    #[error("database rejected a value: {0}")]
+    Data(#[source] tokio_postgres::Error),
+    /// Retrying will not help (a privilege, a table): stop.
+    #[error("database error: {0}")]
+    Fatal(#[source] tokio_postgres::Error),
+    /// The write did not finish within its deadline (the connection may be
+    /// stalled); it may or may not have committed, which the ledger settles
+    /// on the retry.
+    #[error("the batch write took longer than {0} s")]
+    Deadline(u64),
+}
+
+impl WriteError {
+    /// Whether the same batch may succeed on a later attempt.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, WriteError::Transient(_) | WriteError::Deadline(_))
+    }
+
+    /// A short label for metrics (`veil_postgres_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WriteError::Transient(_) | WriteError::Deadline(_) => "transient",
+            WriteError::Duplicate(_) => "duplicate",
+            WriteError::Data(_) => "data",
+            WriteError::Fatal(_) => "fatal",
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for WriteError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        let constraint = error.as_db_error().and_then(|db| db.constraint());
+        match classify(error.code(), constraint) {
+            Class::Transient => WriteError::Transient(error),
+            Class::Duplicate => WriteError::Duplicate(error),
+            Class::Data => WriteError::Data(error),
+            Class::Fatal => WriteError::Fatal(error),
+        }
+    }
+}
+
+/// The classes of the table above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Retry with backoff.
+    Transient,
+    /// Already recorded.
+    Duplicate,
+    /// A value refused: bisect.
+    Data,
+    /// Stop.
+    Fatal,
+}
+
+/// Classifies a failure by its SQLSTATE (`None`: no answer from the
+/// server) and, for a unique violation, the constraint it names. Any text
+/// is accepted as an SQLSTATE: a malformed one is fatal, never a panic.
+pub fn classify(code: Option<&SqlState>, constraint: Option<&str>) -> Class {
+    let Some(code) = code else {
+        return Class::Transient;
+    };
+    let transient = [
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::QUERY_CANCELED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+    ];
+    if transient.contains(code) {
+        return Class::Transient;
+    }
+    if *code == SqlState::UNIQUE_VIOLATION
+        && matches!(constraint, Some(LEDGER_KEY | QUARANTINE_KEY))
+    {
+        return Class::Duplicate;
+    }
+    match code.code().get(..2) {
+        Some("08" | "53") => Class::Transient,
+        Some("22" | "23") => Class::Data,
+        _ => Class::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(code: &str, constraint: Option<&str>) -> Class {
+        classify(Some(&SqlState::from_code(code)), constraint)
+    }
+
+    #[test]
+    fn the_reviewed_codes_are_transient() {
+        for code in [
+            "25006", "55P03", "57014", "57P01", "57P02", "57P03", "40001", "40P01", "08006",
+            "08001", "53300",
+        ] {
+            assert_eq!(of(code, None), Class::Transient, "{code}");
+        }
+        assert_eq!(classify(None, None), Class::Transient, "no answer at all");
+    }
+
+    #[test]
+    fn unique_violations_are_told_apart_by_constraint() {
+        assert_eq!(of("23505", Some(LEDGER_KEY)), Class::Duplicate);
+        assert_eq!(of("23505", Some(QUARANTINE_KEY)), Class::Duplicate);
+        assert_eq!(of("23505", Some("user_logins_user_id_key")), Class::Data);
+        assert_eq!(of("23514", Some("user_logins_check")), Class::Data);
+        assert_eq!(of("22021", None), Class::Data);
+    }
+
+    #[test]
+    fn privileges_and_missing_tables_are_fatal_and_nothing_panics() {
+        assert_eq!(of("42501", None), Class::Fatal);
+        assert_eq!(of("42P01", None), Class::Fatal);
+        for malformed in ["", "4", "\u{e9}", "ZZZZZZZZ"] {
+            assert_eq!(of(malformed, None), Class::Fatal, "{malformed:?}");
+        }
+    }
+}

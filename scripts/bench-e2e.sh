@@ -6,7 +6,9 @@
 #               the bare loop's CPU per event (the floor: SQS calls alone, same client, same
 #               runtime); then the same for BIG_EVENTS (default 100000) for the memory bound
 #   3. scale:   two veil processes on one queue vs one, total rate and exactness
-# Env: EVENTS (20000), BIG_EVENTS (100000), RECEIVERS (4), ROUNDS (3), PORT (4566)
+# Env: EVENTS (20000), BIG_EVENTS (100000), RECEIVERS (4), ROUNDS (3), PORT (4566),
+#      BASELINE (optional: an older veil binary, drained in the same rounds in section 1, so a
+#      change is judged by ratios from one run)
 # Needs: scripts/services.sh up (this script runs it). Release build of veil + the example.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,7 +33,7 @@ queue() { echo "http://localhost:$PORT/000000000000/bench-$1-$$-$RANDOM"; }
 veil_rate() { sed -n 's/.*last batch done at \([0-9.]*\) s: \([0-9]*\) msg\/s.*/\2/p' "$1"; }
 # run_veil QUEUE DB OUT: drain with /usr/bin/time; OUT gets the summary, OUT.time "wall user sys maxrss_kb"
 run_veil() { RUST_LOG=warn /usr/bin/time -f "%e %U %S %M" -o "$3.time" \
-             "$VEIL" run --until-empty --quiet --show-rows 0 --receivers "$RECEIVERS" \
+             "${VEIL}" run --until-empty --quiet --show-rows 0 --receivers "$RECEIVERS" \
              --queue-url "$1" --database-url "$2" > "$3"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -41,6 +43,13 @@ for round in $(seq 1 "$ROUNDS"); do
   q=$(queue veil); seed "$q" "$EVENTS"; db=$(fresh_db veil_bench_e2e)
   run_veil "$q" "$db" "$log/veil-$round"
   veil_rate "$log/veil-$round" >> "$log/veil.rates"
+  if [[ -n "${BASELINE:-}" ]]; then
+    q=$(queue base); seed "$q" "$EVENTS"; db=$(fresh_db veil_bench_base)
+    VEIL="$BASELINE" run_veil "$q" "$db" "$log/base-$round"
+    veil_rate "$log/base-$round" >> "$log/base.rates"
+    read -r _ user sys _ < "$log/base-$round.time"
+    awk -v u="$user" -v s="$sys" -v n="$EVENTS" 'BEGIN {printf "%.1f\n", (u + s) / n * 1e6}' >> "$log/base-cpu.us"
+  fi
   q=$(queue raw); seed "$q" "$EVENTS"
   /usr/bin/time -f "%e %U %S %M" -o "$log/raw-$round.time" "$RAW" "$q" "$RECEIVERS" "$EVENTS" \
     | sed -n 's/.*rate=\([0-9.]*\).*/\1/p' >> "$log/raw.rates"
@@ -50,12 +59,20 @@ for round in $(seq 1 "$ROUNDS"); do
   awk -v u="$user" -v s="$sys" -v n="$EVENTS" 'BEGIN {printf "%.1f\n", (u + s) / n * 1e6}' >> "$log/raw-cpu.us"
   echo "$rss" >> "$log/rss.kb"
   echo "   round $round: veil $(tail -n1 "$log/veil.rates") msg/s, raw $(tail -n1 "$log/raw.rates") msg/s; CPU per event: veil $(tail -n1 "$log/cpu.us") us, raw $(tail -n1 "$log/raw-cpu.us") us"
+  if [[ -n "${BASELINE:-}" ]]; then
+    echo "            baseline $(tail -n1 "$log/base.rates") msg/s, CPU per event $(tail -n1 "$log/base-cpu.us") us"
+  fi
 done
 veil_med=$(median < "$log/veil.rates"); raw_med=$(median < "$log/raw.rates")
 echo "   median: veil $veil_med msg/s, raw receive+delete $raw_med msg/s, ratio $(awk -v a="$veil_med" -v b="$raw_med" 'BEGIN {printf "%.2f", a / b}')"
 cpu_med=$(median < "$log/cpu.us"); raw_cpu_med=$(median < "$log/raw-cpu.us")
 echo "   CPU per event (user+sys): veil median $cpu_med us, bare loop median $raw_cpu_med us, ratio $(awk -v a="$cpu_med" -v b="$raw_cpu_med" 'BEGIN {printf "%.2f", a / b}')"
 echo "   veil peak RSS median $(( $(median < "$log/rss.kb") / 1024 )) MiB"
+if [[ -n "${BASELINE:-}" ]]; then
+  base_med=$(median < "$log/base.rates"); base_cpu=$(median < "$log/base-cpu.us")
+  echo "   baseline: $base_med msg/s (ratio to raw $(awk -v a="$base_med" -v b="$raw_med" 'BEGIN {printf "%.2f", a / b}')), CPU per event $base_cpu us (ratio to raw $(awk -v a="$base_cpu" -v b="$raw_cpu_med" 'BEGIN {printf "%.2f", a / b}'))"
+  echo "   veil vs baseline: rate $(awk -v a="$veil_med" -v b="$base_med" 'BEGIN {printf "%.2f", a / b}'), CPU per event $(awk -v a="$cpu_med" -v b="$base_cpu" 'BEGIN {printf "%.2f", a / b}')"
+fi
 
 echo "== 2. memory bound: drain $BIG_EVENTS events"
 q=$(queue big); seed "$q" "$BIG_EVENTS"; db=$(fresh_db veil_bench_big)

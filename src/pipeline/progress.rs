@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
 
+/// Draws the bar until `stop`.
 pub async fn show(shared: Arc<Shared>, stop: CancellationToken) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     bar.set_style(

@@ -5,7 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use veil::mask::{canonical_ip, Field, Keyring, MaskMode};
+use veil::event::canonical_ip;
+use veil::keyring::Keyring;
+use veil::mask::{Field, MaskMode};
 use veil::pipeline::prepare;
 use veil::sqs::{QueueMessage, Receipt};
 

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use rand::Rng;
 use tokio_postgres::NoTls;
-use veil::mask::{Field, Keyring};
+use veil::keyring::Keyring;
+use veil::mask::Field;
 use veil::postgres::{record_batch, MaskedRow, Prepared, Record, WriterStatements};
 
 const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";

@@ -110,6 +110,13 @@ pub struct KeyArgs {
     /// it. Keys are never logged.
     #[arg(long, env = "VEIL_KEY_FILE", value_name = "FILE")]
     pub key_file: Option<PathBuf>,
+
+    /// Read the keyring from this AWS Secrets Manager secret (name or ARN)
+    /// instead: its SecretString is a keyring file's text, plain or
+    /// KMS-enveloped. The endpoint follows AWS_ENDPOINT_URL_SECRETS_MANAGER /
+    /// AWS_ENDPOINT_URL.
+    #[arg(long, env = "VEIL_KEY_SECRET_ID", value_name = "SECRET")]
+    pub key_secret_id: Option<String>,
 }
 
 /// Where the database is.

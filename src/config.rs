@@ -2,11 +2,12 @@
 //! objects the rest of veil uses (a Postgres config, a key location, SQS
 //! receive parameters). Errors here are configuration errors: exit code 2.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::cli::{KeyArgs, QueueArgs, RunArgs};
+use crate::keyring::{KeyLocation, VEIL_KEY_ENV};
 use crate::postgres::SessionLimits;
 use crate::sqs::{QueueSettings, ReceiveRequest};
 
@@ -14,35 +15,6 @@ use crate::sqs::{QueueSettings, ReceiveRequest};
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@localhost:5432/postgres";
 
 use crate::error::ConfigError;
-
-/// Where the keyring comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyLocation {
-    /// `VEIL_KEY`: base64 of a keyring file, injected by the platform.
-    Env,
-    /// Named by --key-file / VEIL_KEY_FILE: must exist.
-    File(PathBuf),
-    /// The per-user default; `run` creates it when missing.
-    Default(PathBuf),
-}
-
-impl KeyLocation {
-    /// The file's path, unless the keyring comes from the environment.
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            KeyLocation::Env => None,
-            KeyLocation::File(path) | KeyLocation::Default(path) => Some(path),
-        }
-    }
-
-    /// Where the keyring is, for messages.
-    pub fn describe(&self) -> String {
-        match self {
-            KeyLocation::Env => format!("${}", crate::keys::VEIL_KEY_ENV),
-            KeyLocation::File(path) | KeyLocation::Default(path) => path.display().to_string(),
-        }
-    }
-}
 
 /// Everything `veil run` needs, checked.
 #[derive(Debug, Clone)]
@@ -151,19 +123,33 @@ pub fn queue_settings(args: &QueueArgs) -> Result<QueueSettings, ConfigError> {
     })
 }
 
-/// The key location: --key-file / VEIL_KEY_FILE, else VEIL_KEY, else the
-/// per-user default. Both a file and VEIL_KEY is ambiguous, so refused.
+/// The key location: --key-file / VEIL_KEY_FILE, --key-secret-id /
+/// VEIL_KEY_SECRET_ID or VEIL_KEY, else the per-user default. More than
+/// one is ambiguous, so refused.
 pub fn key_location(args: &KeyArgs) -> Result<KeyLocation, ConfigError> {
-    let from_env = std::env::var_os(crate::keys::VEIL_KEY_ENV).is_some();
-    match (&args.key_file, from_env) {
-        (Some(_), true) => Err(ConfigError(format!(
-            "both {} and --key-file/VEIL_KEY_FILE are set; use one",
-            crate::keys::VEIL_KEY_ENV
-        ))),
-        (Some(path), false) => Ok(KeyLocation::File(path.clone())),
-        (None, true) => Ok(KeyLocation::Env),
-        (None, false) => Ok(KeyLocation::Default(default_key_file()?)),
+    let from_env = std::env::var_os(VEIL_KEY_ENV).is_some();
+    let given = [
+        args.key_file
+            .is_some()
+            .then_some("--key-file/VEIL_KEY_FILE"),
+        args.key_secret_id
+            .is_some()
+            .then_some("--key-secret-id/VEIL_KEY_SECRET_ID"),
+        from_env.then_some(VEIL_KEY_ENV),
+    ];
+    let given: Vec<&str> = given.into_iter().flatten().collect();
+    if given.len() > 1 {
+        return Err(ConfigError(format!(
+            "the keyring is named twice ({}); use one",
+            given.join(" and ")
+        )));
     }
+    Ok(match (&args.key_file, &args.key_secret_id) {
+        (Some(path), _) => KeyLocation::File(path.clone()),
+        (_, Some(id)) => KeyLocation::Secret(id.clone()),
+        _ if from_env => KeyLocation::Env,
+        _ => KeyLocation::Default(default_key_file()?),
+    })
 }
 
 /// The per-user keyring every command defaults to:
@@ -333,6 +319,7 @@ mod tests {
     fn explicit_key_file_is_used_as_given() {
         let args = KeyArgs {
             key_file: Some(PathBuf::from("/k.json")),
+            key_secret_id: None,
         };
         assert_eq!(
             key_location(&args).unwrap(),

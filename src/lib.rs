@@ -6,10 +6,11 @@
 //! - `cli`, `config`: the command line, then checked settings; `error`: the
 //!   configuration error any layer may raise (exit code 2).
 //! - `event`: message body -> validated `LoginEvent` or a `Rejection`.
-//! - `mask`: keyrings, masks (AES-SIV, or HMAC when irreversible), sealed
-//!   quarantine bodies. No I/O beyond key files.
-//! - `keys`: where the keyring comes from (VEIL_KEY, file, default) and
-//!   KMS envelope encryption; `aws`: SDK configuration shared with SQS.
+//! - `mask`: masks (AES-SIV, or HMAC when irreversible) and sealed
+//!   quarantine bodies. Pure: no I/O.
+//! - `keyring`: the keys, their file format, and where they come from
+//!   (file, VEIL_KEY, Secrets Manager, KMS envelope); `secrets`: Secrets
+//!   Manager reads; `aws`: SDK configuration shared with SQS.
 //! - `rekey`: re-masking after a key rotation.
 //! - `sqs`: one client over the JSON and the query protocol (both our
 //!   own small signed clients), with protocol detection.
@@ -30,7 +31,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod event;
-pub mod keys;
+pub mod keyring;
 pub mod mask;
 pub mod metrics;
 pub mod ops;
@@ -39,6 +40,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod rekey;
 pub mod report;
+pub mod secrets;
 pub mod seed;
 pub mod sqs;
 pub mod telemetry;

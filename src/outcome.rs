@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use tokio_postgres::error::SqlState;
 
 use crate::error::ConfigError;
-use crate::mask::KeyFileError;
+use crate::keyring::KeyFileError;
 use crate::sqs::SqsError;
 
 /// Exit code for configuration problems (bad flags, key files, URLs).

@@ -20,7 +20,8 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
-use crate::mask::{Keyring, RevealError, HMAC_PREFIX, SIV_PREFIX};
+use crate::keyring::Keyring;
+use crate::mask::{RevealError, HMAC_PREFIX, SIV_PREFIX};
 
 /// What a rekey run did and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

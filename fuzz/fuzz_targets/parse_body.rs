@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use veil::event::{self, DEVICE_TYPE_MAX_CHARS, LOCALE_MAX_CHARS, USER_ID_MAX_CHARS};
-use veil::mask::{canonical_ip, Field, Keyring, MAX_MASKED_VALUE_BYTES};
+use veil::event::canonical_ip;
+use veil::keyring::Keyring;
+use veil::mask::{Field, MAX_MASKED_VALUE_BYTES};
 
 fn keyring() -> &'static Keyring {
     static KEYRING: OnceLock<Keyring> = OnceLock::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::cli::DoctorArgs;
 use crate::config::{database_from_args, key_location, queue_settings};
-use crate::keys;
+use crate::keyring as keys;
 use crate::outcome::specific_fix;
 use crate::postgres::{self, Database};
 use crate::sqs::SqsClient;

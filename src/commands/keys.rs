@@ -7,10 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::{KeyArgs, KeysCommand, KeysNewArgs, RetireArgs};
-use crate::config::{default_key_file, key_location, KeyLocation};
+use crate::config::{default_key_file, key_location};
 use crate::error::ConfigError;
-use crate::keys::{self, Protection};
-use crate::mask::{KeyFileError, Keyring};
+use crate::keyring::{self as keys, KeyFileError, KeyLocation, Keyring, Protection};
 use crate::report::psql_table;
 
 /// Dispatches `veil keys ...`.
@@ -18,7 +17,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::New(args) => new(args).await,
         KeysCommand::Rotate(args) => rotate(args).await,
-        KeysCommand::List(args) => list(args),
+        KeysCommand::List(args) => list(args).await,
         KeysCommand::Retire(args) => retire(args).await,
     }
 }
@@ -38,7 +37,7 @@ pub async fn new(args: KeysNewArgs) -> anyhow::Result<()> {
         None => Protection::Plain,
     };
     let text = keys::render(&keyring, &protection).await?;
-    keys::write_new(&out, &text).map_err(|error| match error {
+    keys::write_private_file(&out, text.as_bytes()).map_err(|error| match error {
         KeyFileError::Exists(_) => anyhow::Error::new(ConfigError(error.to_string())),
         other => other.into(),
     })?;
@@ -62,6 +61,11 @@ fn describe(protection: &Protection) -> String {
 /// as VEIL_KEY cannot be rewritten in place.
 fn keyring_file(args: &KeyArgs) -> Result<PathBuf, ConfigError> {
     match key_location(args)? {
+        KeyLocation::Secret(id) => Err(ConfigError(format!(
+            "the keyring comes from secret {id}, which veil does not rewrite: write its value to \
+             a file, run this command with --key-file on it, and put the result back \
+             (aws secretsmanager put-secret-value --secret-id {id} --secret-string file://keys.json)"
+        ))),
         KeyLocation::Env => Err(ConfigError(format!(
             "the keyring comes from {env}, which veil cannot rewrite: decode it to a file \
              (echo \"${env}\" | base64 -d > keys.json), run this command with --key-file keys.json, \
@@ -73,7 +77,7 @@ fn keyring_file(args: &KeyArgs) -> Result<PathBuf, ConfigError> {
 }
 
 async fn read(path: &Path) -> anyhow::Result<(Protection, Keyring)> {
-    let (text, origin) = keys::read_text(&KeyLocation::File(path.to_path_buf()))?;
+    let (text, origin) = keys::read_text(&KeyLocation::File(path.to_path_buf())).await?;
     let protection = keys::protection_of(&text, &origin)?;
     let keyring = keys::parse(&text, &origin).await?;
     Ok((protection, keyring))
@@ -93,9 +97,9 @@ async fn rotate(args: KeyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn list(args: KeyArgs) -> anyhow::Result<()> {
+async fn list(args: KeyArgs) -> anyhow::Result<()> {
     let location = key_location(&args)?;
-    let (text, origin) = keys::read_text(&location)?;
+    let (text, origin) = keys::read_text(&location).await?;
     let protection = keys::protection_of(&text, &origin)?;
     let rows: Vec<Vec<String>> = keys::list(&text, &origin)?
         .into_iter()

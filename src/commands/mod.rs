@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
 use crate::config::{database_from_args, key_location, queue_settings, RunConfig};
 use crate::error::ConfigError;
-use crate::keys as key_sources;
+use crate::keyring as key_sources;
 use crate::metrics::{Metrics, ServiceState};
 use crate::ops::OpsServer;
 use crate::pipeline::{self, PipelineSettings, RunReport};

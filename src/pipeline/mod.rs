@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-use crate::mask::Keyring;
+use crate::keyring::Keyring;
 use crate::metrics::{Metrics, ServiceState};
 use crate::ops::OpsServer;
 use crate::postgres::Database;

@@ -8,7 +8,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::event::{self, RejectReason};
-use crate::mask::{Field, Keyring, MaskMode};
+use crate::keyring::Keyring;
+use crate::mask::{Field, MaskMode};
 use crate::postgres::{MaskedRow, Prepared, QuarantineEntry, Record};
 use crate::sqs::{QueueMessage, Receipt};
 

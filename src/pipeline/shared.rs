@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::flight::InFlight;
-use crate::mask::{Keyring, MaskMode};
+use crate::keyring::Keyring;
+use crate::mask::MaskMode;
 use crate::metrics::{self, Metrics, ServiceState};
 use crate::postgres::{MaskedRow, SessionLimits};
 use crate::sqs::{ReceiveRequest, SqsClient};

@@ -80,7 +80,7 @@ async fn every_keyring_command_uses_the_same_default_keyring() {
     }
     assert!(text(&created.stdout).contains(default.to_str().unwrap()));
     assert!(text(&listed.stdout).contains(default.to_str().unwrap()));
-    let keyring = veil::mask::Keyring::load(&default).unwrap();
+    let keyring = load_keyring_file(&default);
     assert_eq!(keyring.keys().count(), 2, "rotate rewrote the default file");
     let active = keyring.active().id().to_string();
     assert!(
@@ -97,10 +97,16 @@ async fn every_keyring_command_uses_the_same_default_keyring() {
 async fn bad_configuration_exits_2_with_what_is_wrong() {
     let home = tempfile::tempdir().unwrap();
     let broken = home.path().join("broken.json");
-    std::fs::write(&broken, r#"{"version": 1, "keyz": []}"#).unwrap();
+    veil::keyring::write_private_file(&broken, br#"{"version": 1, "keyz": []}"#).unwrap();
     let broken = broken.to_str().unwrap();
+    let open = home.path().join("open.json");
+    let keyring = veil::keyring::Keyring::generate();
+    std::fs::write(&open, keyring.to_json().as_bytes()).unwrap(); // mode 644
+    let open = open.to_str().unwrap();
+    let chmod = format!("chmod 600 {open}");
     let db = migrated_db().await;
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
+        (&["keys", "list", "--key-file", open], &chmod),
         (&["run", "--queue-url", "login-queue"], "must be http(s)://"),
         (
             &["seed", "--queue-url", "ftp://x/1/q"],

@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use veil::cli::{Cli, Command};
 use veil::config::RunConfig;
-use veil::mask::Keyring;
+use veil::keyring::Keyring;
 use veil::metrics::Metrics;
 use veil::pipeline::RunReport;
 use veil::seed::{self, SeedMessage};
@@ -206,7 +206,7 @@ impl TestKey {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.json");
         let keyring = Keyring::generate();
-        keyring.write_new(&path).unwrap();
+        veil::keyring::write_private_file(&path, keyring.to_json().as_bytes()).unwrap();
         TestKey {
             _dir: dir,
             path,
@@ -434,4 +434,10 @@ pub fn role_names(db: &TestDb) -> (String, String, String) {
         format!("veil_analyst_{suffix}"),
         format!("veil_reveal_{suffix}"),
     )
+}
+
+/// The keyring in a plain keyring file.
+pub fn load_keyring_file(path: &std::path::Path) -> Keyring {
+    let text = veil::keyring::read_key_file(path).unwrap();
+    Keyring::from_json(&text, path).unwrap()
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use base64::Engine;
-use veil::mask::{Field, Keyring};
+use veil::mask::Field;
 use veil::sqs::ProtocolChoice;
 
 use crate::cli::{migrated_db, reveal_args, text, veil};
@@ -83,7 +83,7 @@ async fn rotation_then_rekey_makes_masks_that_straddle_it_equal_again() {
         "{summary}"
     );
 
-    let current = Keyring::load(&key.path).unwrap();
+    let current = load_keyring_file(&key.path);
     let new_id = current.active().id().to_string();
     let ips = db
         .strings("SELECT DISTINCT masked_ip FROM user_logins")
@@ -172,6 +172,31 @@ async fn kms_keyring_masks_and_reveals_and_holds_no_usable_key_without_kms() {
     assert!(
         file.contains(&arn) && !file.contains("material_base64"),
         "{file}"
+    );
+    // The data key is bound to veil's EncryptionContext: KMS opens it with
+    // the context and refuses without it.
+    let envelope: serde_json::Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(envelope["version"], 2);
+    let data_key = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        envelope["encrypted_data_key_base64"].as_str().unwrap(),
+    )
+    .unwrap();
+    let kms = aws_sdk_kms::Client::new(&veil::aws::sdk_config(Some(&endpoint), true, None).await);
+    let decrypt = |context: Option<std::collections::HashMap<String, String>>| {
+        kms.decrypt()
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(data_key.clone()))
+            .set_encryption_context(context)
+            .send()
+    };
+    let context = veil::keyring::ENCRYPTION_CONTEXT
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(decrypt(Some(context)).await.is_ok());
+    assert!(
+        decrypt(None).await.is_err(),
+        "no data key without the context"
     );
     let listed = veil(&["keys", "list", "--key-file", path_text], "", &[]);
     assert!(listed.status.success() && text(&listed.stdout).contains("yes"));

@@ -1,8 +1,4 @@
-//! Where the keyring comes from and how it is stored. Sources, first match
-//! wins: `VEIL_KEY` (base64 of a keyring file, for platforms that inject
-//! secrets as environment variables), `--key-file`/`VEIL_KEY_FILE`, or the
-//! per-user default file. A keyring file is either plain JSON (`mask.rs`)
-//! or a KMS envelope:
+//! The KMS envelope: a keyring file whose key material only KMS can open.
 //!
 //! - `GenerateDataKey` (AES_256) gives a 32-byte data key and its
 //!   KMS-encrypted copy. The plain data key is stretched with HMAC-SHA512
@@ -11,10 +7,15 @@
 //! - Key ids, creation times and the active id stay readable (for
 //!   `keys list`) and are bound to the ciphertext as associated data, so
 //!   nobody can edit them unnoticed.
+//! - Since version 2 the data key is bound to an `EncryptionContext`
+//!   (`ENCRYPTION_CONTEXT`): KMS opens it only when the same context is
+//!   given, CloudTrail shows it on every `Decrypt`, and a key policy can
+//!   require it (`kms:EncryptionContext:purpose`). Version 1 envelopes
+//!   (no context) still open; `keys rotate` rewrites them as version 2.
 //! - At start-up veil calls KMS `Decrypt` once. Without KMS access the
 //!   file holds no usable key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
@@ -29,14 +30,17 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha512;
 use zeroize::Zeroizing;
 
-use crate::config::KeyLocation;
+use super::file::KeyFileError;
+use super::ring::{fill_random, json_problem, Keyring};
 use crate::error::ConfigError;
-use crate::mask::{KeyFileError, Keyring};
 
-/// Environment variable holding a whole keyring file, base64-encoded.
-pub const VEIL_KEY_ENV: &str = "VEIL_KEY";
 const WRAP_HEADER: &[u8] = b"veil/keyring-envelope/v1";
 const NONCE_BYTES: usize = 16;
+/// The envelope version `keys new` and `keys rotate` write.
+const CURRENT_VERSION: u32 = 2;
+
+/// The KMS EncryptionContext a version-2 envelope's data key is bound to.
+pub const ENCRYPTION_CONTEXT: [(&str, &str); 2] = [("app", "veil"), ("purpose", "masking-keyring")];
 
 /// A KMS-enveloped keyring file.
 #[derive(Serialize, Deserialize)]
@@ -83,77 +87,12 @@ pub enum Protection {
     Kms(String),
 }
 
-/// Loads the keyring from `location`. With `create_default`, the per-user
-/// default file is created on first use.
-pub async fn load(location: &KeyLocation, create_default: bool) -> anyhow::Result<Keyring> {
-    if let KeyLocation::Default(path) = location {
-        if create_default && !path.exists() {
-            let keyring = Keyring::generate();
-            keyring.write_new(path)?;
-            tracing::warn!(
-                path = %path.display(),
-                key_id = %keyring.active().id(),
-                "created a new masking key; back it up: masks can only be revealed with it"
-            );
-            return Ok(keyring);
-        }
-    }
-    let (text, origin) = read_text(location)?;
-    parse(&text, &origin).await
-}
-
-/// The keyring text at `location` (never creating one), and the name to
-/// use for it in errors.
-pub fn read_text(location: &KeyLocation) -> Result<(Zeroizing<String>, PathBuf), ConfigError> {
-    let path = match location {
-        KeyLocation::Env => {
-            let encoded = Zeroizing::new(std::env::var(VEIL_KEY_ENV).unwrap_or_default());
-            let text = STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| {
-                    ConfigError(format!("{VEIL_KEY_ENV} is not base64 of a keyring file"))
-                })?;
-            return Ok((
-                Zeroizing::new(text),
-                PathBuf::from(format!("${VEIL_KEY_ENV}")),
-            ));
-        }
-        KeyLocation::File(path) | KeyLocation::Default(path) => path,
-    };
-    if !path.exists() {
-        let how = match location {
-            KeyLocation::Default(_) => {
-                "veil run creates it on first use; or pass --key-file, VEIL_KEY_FILE or VEIL_KEY"
-            }
-            _ => "or fix --key-file / VEIL_KEY_FILE",
-        };
-        return Err(ConfigError(format!(
-            "no keyring at {}: create one with `veil keys new --out {}` ({how})",
-            path.display(),
-            path.display()
-        )));
-    }
-    let text = crate::mask::read_key_file(path).map_err(|e| ConfigError(e.to_string()))?;
-    crate::mask::warn_if_readable_by_others(path);
-    Ok((text, path.clone()))
-}
-
-/// Parses a keyring file's text, opening a KMS envelope if it is one.
-pub async fn parse(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
-    match protection_of(text, origin)? {
-        Protection::Plain => Ok(Keyring::from_json(text, origin)?),
-        Protection::Kms(_) => open_envelope(text, origin).await,
-    }
-}
-
 /// Whether the text is a plain keyring or a KMS envelope.
 pub fn protection_of(text: &str, origin: &Path) -> Result<Protection, KeyFileError> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| KeyFileError::Invalid {
             path: origin.to_path_buf(),
-            reason: crate::mask::json_problem(&e),
+            reason: json_problem(&e),
         })?;
     Ok(match value.get("kms_key_id").and_then(|v| v.as_str()) {
         Some(arn) => Protection::Kms(arn.to_string()),
@@ -167,7 +106,7 @@ pub fn list(text: &str, origin: &Path) -> anyhow::Result<Vec<KeyInfo>> {
     let index = match protection_of(text, origin)? {
         Protection::Kms(_) => {
             serde_json::from_str::<Envelope>(text)
-                .map_err(|e| invalid(origin, crate::mask::json_problem(&e)))?
+                .map_err(|e| invalid(origin, json_problem(&e)))?
                 .index
         }
         Protection::Plain => index_of(&Keyring::from_json(text, origin)?),
@@ -203,6 +142,14 @@ fn invalid(origin: &Path, reason: String) -> KeyFileError {
     }
 }
 
+/// Parses a keyring file's text, opening a KMS envelope if it is one.
+pub async fn parse(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
+    match protection_of(text, origin)? {
+        Protection::Plain => Ok(Keyring::from_json(text, origin)?),
+        Protection::Kms(_) => open_envelope(text, origin).await,
+    }
+}
+
 /// The file text for `keyring`: plain JSON, or a KMS envelope.
 pub async fn render(
     keyring: &Keyring,
@@ -212,29 +159,6 @@ pub async fn render(
         Protection::Plain => Ok(keyring.to_json()),
         Protection::Kms(kms_key_id) => seal_envelope(keyring, kms_key_id).await,
     }
-}
-
-/// Writes a new key file (0600); never overwrites.
-pub fn write_new(path: &Path, text: &str) -> Result<(), KeyFileError> {
-    crate::mask::write_private_file(path, text.as_bytes())
-}
-
-/// Replaces a key file atomically (write a 0600 sibling, then rename), so
-/// a crash mid-write never leaves a half-written keyring.
-pub fn replace(path: &Path, text: &str) -> Result<(), KeyFileError> {
-    let temporary = sibling(path, ".veil-tmp");
-    let _ = std::fs::remove_file(&temporary);
-    crate::mask::write_private_file(&temporary, text.as_bytes())?;
-    std::fs::rename(&temporary, path).map_err(|source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
 }
 
 async fn kms_client(kms_key_id: &str) -> aws_sdk_kms::Client {
@@ -265,6 +189,13 @@ where
     }
 }
 
+fn encryption_context() -> std::collections::HashMap<String, String> {
+    ENCRYPTION_CONTEXT
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
 fn wrapping_cipher(data_key: &[u8]) -> Aes256Siv {
     let mut kdf =
         <Hmac<Sha512> as Mac>::new_from_slice(data_key).expect("HMAC accepts any key length");
@@ -279,6 +210,7 @@ async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Ze
         .generate_data_key()
         .key_id(kms_key_id)
         .key_spec(DataKeySpec::Aes256)
+        .set_encryption_context(Some(encryption_context()))
         .send()
         .await
         .map_err(|e| kms_error("GenerateDataKey", kms_key_id, e))?;
@@ -294,7 +226,7 @@ async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Ze
     let index = index_of(keyring);
     let associated = serde_json::to_vec(&(kms_key_id, &index))?;
     let mut nonce = [0u8; NONCE_BYTES];
-    getrandom::fill(&mut nonce).expect("the operating system's random number generator failed");
+    fill_random(&mut nonce);
     let ciphertext = wrapping_cipher(&data_key)
         .encrypt(
             [WRAP_HEADER, &associated, &nonce[..]],
@@ -304,7 +236,7 @@ async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Ze
     let mut sealed = nonce.to_vec();
     sealed.extend_from_slice(&ciphertext);
     let envelope = Envelope {
-        version: 1,
+        version: CURRENT_VERSION,
         kms_key_id: kms_key_id.to_string(),
         encrypted_data_key_base64: STANDARD.encode(encrypted.as_ref()),
         index,
@@ -317,10 +249,12 @@ async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Ze
 
 async fn open_envelope(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
     let envelope: Envelope =
-        serde_json::from_str(text).map_err(|e| invalid(origin, crate::mask::json_problem(&e)))?;
-    if envelope.version != 1 {
-        return Err(invalid(origin, format!("unsupported version {}", envelope.version)).into());
-    }
+        serde_json::from_str(text).map_err(|e| invalid(origin, json_problem(&e)))?;
+    let context = match envelope.version {
+        1 => None,
+        2 => Some(encryption_context()),
+        other => return Err(invalid(origin, format!("unsupported version {other}")).into()),
+    };
     let decode = |field: &str, value: &str| {
         STANDARD
             .decode(value)
@@ -336,6 +270,7 @@ async fn open_envelope(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
         .decrypt()
         .key_id(&envelope.kms_key_id)
         .ciphertext_blob(Blob::new(encrypted))
+        .set_encryption_context(context)
         .send()
         .await
         .map_err(|e| kms_error("Decrypt", &envelope.kms_key_id, e))?;
@@ -385,20 +320,5 @@ mod tests {
             protection_of(&text, Path::new("k")).unwrap(),
             Protection::Plain
         );
-    }
-
-    #[test]
-    fn replace_swaps_the_file_atomically_and_keeps_it_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.json");
-        write_new(&path, "one").unwrap();
-        replace(&path, "two").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

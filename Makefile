@@ -2,7 +2,7 @@
 # Both start what they need natively (no Docker), with scripts/services.sh:
 #   demo         PostgreSQL on 127.0.0.1:5432 and LocalStack 4.7 on :4566 (JSON + query)
 #   demo-legacy  PostgreSQL and LocalStack 0.14.3 on :4510 (query only, like the reference image)
-#   test         all three
+#   test         all three, and a TLS-only PostgreSQL cluster on :5439
 # scripts/services.sh says what it changes on the machine (venvs under /tmp; nothing else
 # unless VEIL_SETUP_POSTGRES=1).
 
@@ -35,7 +35,7 @@ demo-reset:
 	$(DEMO_PSQL) -qc 'DROP TABLE IF EXISTS user_logins' -c 'DROP SCHEMA IF EXISTS veil CASCADE'
 	scripts/services.sh down modern legacy
 
-## test: start all services, run unit and integration tests against them
+## test: start all services (both LocalStacks, the TLS cluster), run unit and integration tests
 test: services
 	$(CARGO) test --locked --lib --bins --tests
 
@@ -52,4 +52,4 @@ services:
 	scripts/services.sh up
 
 services-down:
-	scripts/services.sh down modern legacy
+	scripts/services.sh down modern legacy tls

@@ -8,7 +8,8 @@
 #         VENV           virtualenv (default /tmp/veil-ls-modern-venv-py3.X, one per Python)
 #         RUN_DIR        pid file, log, LocalStack filesystem root (default /tmp/ls-modern-run-$PORT)
 #         START_TIMEOUT  seconds to wait for health (default 120)
-#         SERVICES       LocalStack services to enable (default sqs; e.g. sqs,kms)
+#         SERVICES       LocalStack services to enable (default sqs; services.sh asks for
+#                        sqs,kms,secretsmanager)
 #         SQS_ENDPOINT_STRATEGY  queue-URL style (default "off": http://localhost:$PORT/000000000000/<name>,
 #                        as in 0.14; LocalStack's default "standard" yields
 #                        sqs.<region>.localhost.localstack.cloud, which needs DNS and fails offline)
@@ -185,7 +186,13 @@ PYEOF
 
 start() {
   install
-  if pid_alive; then echo "$TAG already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
+  if pid_alive; then
+    if [[ "$(cat "$RUN_DIR/services" 2>/dev/null)" == "${SERVICES:-sqs}" ]]; then
+      echo "$TAG already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0
+    fi
+    echo "$TAG running with services '$(cat "$RUN_DIR/services" 2>/dev/null)'; restarting with '${SERVICES:-sqs}'"
+    stop
+  fi
   if port_busy; then echo "$TAG ERROR: 127.0.0.1:$PORT is already in use (see: ss -ltnp); set PORT=..." >&2; exit 1; fi
   mkdir -p "$RUN_DIR/fs" "$RUN_DIR/config" "$RUN_DIR/home"
   local t0; t0=$(date +%s.%N)
@@ -200,6 +207,7 @@ start() {
   local pid=$!
   echo "$pid" > "$PIDFILE"
   echo "$VENV" > "$RUN_DIR/venv"
+  echo "${SERVICES:-sqs}" > "$RUN_DIR/services"
   local deadline=$((SECONDS + START_TIMEOUT))
   until healthy; do
     if ! kill -0 "$pid" 2>/dev/null; then

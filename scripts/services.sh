@@ -4,13 +4,16 @@
 #   modern    LocalStack 4.7 (SQS with JSON + query protocols, KMS) on 127.0.0.1:${MODERN_PORT:-4566}
 #   legacy    LocalStack 0.14.3 (SQS, query protocol only, like the reference image)
 #             on 127.0.0.1:${LEGACY_PORT:-4510}
-# Usage: scripts/services.sh up|down|status [postgres] [modern] [legacy]   (default: all three)
+#   tls       a private TLS-only PostgreSQL cluster on 127.0.0.1:${TLS_PORT:-5439}, for the TLS and
+#             Secrets Manager tests (scripts/postgres-tls.sh; under /tmp/veil-pg-tls)
+# Usage: scripts/services.sh up|down|status [postgres] [modern] [legacy] [tls]   (default: all four)
 #
 # What it changes on this machine, and nothing else:
 #   - LocalStack: Python venvs and run directories under /tmp (scripts/localstack-*.sh; the
 #     first install takes about a minute each and needs PyPI). Python 3.11, 3.12 or 3.13 is
 #     chosen automatically, or set PYTHON=...
 #   - PostgreSQL: starts the installed cluster if it is stopped (pg_ctlcluster), and says so.
+#     The TLS test cluster is a separate one under /tmp/veil-pg-tls (initdb, its own port).
 #     Only with VEIL_SETUP_POSTGRES=1 does it also install PostgreSQL from Debian's packages
 #     when it is missing (as root) and set the postgres role's password to "postgres" when
 #     that login fails. Without it, it stops and prints the command that would do it.
@@ -18,7 +21,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODERN_PORT="${MODERN_PORT:-4566}"
 LEGACY_PORT="${LEGACY_PORT:-4510}"
-MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms}"
+TLS_PORT="${TLS_PORT:-5439}"
+MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms,secretsmanager}"
 TAG="[services]"
 
 pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
@@ -69,7 +73,8 @@ up() {
       postgres) postgres_up ;;
       modern) PORT="$MODERN_PORT" SERVICES="$MODERN_SERVICES" "$here/localstack-modern.sh" start ;;
       legacy) PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" start ;;
-      *) echo "$TAG unknown service $service (postgres, modern, legacy)" >&2; exit 2 ;;
+      tls) PORT="$TLS_PORT" "$here/postgres-tls.sh" start ;;
+      *) echo "$TAG unknown service $service (postgres, modern, legacy, tls)" >&2; exit 2 ;;
     esac
   done
 }
@@ -80,7 +85,8 @@ down() {
       postgres) echo "$TAG leaving PostgreSQL running (it is the machine's)" ;;
       modern) PORT="$MODERN_PORT" "$here/localstack-modern.sh" stop ;;
       legacy) PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" stop ;;
-      *) echo "$TAG unknown service $service (postgres, modern, legacy)" >&2; exit 2 ;;
+      tls) PORT="$TLS_PORT" "$here/postgres-tls.sh" stop ;;
+      *) echo "$TAG unknown service $service (postgres, modern, legacy, tls)" >&2; exit 2 ;;
     esac
   done
 }
@@ -90,14 +96,15 @@ status() {
   pg_ready && echo "$TAG PostgreSQL ready" || { echo "$TAG PostgreSQL not ready"; rc=1; }
   PORT="$MODERN_PORT" "$here/localstack-modern.sh" status || rc=1
   PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" status || rc=1
+  PORT="$TLS_PORT" "$here/postgres-tls.sh" status || rc=1
   return $rc
 }
 
 command="${1:-up}"; shift || true
-[[ $# -gt 0 ]] || set -- postgres modern legacy
+[[ $# -gt 0 ]] || set -- postgres modern legacy tls
 case "$command" in
   up) up "$@" ;;
   down) down "$@" ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status [postgres] [modern] [legacy]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status [postgres] [modern] [legacy] [tls]" >&2; exit 2 ;;
 esac

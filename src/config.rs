@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{KeyArgs, QueueArgs, RunArgs};
 use crate::keyring::{KeyLocation, VEIL_KEY_ENV};
-use crate::postgres::SessionLimits;
+use crate::postgres::{DatabaseSettings, SessionLimits, TlsSettings};
 use crate::sqs::{QueueSettings, ReceiveRequest};
 
 /// The reference environment's database (the default, documented in --help).
@@ -22,7 +22,7 @@ pub struct RunConfig {
     /// The queue and how to reach it.
     pub queue: QueueSettings,
     /// Postgres connection settings (holds the password: never log).
-    pub database: tokio_postgres::Config,
+    pub database: DatabaseSettings,
     /// The keyring.
     pub key: KeyLocation,
     /// How masks are made.
@@ -166,7 +166,7 @@ pub fn default_key_file() -> Result<PathBuf, ConfigError> {
 /// Postgres settings from the `--database-url` argument and environment.
 pub fn database_from_args(
     args: &crate::cli::DatabaseArgs,
-) -> Result<tokio_postgres::Config, ConfigError> {
+) -> Result<DatabaseSettings, ConfigError> {
     database_config(args.database_url.as_deref(), |name| {
         std::env::var(name).ok()
     })
@@ -174,9 +174,34 @@ pub fn database_from_args(
 
 /// Postgres settings: the URL if given, else the default with the libpq
 /// variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE) applied.
+/// TLS: `sslmode` and `sslrootcert` from the URL, else PGSSLMODE and
+/// PGSSLROOTCERT (libpq's rule); the default is `prefer`.
 pub fn database_config(
     url: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
+) -> Result<DatabaseSettings, ConfigError> {
+    let split = match url {
+        Some(url) => Some(crate::postgres::split_connection_string(url)?),
+        None => None,
+    };
+    let config = connection_config(split.as_ref().map(|s| s.rest.as_str()), &env)?;
+    let sslmode = split
+        .as_ref()
+        .and_then(|s| s.sslmode.clone())
+        .or_else(|| env("PGSSLMODE"));
+    let sslrootcert = split
+        .as_ref()
+        .and_then(|s| s.sslrootcert.clone())
+        .or_else(|| env("PGSSLROOTCERT"));
+    let tls = TlsSettings::new(sslmode.as_deref(), sslrootcert.as_deref())?;
+    DatabaseSettings::new(config, tls)
+}
+
+/// Where and who, without TLS: the connection string if given, else the
+/// default with the libpq variables applied.
+fn connection_config(
+    url: Option<&str>,
+    env: &impl Fn(&str) -> Option<String>,
 ) -> Result<tokio_postgres::Config, ConfigError> {
     let mut config =
         match url {
@@ -261,12 +286,10 @@ mod tests {
 
     #[test]
     fn default_database_is_the_reference_one() {
-        let config = database_config(None, env_of(&[])).unwrap();
-        assert_eq!(
-            crate::postgres::describe(&config),
-            "localhost:5432/postgres as postgres"
-        );
-        assert_eq!(config.get_password(), Some(&b"postgres"[..]));
+        let settings = database_config(None, env_of(&[])).unwrap();
+        assert_eq!(settings.describe(), "localhost:5432/postgres as postgres");
+        assert_eq!(settings.config.get_password(), Some(&b"postgres"[..]));
+        assert_eq!(settings.tls.mode, crate::postgres::SslMode::Prefer);
     }
 
     #[test]
@@ -277,23 +300,22 @@ mod tests {
             ("PGUSER", "veil"),
             ("PGDATABASE", "events"),
         ]);
-        let config = database_config(None, env).unwrap();
-        assert_eq!(
-            crate::postgres::describe(&config),
-            "db.internal:6543/events as veil"
-        );
+        let settings = database_config(None, env).unwrap();
+        assert_eq!(settings.describe(), "db.internal:6543/events as veil");
     }
 
     #[test]
     fn explicit_url_wins_over_libpq_variables() {
-        let config =
+        let settings =
             database_config(Some("postgres://a@h:1/d"), env_of(&[("PGHOST", "other")])).unwrap();
-        assert_eq!(crate::postgres::describe(&config), "h:1/d as a");
+        assert_eq!(settings.describe(), "h:1/d as a");
     }
 
     #[test]
     fn sockets_get_keepalives_unless_the_url_sets_them() {
-        let defaults = database_config(Some("postgres://u@h/d"), env_of(&[])).unwrap();
+        let defaults = database_config(Some("postgres://u@h/d"), env_of(&[]))
+            .unwrap()
+            .config;
         assert_eq!(defaults.get_keepalives_idle(), KEEPALIVES_IDLE);
         assert_eq!(defaults.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
         let own = database_config(
@@ -301,10 +323,28 @@ mod tests {
             Some("postgres://u@h/d?keepalives_idle=7&tcp_user_timeout=9&connect_timeout=3"),
             env_of(&[]),
         )
-        .unwrap();
+        .unwrap()
+        .config;
         assert_eq!(own.get_keepalives_idle(), Duration::from_secs(7));
         assert_eq!(own.get_tcp_user_timeout(), Some(&Duration::from_secs(9)));
         assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn sslmode_comes_from_the_url_else_from_pgsslmode() {
+        let env = env_of(&[("PGSSLMODE", "require"), ("PGSSLROOTCERT", "/env-ca.pem")]);
+        let from_url = database_config(
+            Some("postgres://u@h/d?sslmode=verify-full&sslrootcert=/url-ca.pem"),
+            &env,
+        );
+        // The roots are read when the settings are made: a missing file is
+        // a configuration error naming it.
+        let error = from_url.unwrap_err().to_string();
+        assert!(error.contains("/url-ca.pem"), "{error}");
+        let from_env = database_config(Some("postgres://u@h/d"), &env).unwrap_err();
+        assert!(from_env.to_string().contains("/env-ca.pem"), "{from_env}");
+        let plain = database_config(Some("postgres://u@h/d?sslmode=disable"), &env).unwrap();
+        assert_eq!(plain.tls.mode, crate::postgres::SslMode::Disable);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub fn specific_fix(error: &anyhow::Error) -> Option<String> {
         if let Some(postgres) = cause.downcast_ref::<tokio_postgres::Error>() {
             return postgres_fix(postgres);
         }
+        if let Some(fix) = crate::postgres::certificate_problem(cause) {
+            return Some(fix);
+        }
         None
     })
 }
@@ -87,6 +90,19 @@ fn sqs_fix(error: &SqsError) -> String {
 }
 
 fn postgres_fix(error: &tokio_postgres::Error) -> Option<String> {
+    if let Some(fix) = crate::postgres::certificate_problem(error) {
+        return Some(fix);
+    }
+    let refused_plain = error
+        .as_db_error()
+        .is_some_and(|db| db.message().contains("no encryption"));
+    if refused_plain {
+        return Some(
+            "the server accepts only encrypted connections: set sslmode=verify-full with \
+             sslrootcert (or sslmode=require) in DATABASE_URL, or PGSSLMODE"
+                .into(),
+        );
+    }
     let fix = match error.code() {
         Some(code)
             if *code == SqlState::INVALID_PASSWORD

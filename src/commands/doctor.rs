@@ -117,7 +117,9 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
             return report.problem("database", error, "fix --database-url / DATABASE_URL")
         }
     };
-    let target = postgres::describe(&config);
+    let target = config.describe();
+    let config_tls = config.tls.clone();
+    let config_hosts = config.config.get_hosts().to_vec();
     let mut database = match Database::connect(config).await {
         Ok(database) => database,
         Err(error) => {
@@ -132,6 +134,7 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     let Ok(client) = database.client().await else {
         return;
     };
+    check_tls(&config_tls, is_local(&config_hosts), client, report).await;
     let missing: Vec<String> = match client.query(MISSING_SQL, &[]).await {
         Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
         Err(error) => return report.failed("schema", &error.into(), MIGRATE_FIX),
@@ -176,6 +179,41 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
             "apply sql/roles.sql and use the pipeline role",
         ),
         Err(error) => report.failed("permissions", &error.into(), "apply sql/roles.sql"),
+    }
+}
+
+/// Whether every host is this machine (a socket, localhost, a loopback IP).
+fn is_local(hosts: &[tokio_postgres::config::Host]) -> bool {
+    hosts.iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    })
+}
+
+async fn check_tls(
+    tls: &crate::postgres::TlsSettings,
+    local: bool,
+    client: &tokio_postgres::Client,
+    report: &mut Report,
+) {
+    match postgres::tls_in_use(client).await {
+        Ok(Some(version)) => report.ok("tls", format!("{version}, {}", tls.describe())),
+        Ok(None) if local => report.ok("tls", "off (a database on this machine)"),
+        Ok(None) => report.problem(
+            "tls",
+            format!(
+                "the connection is not encrypted (sslmode={}): the password and the data travel in clear",
+                tls.mode.name()
+            ),
+            "set sslmode=verify-full and sslrootcert (RDS: global-bundle.pem) in DATABASE_URL, or PGSSLMODE and PGSSLROOTCERT",
+        ),
+        Err(error) => report.failed("tls", &error.into(), "grant SELECT on pg_stat_ssl (a default)"),
     }
 }
 

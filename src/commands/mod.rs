@@ -19,7 +19,7 @@ use crate::keyring as key_sources;
 use crate::metrics::{Metrics, ServiceState};
 use crate::ops::OpsServer;
 use crate::pipeline::{self, PipelineSettings, RunReport};
-use crate::postgres::{self, Database};
+use crate::postgres::{self, Database, DatabaseSettings};
 use crate::sqs::{SqsClient, SQS_BATCH_LIMIT};
 use crate::{report, seed};
 
@@ -53,14 +53,17 @@ pub async fn serve_observed(
         None => None,
     };
     let keyring = Arc::new(key_sources::load(&config.key, true).await?);
+    // The database first: a refused login or certificate stops veil here,
+    // before it touches the queue.
+    let mut database = Database::connect(config.database.clone()).await?;
+    log_tls(&config.database, database.client().await?).await;
     let sqs = SqsClient::connect(&config.queue).await?;
     // The first call to the queue itself: a missing queue or a denied
-    // permission stops veil here, with its fix, before the database is touched.
+    // permission stops veil here, with its fix, before anything is written.
     let facts = sqs
         .facts()
         .await
         .with_context(|| format!("checking the queue {}", config.queue.url))?;
-    let mut database = Database::connect(config.database.clone()).await?;
     let schema = postgres::migrate(database.client().await?).await?;
     drop(database);
     let max_receives = match config.max_receives {
@@ -73,7 +76,7 @@ pub async fn serve_observed(
     };
     tracing::info!(
         queue = %config.queue.url,
-        database = %postgres::describe(&config.database),
+        database = %config.database.describe(),
         key_id = %keyring.active().id(),
         created_user_logins = schema.created_user_logins,
         until_empty = config.until_empty,
@@ -104,6 +107,21 @@ pub async fn serve_observed(
         "veil stopped"
     );
     Ok(report)
+}
+
+/// Logs once whether the Postgres connection is encrypted, as the server
+/// sees it, and how the certificate was checked.
+pub async fn log_tls(settings: &DatabaseSettings, client: &tokio_postgres::Client) {
+    match postgres::tls_in_use(client).await {
+        Ok(Some(tls)) => {
+            tracing::info!(tls = %tls, check = %settings.tls.describe(), "Postgres connection encrypted")
+        }
+        Ok(None) => tracing::warn!(
+            sslmode = settings.tls.mode.name(),
+            "Postgres connection NOT encrypted: the password and the data travel in clear; set sslmode=verify-full for anything but a local database"
+        ),
+        Err(error) => tracing::debug!(%error, "could not read pg_stat_ssl"),
+    }
 }
 
 /// What the pipeline needs of the checked settings and the queue's facts.
@@ -149,7 +167,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let report = postgres::migrate(database.client().await?).await?;
     println!(
         "schema ready on {} (user_logins {})",
-        postgres::describe(&config),
+        config.describe(),
         if report.created_user_logins {
             "created, with analyst indexes"
         } else {

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::keyring::Keyring;
 use crate::metrics::{Metrics, ServiceState};
 use crate::ops::OpsServer;
-use crate::postgres::Database;
+use crate::postgres::{Database, DatabaseSettings};
 use crate::sqs::SqsClient;
 
 pub use flight::{Delivery, InFlight};
@@ -42,7 +42,7 @@ pub use shared::{PipelineSettings, RunReport};
 /// may be watched while it runs; `ops`, when given, is stopped at the end.
 pub async fn run(
     sqs: &SqsClient,
-    database: tokio_postgres::Config,
+    database: DatabaseSettings,
     keyring: Arc<Keyring>,
     settings: &PipelineSettings,
     shutdown: CancellationToken,

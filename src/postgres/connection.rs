@@ -1,15 +1,115 @@
-//! A Postgres connection that is re-opened when it breaks. Writer
-//! connections set `statement_timeout` and `lock_timeout` on every new
-//! session, so no statement and no lock wait can hold a batch forever; the
-//! socket's keepalives and `tcp_user_timeout` (set in `config`) notice a
-//! peer that stopped answering.
+//! A Postgres connection that is re-opened when it breaks, over TLS as
+//! `sslmode` says (`tls`). Writer connections set `statement_timeout` and
+//! `lock_timeout` on every new session, so no statement and no lock wait
+//! can hold a batch forever; the socket's keepalives and `tcp_user_timeout`
+//! (set in `config`) notice a peer that stopped answering.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio_postgres::config::SslMode as WireMode;
 use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::batch::WriterStatements;
+use super::tls::{SslMode, TlsSettings};
+use crate::error::ConfigError;
+
+/// Everything needed to open a connection: where, who, and how TLS goes.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// Host, port, user, password, database, timeouts.
+    pub config: Config,
+    /// sslmode and trusted roots.
+    pub tls: TlsSettings,
+    connector: MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // tokio-postgres's own Debug redacts the password.
+        f.debug_struct("DatabaseSettings")
+            .field("config", &self.config)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseSettings {
+    /// Settings for `config` with `tls` (the trusted roots are read here,
+    /// so a bad sslrootcert is a configuration error at start).
+    pub fn new(config: Config, tls: TlsSettings) -> Result<Self, ConfigError> {
+        let connector = tls.connector()?;
+        Ok(DatabaseSettings {
+            config,
+            tls,
+            connector,
+        })
+    }
+
+    /// `host:port/dbname as user`, for logs and errors; never the password.
+    pub fn describe(&self) -> String {
+        describe(&self.config)
+    }
+
+    /// Opens one connection, TLS as `sslmode` says, and drives it in the
+    /// background.
+    pub async fn open(&self) -> Result<Client, tokio_postgres::Error> {
+        match self.tls.mode {
+            SslMode::Disable => self.plain().await,
+            // libpq's allow: plain first; TLS only if the server refused that.
+            SslMode::Allow => match self.plain().await {
+                Err(error) if error.as_db_error().is_some() => {
+                    self.encrypted(WireMode::Require).await
+                }
+                other => other,
+            },
+            SslMode::Prefer => self.encrypted(WireMode::Prefer).await,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                self.encrypted(WireMode::Require).await
+            }
+        }
+    }
+
+    async fn plain(&self) -> Result<Client, tokio_postgres::Error> {
+        let mut config = self.config.clone();
+        config.ssl_mode(WireMode::Disable);
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(drive(connection));
+        Ok(client)
+    }
+
+    async fn encrypted(&self, mode: WireMode) -> Result<Client, tokio_postgres::Error> {
+        let mut config = self.config.clone();
+        config.ssl_mode(mode);
+        let (client, connection) = config.connect(self.connector.clone()).await?;
+        tokio::spawn(drive(connection));
+        Ok(client)
+    }
+}
+
+/// Runs a connection until it ends; its end is logged, never its contents.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(error) = connection.await {
+        tracing::warn!(error = %error, "Postgres connection closed");
+    }
+}
+
+/// Whether a live connection is encrypted, from the server's own view
+/// (`pg_stat_ssl`): `Some("TLSv1.3 TLS_AES_256_GCM_SHA384")` or `None`.
+pub async fn tls_in_use(client: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
 
 /// Connect timeout applied to every connection veil opens.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,7 +135,7 @@ impl SessionLimits {
 
 /// A Postgres connection that is re-opened when it breaks.
 pub struct Database {
-    config: Config,
+    settings: DatabaseSettings,
     limits: Option<SessionLimits>,
     client: Option<Client>,
     /// The batch writer's statements, prepared on `client` when first needed.
@@ -44,19 +144,25 @@ pub struct Database {
 
 impl Database {
     /// Connects once (to fail fast on bad configuration) and returns the handle.
-    pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        Self::open(config, None).await
+    pub async fn connect(settings: DatabaseSettings) -> anyhow::Result<Self> {
+        Self::start(settings, None).await
     }
 
     /// A writer's connection: every session it opens gets `limits`.
-    pub async fn connect_writer(config: Config, limits: SessionLimits) -> anyhow::Result<Self> {
-        Self::open(config, Some(limits)).await
+    pub async fn connect_writer(
+        settings: DatabaseSettings,
+        limits: SessionLimits,
+    ) -> anyhow::Result<Self> {
+        Self::start(settings, Some(limits)).await
     }
 
-    async fn open(config: Config, limits: Option<SessionLimits>) -> anyhow::Result<Self> {
-        let target = describe(&config);
+    async fn start(
+        settings: DatabaseSettings,
+        limits: Option<SessionLimits>,
+    ) -> anyhow::Result<Self> {
+        let target = settings.describe();
         let mut database = Database {
-            config,
+            settings,
             limits,
             client: None,
             statements: None,
@@ -72,12 +178,7 @@ impl Database {
     pub async fn client(&mut self) -> Result<&mut Client, tokio_postgres::Error> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements = None;
-            let (client, connection) = self.config.connect(NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::warn!(error = %error, "Postgres connection closed");
-                }
-            });
+            let client = self.settings.open().await?;
             if let Some(limits) = self.limits {
                 client.batch_execute(&limits.sql()).await?;
             }

@@ -502,8 +502,8 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 1);
     // A redelivery takes the writer's other path (ON CONFLICT), which reads
     // the ledger's key: the role can do that too.
-    let config: tokio_postgres::Config = url_as(&pipeline).parse().unwrap();
-    let mut database = veil::postgres::Database::connect(config).await.unwrap();
+    let settings = veil::config::database_config(Some(&url_as(&pipeline)), |_| None).unwrap();
+    let mut database = veil::postgres::Database::connect(settings).await.unwrap();
     let batch = [prepared_row("redelivered", 1_764_000_000_000)];
     for expected_duplicates in [0, 1] {
         let (client, statements) = database.writer().await.unwrap();

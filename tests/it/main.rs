@@ -12,3 +12,4 @@ mod pipeline;
 mod reliability;
 mod scale;
 mod supervision;
+mod tls;

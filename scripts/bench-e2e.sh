@@ -7,6 +7,7 @@
 #               runtime); then the same for BIG_EVENTS (default 100000) for the memory bound
 #   3. scale:   two veil processes on one queue vs one, total rate and exactness
 # Env: EVENTS (20000), BIG_EVENTS (100000), RECEIVERS (4), ROUNDS (3), PORT (4566),
+#      SECTIONS (1,2,3: which sections to run),
 #      BASELINE (optional: an older veil binary, drained in the same rounds in section 1, so a
 #      change is judged by ratios from one run)
 # Needs: scripts/services.sh up (this script runs it). Release build of veil + the example.
@@ -74,6 +75,9 @@ if [[ -n "${BASELINE:-}" ]]; then
   echo "   veil vs baseline: rate $(awk -v a="$veil_med" -v b="$base_med" 'BEGIN {printf "%.2f", a / b}'), CPU per event $(awk -v a="$cpu_med" -v b="$base_cpu" 'BEGIN {printf "%.2f", a / b}')"
 fi
 
+SECTIONS="${SECTIONS:-1,2,3}"
+[[ ",$SECTIONS," == *,2,* || ",$SECTIONS," == *,3,* ]] || { echo "logs: $log"; exit 0; }
+if [[ ",$SECTIONS," == *,2,* ]]; then
 echo "== 2. memory bound: drain $BIG_EVENTS events"
 q=$(queue big); seed "$q" "$BIG_EVENTS"; db=$(fresh_db veil_bench_big)
 run_veil "$q" "$db" "$log/big"
@@ -81,6 +85,8 @@ read -r wall user sys rss < "$log/big.time"
 echo "   $(veil_rate "$log/big") msg/s; CPU $(awk -v u="$user" -v s="$sys" -v n="$BIG_EVENTS" 'BEGIN {printf "%.1f", (u + s) / n * 1e6}') us/event; peak RSS $((rss / 1024)) MiB; wall ${wall} s"
 rows=$(psql "$db" -Atc "select (select count(*) from user_logins) + (select count(*) from veil.quarantine)")
 echo "   recorded $rows of $BIG_EVENTS"
+fi
+[[ ",$SECTIONS," == *,3,* ]] || { echo "logs: $log"; exit 0; }
 
 echo "== 3. two processes vs one on one queue ($EVENTS events)"
 q=$(queue two); seed "$q" "$EVENTS"; db=$(fresh_db veil_bench_two)

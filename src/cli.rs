@@ -128,6 +128,27 @@ pub struct DatabaseArgs {
     /// environment to the flag for passwords (the flag shows in `ps`).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+
+    /// Log in with the host, port, username, password and dbname of this
+    /// AWS Secrets Manager secret (name or ARN), in the format RDS writes
+    /// for the secrets it manages. Read at start and again once whenever
+    /// Postgres refuses the login, as after an RDS rotation. Fields the
+    /// secret lacks come from --database-url / the PG variables; TLS
+    /// settings always do.
+    #[arg(
+        long,
+        env = "VEIL_DATABASE_SECRET_ID",
+        value_name = "SECRET",
+        conflicts_with = "database_iam_auth"
+    )]
+    pub database_secret_id: Option<String>,
+
+    /// Log in with an RDS IAM authentication token instead of a password:
+    /// made fresh for each new connection (valid 15 minutes) from the same
+    /// AWS credentials as SQS, for the user of --database-url. Needs
+    /// sslmode=require or stronger (verify-full with the RDS CA bundle).
+    #[arg(long, env = "VEIL_DATABASE_IAM_AUTH")]
+    pub database_iam_auth: bool,
 }
 
 /// Options of `veil run`.
@@ -262,10 +283,18 @@ pub struct RevealArgs {
     #[arg(long)]
     pub reason: String,
 
-    /// Run this read-only query and print its rows with every mask opened,
-    /// e.g. "select * from user_logins where create_date = current_date".
+    /// Run this read-only query and print its rows with the masks of its
+    /// mask columns opened (masked_ip, masked_device_id, and any
+    /// --mask-column), e.g. "select * from user_logins where create_date =
+    /// current_date". Other columns are printed as they are. A mask that
+    /// does not open is shown as it is and reported on stderr.
     #[arg(long, value_name = "QUERY", conflicts_with = "quarantine")]
     pub sql: Option<String>,
+
+    /// With --sql: another column to open masks in (an alias such as
+    /// `ip` in "select masked_ip as ip ..."). Repeatable.
+    #[arg(long, value_name = "COLUMN", requires = "sql")]
+    pub mask_column: Vec<String>,
 
     /// Print the original bodies of these quarantined messages.
     #[arg(long, value_name = "MESSAGE_ID", num_args = 1..)]

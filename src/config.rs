@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{KeyArgs, QueueArgs, RunArgs};
 use crate::keyring::{KeyLocation, VEIL_KEY_ENV};
-use crate::postgres::{DatabaseSettings, SessionLimits, TlsSettings};
+use crate::postgres::{region_of_rds_host, DatabaseSettings, Login, SessionLimits, TlsSettings};
 use crate::sqs::{QueueSettings, ReceiveRequest};
 
 /// The reference environment's database (the default, documented in --help).
@@ -167,9 +167,26 @@ pub fn default_key_file() -> Result<PathBuf, ConfigError> {
 pub fn database_from_args(
     args: &crate::cli::DatabaseArgs,
 ) -> Result<DatabaseSettings, ConfigError> {
-    database_config(args.database_url.as_deref(), |name| {
+    let settings = database_config(args.database_url.as_deref(), |name| {
         std::env::var(name).ok()
-    })
+    })?;
+    let login = match (&args.database_secret_id, args.database_iam_auth) {
+        (Some(id), _) => Login::secret(id),
+        (None, true) => {
+            let host = settings
+                .config
+                .get_hosts()
+                .first()
+                .and_then(|host| match host {
+                    tokio_postgres::config::Host::Tcp(name) => region_of_rds_host(name),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(_) => None,
+                });
+            Login::iam(host)
+        }
+        (None, false) => Login::Given,
+    };
+    settings.with_login(login)
 }
 
 /// Postgres settings: the URL if given, else the default with the libpq

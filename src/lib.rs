@@ -10,7 +10,8 @@
 //!   quarantine bodies. Pure: no I/O.
 //! - `keyring`: the keys, their file format, and where they come from
 //!   (file, VEIL_KEY, Secrets Manager, KMS envelope); `secrets`: Secrets
-//!   Manager reads; `aws`: SDK configuration shared with SQS.
+//!   Manager reads; `aws`: SDK configuration shared with SQS; `sigv4`: the
+//!   one SigV4 signer (SQS requests, RDS IAM tokens).
 //! - `rekey`: re-masking after a key rotation.
 //! - `sqs`: one client over the JSON and the query protocol (both our
 //!   own small signed clients), with protocol detection.
@@ -42,5 +43,6 @@ pub mod rekey;
 pub mod report;
 pub mod secrets;
 pub mod seed;
+pub mod sigv4;
 pub mod sqs;
 pub mod telemetry;

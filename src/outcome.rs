@@ -49,6 +49,10 @@ pub fn specific_fix(error: &anyhow::Error) -> Option<String> {
         if let Some(postgres) = cause.downcast_ref::<tokio_postgres::Error>() {
             return postgres_fix(postgres);
         }
+        // Transparent: its source skips the Postgres error it wraps.
+        if let Some(crate::postgres::ConnectError::Postgres(postgres)) = cause.downcast_ref() {
+            return postgres_fix(postgres);
+        }
         if let Some(fix) = crate::postgres::certificate_problem(cause) {
             return Some(fix);
         }

@@ -13,7 +13,6 @@ use crate::config::{database_from_args, key_location};
 use crate::error::ConfigError;
 use crate::keyring as keys;
 use crate::keyring::Keyring;
-use crate::mask::{Field, RevealError};
 use crate::postgres::audit::{self, AuditRecord};
 use crate::postgres::Database;
 use crate::report::psql_table;
@@ -27,7 +26,7 @@ pub async fn reveal(args: RevealArgs) -> anyhow::Result<()> {
     let mut database = Database::connect(database_from_args(&args.database)?).await?;
     let client = database.client().await?;
     if let Some(sql) = &args.sql {
-        reveal_query(client, &keyring, sql, &args.reason).await
+        reveal_query(client, &keyring, sql, &args.mask_column, &args.reason).await
     } else if !args.quarantine.is_empty() {
         reveal_quarantine(client, &keyring, &args.quarantine, &args.reason).await
     } else {
@@ -105,11 +104,20 @@ async fn reveal_stdin(
     Ok(())
 }
 
-/// Runs one read-only query and opens every veil mask in its result.
+/// The columns whose cells `--sql` opens: the contract's two mask columns,
+/// and any named with `--mask-column` (for aliases). Other columns are
+/// printed as they are, even when a value looks like a mask: a producer
+/// controls `user_id` and could plant one.
+pub const MASK_COLUMNS: [&str; 2] = ["masked_ip", "masked_device_id"];
+
+/// Runs one read-only query and opens the masks in its mask columns. A
+/// mask-shaped cell that does not open is left as it is and reported; it
+/// does not stop the others.
 async fn reveal_query(
     client: &mut tokio_postgres::Client,
     keyring: &Keyring,
     sql: &str,
+    extra_mask_columns: &[String],
     reason: &str,
 ) -> anyhow::Result<()> {
     let statement = sql.trim().trim_end_matches(';').trim();
@@ -124,29 +132,39 @@ async fn reveal_query(
     transaction.rollback().await?;
 
     let mut headers: Vec<String> = Vec::new();
+    let mut masked: Vec<bool> = Vec::new();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut fields = BTreeSet::new();
     let mut opened = 0usize;
+    let mut refused: Vec<String> = Vec::new();
     for message in messages {
         let SimpleQueryMessage::Row(row) = message else {
             continue;
         };
         if headers.is_empty() {
             headers = row.columns().iter().map(|c| c.name().to_string()).collect();
+            masked = headers
+                .iter()
+                .map(|h| MASK_COLUMNS.contains(&h.as_str()) || extra_mask_columns.contains(h))
+                .collect();
         }
         let mut cells = Vec::with_capacity(row.len());
         for (index, header) in headers.iter().enumerate() {
             let cell = row.get(index).unwrap_or_default();
-            let revealed = open_cell(keyring, cell).with_context(|| {
-                format!("row {}, column {header}: cannot reveal", rows.len() + 1)
-            })?;
-            match revealed {
-                Some((field, value)) => {
+            if !masked[index] || Keyring::key_id_of(cell).is_none() {
+                cells.push(cell.to_string());
+                continue;
+            }
+            match keyring.reveal(cell) {
+                Ok((field, value)) => {
                     fields.insert(field.name());
                     opened += 1;
                     cells.push(value);
                 }
-                None => cells.push(cell.to_string()),
+                Err(error) => {
+                    refused.push(format!("row {}, column {header}: {error}", rows.len() + 1));
+                    cells.push(cell.to_string());
+                }
             }
         }
         rows.push(cells);
@@ -163,15 +181,16 @@ async fn reveal_query(
     )
     .await?;
     print!("{}", psql_table(&headers, &rows, &[], rows.len() as u64));
-    Ok(())
-}
-
-/// Opens a cell if it is a veil mask; other values pass through.
-fn open_cell(keyring: &Keyring, cell: &str) -> Result<Option<(Field, String)>, RevealError> {
-    if Keyring::key_id_of(cell).is_none() {
-        return Ok(None);
+    if !refused.is_empty() {
+        eprintln!(
+            "warning: {} cell(s) looked like masks but did not open, and are shown as they are:",
+            refused.len()
+        );
+        for line in refused {
+            eprintln!("  {line}");
+        }
     }
-    keyring.reveal(cell).map(Some)
+    Ok(())
 }
 
 /// Prints quarantined bodies as JSON lines `{"message_id", "reason", "body"}`.

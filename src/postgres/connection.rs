@@ -12,6 +12,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::batch::WriterStatements;
+use super::login::Login;
 use super::tls::{SslMode, TlsSettings};
 use crate::error::ConfigError;
 
@@ -22,7 +23,20 @@ pub struct DatabaseSettings {
     pub config: Config,
     /// sslmode and trusted roots.
     pub tls: TlsSettings,
+    /// Where the login comes from (the string, a secret, an IAM token).
+    pub login: Login,
     connector: MakeRustlsConnect,
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Postgres (or the network) refused it.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The login could not be made: a secret or an IAM token.
+    #[error("{0:#}")]
+    Login(anyhow::Error),
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -31,6 +45,7 @@ impl std::fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("config", &self.config)
             .field("tls", &self.tls)
+            .field("login", &self.login)
             .finish_non_exhaustive()
     }
 }
@@ -43,49 +58,88 @@ impl DatabaseSettings {
         Ok(DatabaseSettings {
             config,
             tls,
+            login: Login::Given,
             connector,
         })
     }
 
-    /// `host:port/dbname as user`, for logs and errors; never the password.
-    pub fn describe(&self) -> String {
-        describe(&self.config)
+    /// The same settings, logging in as `login` says. An IAM token is a
+    /// bearer credential: it is refused unless every connection is
+    /// encrypted.
+    pub fn with_login(mut self, login: Login) -> Result<Self, ConfigError> {
+        if matches!(login, Login::Iam(_)) && !self.tls.mode.always_encrypted() {
+            return Err(ConfigError(format!(
+                "RDS IAM authentication sends a token that must not travel in clear, and \
+                 sslmode={} may: set sslmode=verify-full and sslrootcert (RDS: global-bundle.pem)",
+                self.tls.mode.name()
+            )));
+        }
+        self.login = login;
+        Ok(self)
     }
 
-    /// Opens one connection, TLS as `sslmode` says, and drives it in the
-    /// background.
-    pub async fn open(&self) -> Result<Client, tokio_postgres::Error> {
+    /// `host:port/dbname as user`, for logs and errors; never the password.
+    pub fn describe(&self) -> String {
+        format!("{}{}", describe(&self.config), self.login.describe())
+    }
+
+    /// Opens one connection, TLS as `sslmode` says, logged in as the login
+    /// says (a secret is read again once if Postgres refuses it), and
+    /// drives it in the background.
+    pub async fn open(&self) -> Result<Client, ConnectError> {
+        let mut config = self.config.clone();
+        self.login
+            .apply(&mut config, false)
+            .await
+            .map_err(ConnectError::Login)?;
+        match self.open_as(&config).await {
+            Err(error) if self.login.may_retry_after(&error) => {
+                self.login
+                    .apply(&mut config, true)
+                    .await
+                    .map_err(ConnectError::Login)?;
+                Ok(self.open_as(&config).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn open_as(&self, config: &Config) -> Result<Client, tokio_postgres::Error> {
         match self.tls.mode {
-            SslMode::Disable => self.plain().await,
+            SslMode::Disable => plain(config).await,
             // libpq's allow: plain first; TLS only if the server refused that.
-            SslMode::Allow => match self.plain().await {
+            SslMode::Allow => match plain(config).await {
                 Err(error) if error.as_db_error().is_some() => {
-                    self.encrypted(WireMode::Require).await
+                    self.encrypted(config, WireMode::Require).await
                 }
                 other => other,
             },
-            SslMode::Prefer => self.encrypted(WireMode::Prefer).await,
+            SslMode::Prefer => self.encrypted(config, WireMode::Prefer).await,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                self.encrypted(WireMode::Require).await
+                self.encrypted(config, WireMode::Require).await
             }
         }
     }
 
-    async fn plain(&self) -> Result<Client, tokio_postgres::Error> {
-        let mut config = self.config.clone();
-        config.ssl_mode(WireMode::Disable);
-        let (client, connection) = config.connect(NoTls).await?;
-        tokio::spawn(drive(connection));
-        Ok(client)
-    }
-
-    async fn encrypted(&self, mode: WireMode) -> Result<Client, tokio_postgres::Error> {
-        let mut config = self.config.clone();
+    async fn encrypted(
+        &self,
+        config: &Config,
+        mode: WireMode,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let mut config = config.clone();
         config.ssl_mode(mode);
         let (client, connection) = config.connect(self.connector.clone()).await?;
         tokio::spawn(drive(connection));
         Ok(client)
     }
+}
+
+async fn plain(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let mut config = config.clone();
+    config.ssl_mode(WireMode::Disable);
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(drive(connection));
+    Ok(client)
 }
 
 /// Runs a connection until it ends; its end is logged, never its contents.
@@ -175,7 +229,7 @@ impl Database {
     }
 
     /// The live client, reconnecting first if the last one closed.
-    pub async fn client(&mut self) -> Result<&mut Client, tokio_postgres::Error> {
+    pub async fn client(&mut self) -> Result<&mut Client, ConnectError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements = None;
             let client = self.settings.open().await?;
@@ -189,9 +243,7 @@ impl Database {
     }
 
     /// The live client with the batch writer's statements prepared on it.
-    pub async fn writer(
-        &mut self,
-    ) -> Result<(&mut Client, &WriterStatements), tokio_postgres::Error> {
+    pub async fn writer(&mut self) -> Result<(&mut Client, &WriterStatements), ConnectError> {
         self.client().await?;
         let client = self.client.as_mut().expect("client connected");
         if self.statements.is_none() {

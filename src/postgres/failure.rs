@@ -35,18 +35,36 @@ pub enum WriteError {
     /// on the retry.
     #[error("the batch write took longer than {0} s")]
     Deadline(u64),
+    /// A new connection's login could not be made (a secret or an IAM
+    /// token): retried, as AWS may be unreachable for a moment.
+    #[error("cannot log in to Postgres: {0:#}")]
+    Login(anyhow::Error),
+}
+
+impl From<super::ConnectError> for WriteError {
+    fn from(error: super::ConnectError) -> Self {
+        match error {
+            super::ConnectError::Postgres(error) => error.into(),
+            super::ConnectError::Login(error) => WriteError::Login(error),
+        }
+    }
 }
 
 impl WriteError {
     /// Whether the same batch may succeed on a later attempt.
     pub fn is_transient(&self) -> bool {
-        matches!(self, WriteError::Transient(_) | WriteError::Deadline(_))
+        matches!(
+            self,
+            WriteError::Transient(_) | WriteError::Deadline(_) | WriteError::Login(_)
+        )
     }
 
     /// A short label for metrics (`veil_postgres_errors_total{kind}`).
     pub fn kind(&self) -> &'static str {
         match self {
-            WriteError::Transient(_) | WriteError::Deadline(_) => "transient",
+            WriteError::Transient(_) | WriteError::Deadline(_) | WriteError::Login(_) => {
+                "transient"
+            }
             WriteError::Duplicate(_) => "duplicate",
             WriteError::Data(_) => "data",
             WriteError::Fatal(_) => "fatal",

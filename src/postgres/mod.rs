@@ -10,6 +10,7 @@ mod batch;
 mod connection;
 mod dsn;
 mod failure;
+mod login;
 mod schema;
 mod tls;
 
@@ -17,10 +18,11 @@ pub use batch::{
     record_batch, MaskedRow, Prepared, QuarantineEntry, Record, Recorded, WriterStatements,
 };
 pub use connection::{
-    describe, tls_in_use, Database, DatabaseSettings, SessionLimits, CONNECT_TIMEOUT,
+    describe, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits, CONNECT_TIMEOUT,
 };
 pub use dsn::{split as split_connection_string, Split};
 pub use failure::{classify, Class, WriteError};
+pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
 pub use schema::{
     check_user_logins_shape, create_analyst_indexes, migrate, SchemaReport, ANALYST_INDEXES,
     USER_LOGINS_DDL,

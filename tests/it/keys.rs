@@ -10,7 +10,7 @@ use veil::sqs::ProtocolChoice;
 use crate::cli::{migrated_db, reveal_args, text, veil};
 use crate::helpers::*;
 
-fn login(ip: &str, device_id: &str) -> String {
+pub fn login(ip: &str, device_id: &str) -> String {
     serde_json::json!({"user_id": "u-1", "app_version": "3.1.4", "device_type": "ios",
                        "ip": ip, "locale": "DE", "device_id": device_id})
     .to_string()
@@ -555,4 +555,63 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
 
     drop(client);
     drop_roles(&db, &[&pipeline, &analyst, &revealer]).await;
+}
+
+#[tokio::test]
+async fn sql_reveal_opens_only_mask_columns_and_reports_masks_that_do_not_open() {
+    let key = TestKey::create();
+    let db = migrated_db().await;
+    let ip_mask = key.keyring.mask(Field::Ip, "10.1.1.1");
+    let device_mask = key.keyring.mask(Field::DeviceId, "555-66-7777");
+    let mut tampered = ip_mask.clone().into_bytes();
+    let inside = tampered.len() - 5;
+    tampered[inside] = if tampered[inside] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    // A producer controls user_id: it may plant a mask-shaped value, even a
+    // real mask, and none is opened outside the mask columns.
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO user_logins (user_id, device_type, masked_ip, masked_device_id, app_version, create_date)
+             VALUES ('hmac1.a.b', 'ios', $1, $2, 1, '2026-11-25'),
+                    ($1, 'ios', $3, $2, 1, '2026-11-25')",
+            &[&ip_mask, &device_mask, &tampered],
+        )
+        .await
+        .unwrap();
+    let mut args = reveal_args(&key, &db, "SEC-9");
+    args.extend([
+        "--sql",
+        "select user_id, masked_ip, masked_device_id as device from user_logins order by masked_ip = $$x$$",
+        "--mask-column",
+        "device",
+    ]);
+
+    let output = veil(&args, "", &[]);
+
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "not fatal: {stderr}");
+    assert!(stdout.contains("hmac1.a.b"), "{stdout}");
+    assert!(
+        stdout.contains(&ip_mask),
+        "a mask as user_id stays closed: {stdout}"
+    );
+    assert!(stdout.contains("10.1.1.1"), "{stdout}");
+    assert_eq!(
+        stdout.matches("555-66-7777").count(),
+        2,
+        "the alias is opened: {stdout}"
+    );
+    assert!(stdout.contains(&tampered), "{stdout}");
+    assert!(
+        stderr.contains("1 cell(s) looked like masks but did not open")
+            && stderr.contains("column masked_ip")
+            && stderr.contains("does not authenticate"),
+        "{stderr}"
+    );
+    assert_eq!(
+        db.scalar("SELECT value_count::int8 FROM veil.audit").await,
+        3
+    );
 }

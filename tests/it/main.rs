@@ -8,7 +8,7 @@ mod fake_sqs;
 mod first_run;
 mod helpers;
 mod iam;
-mod keys;
+mod keyring;
 mod pipeline;
 mod reliability;
 mod scale;

@@ -108,7 +108,7 @@ async fn the_login_and_the_keyring_come_from_secrets_end_to_end() {
     let key_secret = put_secret(&format!("veil/keyring-{suffix}"), &keyring_text).await;
     let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
     queue
-        .send(&[crate::keys::login("10.9.8.7", "123-45-6789")])
+        .send(&[crate::keyring::login("10.9.8.7", "123-45-6789")])
         .await;
 
     let mut child = std::process::Command::new(veil_binary());

@@ -16,7 +16,7 @@ DEMO_PSQL := PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres
 
 ## demo: start Postgres + LocalStack 4.7, seed 100 events (5% junk), drain them, print the table
 demo: build
-	scripts/services.sh up postgres modern
+	MODERN_SERVICES=sqs,kms scripts/services.sh up postgres modern
 	$(VEIL) seed --count 100 --bad-ratio 0.05
 	$(VEIL) run --until-empty
 	@echo

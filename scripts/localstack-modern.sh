@@ -36,8 +36,11 @@ choose_venv() {
 }
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-/tmp/ls-pip-cache}" PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# base-runtime + moto-ext is enough for SQS (the full [runtime] extra also works, ~2x install time)
-REQS=("localstack-core[base-runtime]==4.7.0" moto-ext)
+# base-runtime + moto-ext is enough for SQS, KMS and Secrets Manager (the full [runtime] extra
+# also works, ~2x install time). CloudFormation (the deploy test) also needs the SAM translator
+# and the template engine's helpers: without them it reports "No module named 'samtranslator'".
+REQS=("localstack-core[base-runtime]==4.7.0" moto-ext
+      aws-sam-translator==1.99.0 jsonpath-ng json5 crontab airspeed-ext)
 
 # Exact pins (pip freeze of a working install on Python 3.11.7; = what PyPI offered before
 # 2025-08-15, i.e. 4.7.0's era). Newer deps break 4.7.0: cbor2>=6 (no cbor2._decoder ->
@@ -122,6 +125,15 @@ Werkzeug==3.1.3
 wsproto==1.2.0
 xmltodict==0.14.2
 zope.interface==7.2
+airspeed-ext==0.6.9
+annotated-types==0.8.0
+aws-sam-translator==1.99.0
+crontab==1.0.5
+json5==0.17.3
+jsonpath-ng==1.16.0
+pydantic==2.13.5
+pydantic_core==2.46.5
+typing-inspection==0.4.2
 PINS
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # services.sh -- start (or stop) what veil's demo and tests need, natively, without Docker:
 #   postgres  PostgreSQL on 127.0.0.1:5432, reached as postgres/postgres (the reference setup)
-#   modern    LocalStack 4.7 (SQS with JSON + query protocols, KMS) on 127.0.0.1:${MODERN_PORT:-4566}
+#   modern    LocalStack 4.7 (SQS with JSON + query protocols, KMS, Secrets Manager, and for the
+#             deploy test CloudFormation, IAM, STS, SSM, Logs, CloudWatch, EC2) on 127.0.0.1:${MODERN_PORT:-4566}
 #   legacy    LocalStack 0.14.3 (SQS, query protocol only, like the reference image)
 #             on 127.0.0.1:${LEGACY_PORT:-4510}
 #   tls       a private TLS-only PostgreSQL cluster on 127.0.0.1:${TLS_PORT:-5439}, for the TLS and
@@ -22,7 +23,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODERN_PORT="${MODERN_PORT:-4566}"
 LEGACY_PORT="${LEGACY_PORT:-4510}"
 TLS_PORT="${TLS_PORT:-5439}"
-MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms,secretsmanager}"
+# The services the tests use; `make demo` asks for sqs,kms only (a faster start).
+MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms,secretsmanager,iam,sts,cloudformation,ssm,logs,cloudwatch,ec2}"
 TAG="[services]"
 
 pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }

@@ -256,6 +256,14 @@ pub struct RunArgs {
     #[arg(long, env = "VEIL_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<std::net::SocketAddr>,
 
+    /// Every this many seconds, write a CloudWatch Embedded Metric Format
+    /// line to stdout (namespace veil, dimension Service=veil): the counts
+    /// since the last line and the current gauges. CloudWatch Logs turns
+    /// them into metrics, with no agent. 0 (the default) writes none.
+    #[arg(long, env = "VEIL_CLOUDWATCH_EMF_INTERVAL_SECS", default_value_t = 0, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub cloudwatch_emf_interval_secs: u64,
+
     /// No progress bar (it is shown only with --until-empty on a terminal).
     #[arg(long, short)]
     pub quiet: bool,
@@ -332,6 +340,13 @@ pub struct KeysNewArgs {
         value_name = "FILE"
     )]
     pub out: Option<PathBuf>,
+
+    /// Store the new keyring in this AWS Secrets Manager secret (name or
+    /// ARN) instead of a file: the secret must exist and hold no value yet
+    /// (the CloudFormation stack makes an empty one). Use with
+    /// --kms-key-id, so the secret holds no usable key by itself.
+    #[arg(long, value_name = "SECRET", conflicts_with = "out")]
+    pub secret_id: Option<String>,
 
     /// Encrypt the key material under this AWS KMS key (ARN, id or alias).
     /// veil then calls KMS Decrypt once at start-up. The KMS endpoint

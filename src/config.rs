@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub shutdown_timeout: std::time::Duration,
     /// Where to serve /metrics, /healthz, /readyz.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// How often to write CloudWatch EMF lines (`None`: never).
+    pub cloudwatch_emf_interval: Option<Duration>,
 }
 
 impl RunConfig {
@@ -95,6 +97,8 @@ impl RunConfig {
             max_receives: args.max_receives,
             shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout_secs),
             http_addr: args.http_addr,
+            cloudwatch_emf_interval: (args.cloudwatch_emf_interval_secs > 0)
+                .then(|| Duration::from_secs(args.cloudwatch_emf_interval_secs)),
             queue: queue_settings(&args.queue)?,
             database: database_from_args(&args.database)?,
             mask_mode: args.mask_mode,

@@ -348,6 +348,128 @@ impl Metrics {
     }
 }
 
+/// Counter totals at the last EMF line, so each line carries what happened
+/// since (CloudWatch sums what it receives).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmfTotals {
+    received: u64,
+    written: u64,
+    quarantined: u64,
+    duplicates: u64,
+    deleted: u64,
+    delete_failures: u64,
+    released: u64,
+    errors: u64,
+    batches: u64,
+}
+
+/// The CloudWatch namespace of veil's own metrics.
+pub const EMF_NAMESPACE: &str = "veil";
+
+impl Metrics {
+    /// One CloudWatch Embedded Metric Format line (a JSON object; no
+    /// newline): counts since `last` (then updated), and the current
+    /// gauges, in namespace `veil` with the dimension `Service=veil`.
+    pub fn render_emf(&self, last: &mut EmfTotals, timestamp_ms: i64) -> String {
+        let now = EmfTotals {
+            received: get(&self.received),
+            written: get(&self.written),
+            quarantined: self.quarantined_total(),
+            duplicates: get(&self.duplicates),
+            deleted: get(&self.deleted),
+            delete_failures: get(&self.delete_failures),
+            released: get(&self.released),
+            errors: self.sqs_errors.total() + self.postgres_errors.total(),
+            batches: get(&self.batches),
+        };
+        let since = |now: u64, then: u64| now.saturating_sub(then);
+        let ready = u64::from(self.readiness().0);
+        let values: [(&str, &str, u64); 12] = [
+            (
+                "MessagesReceived",
+                "Count",
+                since(now.received, last.received),
+            ),
+            ("RowsWritten", "Count", since(now.written, last.written)),
+            (
+                "MessagesQuarantined",
+                "Count",
+                since(now.quarantined, last.quarantined),
+            ),
+            (
+                "DuplicatesSkipped",
+                "Count",
+                since(now.duplicates, last.duplicates),
+            ),
+            ("MessagesDeleted", "Count", since(now.deleted, last.deleted)),
+            (
+                "DeleteFailures",
+                "Count",
+                since(now.delete_failures, last.delete_failures),
+            ),
+            (
+                "MessagesReleased",
+                "Count",
+                since(now.released, last.released),
+            ),
+            ("Errors", "Count", since(now.errors, last.errors)),
+            (
+                "BatchesCommitted",
+                "Count",
+                since(now.batches, last.batches),
+            ),
+            ("MessagesInFlight", "Count", get(&self.in_flight)),
+            ("InFlightBytes", "Bytes", get(&self.in_flight_bytes)),
+            ("Ready", "None", ready),
+        ];
+        *last = now;
+        let definitions: Vec<serde_json::Value> = values
+            .iter()
+            .map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit}))
+            .collect();
+        let mut line = serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": EMF_NAMESPACE,
+                    "Dimensions": [["Service"]],
+                    "Metrics": definitions,
+                }],
+            },
+            "Service": "veil",
+            "State": self.state().name(),
+        });
+        for (name, _, value) in values {
+            line[name] = value.into();
+        }
+        line.to_string()
+    }
+}
+
+/// Writes an EMF line to stdout every `interval` until `stop`, and a last
+/// one then, so nothing counted is left out. CloudWatch Logs (the awslogs
+/// driver, the agent) turns each line into metrics; no agent of veil's own.
+pub async fn write_emf_lines(
+    metrics: std::sync::Arc<Metrics>,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use std::io::Write;
+    let mut last = EmfTotals::default();
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(interval) => false,
+        };
+        let line = metrics.render_emf(&mut last, chrono::Utc::now().timestamp_millis());
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+        if stopping {
+            return;
+        }
+    }
+}
+
 fn labelled(
     out: &mut String,
     name: &str,
@@ -389,6 +511,42 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+
+    #[test]
+    fn emf_lines_follow_the_embedded_metric_format_and_count_since_the_last() {
+        let metrics = Metrics::default();
+        metrics.received.store(10, Ordering::Relaxed);
+        metrics.sqs_errors.add("receive", 2);
+        let mut last = EmfTotals::default();
+        let first = metrics.render_emf(&mut last, 1_764_072_000_000);
+        metrics.received.store(25, Ordering::Relaxed);
+        let second = metrics.render_emf(&mut last, 1_764_072_060_000);
+
+        for (line, received, errors) in [(&first, 10, 2), (&second, 15, 0)] {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(!line.contains('\n'), "one line");
+            let aws = &value["_aws"];
+            assert!(aws["Timestamp"].is_i64());
+            let directive = &aws["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], EMF_NAMESPACE);
+            // Every dimension named is a string member of the line.
+            for set in directive["Dimensions"].as_array().unwrap() {
+                for key in set.as_array().unwrap() {
+                    assert!(value[key.as_str().unwrap()].is_string(), "{key}");
+                }
+            }
+            // Every metric named is a number member, with a CloudWatch unit.
+            let metrics = directive["Metrics"].as_array().unwrap();
+            assert!(metrics.len() <= 100, "EMF allows 100 metrics per directive");
+            for metric in metrics {
+                let name = metric["Name"].as_str().unwrap();
+                assert!(value[name].is_u64(), "{name}");
+                assert!(["Count", "Bytes", "None"].contains(&metric["Unit"].as_str().unwrap()));
+            }
+            assert_eq!(value["MessagesReceived"], received);
+            assert_eq!(value["Errors"], errors);
         }
     }
 

@@ -24,6 +24,9 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 
 /// `veil keys new` (and `veil keygen`).
 pub async fn new(args: KeysNewArgs) -> anyhow::Result<()> {
+    if let Some(secret) = &args.secret_id {
+        return new_in_secret(secret, args.kms_key_id).await;
+    }
     let out = match args.out {
         Some(path) => path,
         None => default_key_file()?,
@@ -44,6 +47,23 @@ pub async fn new(args: KeysNewArgs) -> anyhow::Result<()> {
     println!(
         "wrote a new keyring to {} (key id {}, mode 0600, {}); keep it secret and backed up",
         out.display(),
+        keyring.active().id(),
+        describe(&protection)
+    );
+    Ok(())
+}
+
+/// `veil keys new --secret-id`: the keyring goes into an empty secret.
+async fn new_in_secret(secret: &str, kms_key_id: Option<String>) -> anyhow::Result<()> {
+    let keyring = Keyring::generate();
+    let protection = match kms_key_id {
+        Some(arn) => Protection::Kms(arn),
+        None => Protection::Plain,
+    };
+    let text = keys::render(&keyring, &protection).await?;
+    crate::secrets::put_first_value(secret, &text).await?;
+    println!(
+        "stored a new keyring in secret {secret} (key id {}, {}); read it with --key-secret-id {secret}",
         keyring.active().id(),
         describe(&protection)
     );

@@ -156,6 +156,7 @@ fn pipeline_settings(
         write_deadline: limits.statement_timeout * 2 + Duration::from_secs(5),
         shutdown_timeout: config.shutdown_timeout,
         progress: config.progress,
+        cloudwatch_emf_interval: config.cloudwatch_emf_interval,
         max_receives,
     }
 }

@@ -84,6 +84,12 @@ pub async fn run(
     if settings.progress {
         supervisor.spawn_background("progress bar", |stop| progress::show(shared.clone(), stop));
     }
+    if let Some(interval) = settings.cloudwatch_emf_interval {
+        let metrics = metrics.clone();
+        supervisor.spawn_background("CloudWatch metrics", |stop| {
+            crate::metrics::write_emf_lines(metrics, interval, stop)
+        });
+    }
     if let Some(ops) = ops {
         supervisor.spawn_background("operations endpoint", |stop| ops.supervised(stop));
     }

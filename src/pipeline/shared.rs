@@ -55,6 +55,8 @@ pub struct PipelineSettings {
     pub shutdown_timeout: Duration,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Write CloudWatch EMF lines this often.
+    pub cloudwatch_emf_interval: Option<Duration>,
     /// Quarantine messages delivered more often than this (`None`: no limit,
     /// e.g. because the queue has a redrive policy).
     pub max_receives: Option<u32>,

@@ -476,3 +476,53 @@ async fn doctor_says_what_is_wrong_and_how_to_fix_it() {
         "{report}"
     );
 }
+
+#[tokio::test]
+async fn cloudwatch_emf_lines_add_up_to_what_the_run_did() {
+    let db = migrated_db().await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    queue.seed(300, 0.1, 67).await;
+    let mut args = run_args(&queue, &db, &key);
+    args.extend(
+        ["--until-empty", "--cloudwatch-emf-interval-secs", "1"]
+            .iter()
+            .map(|arg| arg.to_string()),
+    );
+    let output = wait_for_exit(spawn_veil(&args), std::time::Duration::from_secs(120)).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+
+    let stdout = text(&output.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("each EMF line is one JSON object"))
+        .filter(|line: &serde_json::Value| line.get("_aws").is_some())
+        .collect();
+    assert!(!lines.is_empty(), "no EMF line on stdout:\n{stdout}");
+    let sum = |name: &str| -> i64 {
+        lines
+            .iter()
+            .map(|line| line[name].as_i64().expect(name))
+            .sum()
+    };
+    for line in &lines {
+        let declared = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Namespace"], "veil");
+        for metric in declared["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(line[name].is_u64(), "{name} declared but not present");
+        }
+    }
+    assert_eq!(sum("MessagesReceived"), 300);
+    assert_eq!(sum("MessagesDeleted"), 300);
+    assert_eq!(
+        sum("RowsWritten"),
+        db.scalar("SELECT count(*) FROM user_logins").await
+    );
+    assert_eq!(
+        sum("MessagesQuarantined"),
+        db.scalar("SELECT count(*) FROM veil.quarantine").await
+    );
+    assert_eq!(lines.last().unwrap()["MessagesInFlight"], 0);
+}

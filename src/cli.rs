@@ -264,6 +264,14 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub cloudwatch_emf_interval_secs: u64,
 
+    /// Every this many seconds, ask SQS how many messages wait in the queue
+    /// (GetQueueAttributes) and publish it as veil_queue_messages on
+    /// /metrics, so "messages wait but nothing is recorded" is one alert
+    /// with no exporter. 0 asks never.
+    #[arg(long, env = "VEIL_QUEUE_DEPTH_INTERVAL_SECS", default_value_t = 15, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub queue_depth_interval_secs: u64,
+
     /// No progress bar (it is shown only with --until-empty on a terminal).
     #[arg(long, short)]
     pub quiet: bool,

@@ -57,6 +57,8 @@ pub struct RunConfig {
     pub http_addr: Option<std::net::SocketAddr>,
     /// How often to write CloudWatch EMF lines (`None`: never).
     pub cloudwatch_emf_interval: Option<Duration>,
+    /// How often the queue's depth is read for /metrics (None: never).
+    pub queue_depth_interval: Option<Duration>,
 }
 
 impl RunConfig {
@@ -99,6 +101,8 @@ impl RunConfig {
             http_addr: args.http_addr,
             cloudwatch_emf_interval: (args.cloudwatch_emf_interval_secs > 0)
                 .then(|| Duration::from_secs(args.cloudwatch_emf_interval_secs)),
+            queue_depth_interval: (args.queue_depth_interval_secs > 0)
+                .then(|| Duration::from_secs(args.queue_depth_interval_secs)),
             queue: queue_settings(&args.queue)?,
             database: database_from_args(&args.database)?,
             mask_mode: args.mask_mode,
@@ -131,7 +135,8 @@ pub fn queue_settings(args: &QueueArgs) -> Result<QueueSettings, ConfigError> {
 /// VEIL_KEY_SECRET_ID or VEIL_KEY, else the per-user default. More than
 /// one is ambiguous, so refused.
 pub fn key_location(args: &KeyArgs) -> Result<KeyLocation, ConfigError> {
-    let from_env = std::env::var_os(VEIL_KEY_ENV).is_some();
+    // Empty counts as unset: compose passes `VEIL_KEY: ${VEIL_KEY:-}` through.
+    let from_env = std::env::var_os(VEIL_KEY_ENV).is_some_and(|value| !value.is_empty());
     let given = [
         args.key_file
             .is_some()

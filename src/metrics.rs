@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::event::RejectReason;
+use crate::sqs::QueueDepth;
 
 /// Where the service is in its life; `/readyz` is 200 only while running
 /// with both dependencies answering.
@@ -151,6 +152,8 @@ pub struct Metrics {
     pub in_flight_limit: AtomicU64,
     /// The bound on bytes held (`--max-in-flight-bytes`).
     pub in_flight_bytes_limit: AtomicU64,
+    /// The queue's depth at the last successful read (None before one).
+    pub queue_depth: Mutex<Option<QueueDepth>>,
     /// SQS call failures, by operation.
     pub sqs_errors: LabelledCounts,
     /// Postgres failures, by kind (transient, duplicate, data, fatal).
@@ -181,6 +184,7 @@ impl Default for Metrics {
             in_flight_bytes: AtomicU64::new(0),
             in_flight_limit: AtomicU64::new(0),
             in_flight_bytes_limit: AtomicU64::new(0),
+            queue_depth: Mutex::new(None),
             sqs_errors: LabelledCounts::default(),
             postgres_errors: LabelledCounts::default(),
             batch_seconds: Histogram::default(),
@@ -316,6 +320,17 @@ impl Metrics {
             "dependency",
             dependencies.into_iter(),
         );
+        let depth = *self.queue_depth.lock().expect("queue depth lock");
+        if let Some(depth) = depth {
+            labelled(
+                &mut out,
+                "veil_queue_messages",
+                "gauge",
+                "Messages in the queue at the last read (--queue-depth-interval-secs): visible ones wait, in_flight ones are received by some consumer and not yet deleted.",
+                "state",
+                [("visible", depth.visible), ("in_flight", depth.in_flight)].into_iter(),
+            );
+        }
         let current = self.state();
         let states = ServiceState::ALL
             .iter()

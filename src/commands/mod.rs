@@ -157,6 +157,7 @@ fn pipeline_settings(
         shutdown_timeout: config.shutdown_timeout,
         progress: config.progress,
         cloudwatch_emf_interval: config.cloudwatch_emf_interval,
+        queue_depth_interval: config.queue_depth_interval,
         max_receives,
     }
 }

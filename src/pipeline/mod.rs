@@ -12,6 +12,7 @@
 //! receivers stop, writers finish what is in hand.
 
 mod ack;
+mod depth;
 mod flight;
 mod heartbeat;
 mod prepare;
@@ -88,6 +89,11 @@ pub async fn run(
         let metrics = metrics.clone();
         supervisor.spawn_background("CloudWatch metrics", |stop| {
             crate::metrics::write_emf_lines(metrics, interval, stop)
+        });
+    }
+    if let Some(interval) = settings.queue_depth_interval {
+        supervisor.spawn_background("queue depth", |stop| {
+            depth::queue_depth_loop(shared.clone(), interval, stop)
         });
     }
     if let Some(ops) = ops {

@@ -57,6 +57,8 @@ pub struct PipelineSettings {
     pub progress: bool,
     /// Write CloudWatch EMF lines this often.
     pub cloudwatch_emf_interval: Option<Duration>,
+    /// Read the queue's depth for /metrics this often.
+    pub queue_depth_interval: Option<Duration>,
     /// Quarantine messages delivered more often than this (`None`: no limit,
     /// e.g. because the queue has a redrive policy).
     pub max_receives: Option<u32>,

@@ -318,6 +318,15 @@ async fn veil_key_variable_and_key_file_give_the_same_masks() {
     );
     assert_eq!(both.status.code(), Some(2));
     assert!(text(&both.stderr).contains("use one"));
+
+    // An empty VEIL_KEY (compose's `${VEIL_KEY:-}` when unset) is no keyring.
+    let empty = veil(
+        &["keys", "list", "--key-file", key.path.to_str().unwrap()],
+        "",
+        &[("VEIL_KEY", "")],
+    );
+    assert!(empty.status.success(), "{}", text(&empty.stderr));
+    assert!(text(&empty.stdout).contains(key.path.to_str().unwrap()));
 }
 
 #[tokio::test]

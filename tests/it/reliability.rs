@@ -379,7 +379,12 @@ async fn metrics_agree_with_the_database_and_health_endpoints_answer() {
         .port();
     let base = format!("http://127.0.0.1:{port}");
     let mut args = run_args(&queue, &db, &key);
-    args.extend(["--http-addr".to_string(), format!("127.0.0.1:{port}")]);
+    args.extend([
+        "--http-addr".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--queue-depth-interval-secs".to_string(),
+        "1".to_string(),
+    ]);
     let child = spawn_veil(&args);
     let http = reqwest::Client::new();
     let get = |path: &'static str| {
@@ -394,6 +399,14 @@ async fn metrics_agree_with_the_database_and_health_endpoints_answer() {
         get("/metrics")
             .await
             .is_some_and(|(_, text)| metric(&text, "veil_messages_deleted_total") == 200)
+    })
+    .await;
+    // The queue's depth, read every second: empty once all are deleted.
+    wait_until("the queue read as empty, per /metrics", || async {
+        get("/metrics").await.is_some_and(|(_, text)| {
+            text.contains("veil_queue_messages{state=\"visible\"} 0\n")
+                && text.contains("veil_queue_messages{state=\"in_flight\"} 0\n")
+        })
     })
     .await;
     let (_, metrics) = get("/metrics").await.unwrap();

@@ -15,11 +15,11 @@ use crate::helpers::*;
 
 const TEMPLATE: &str = include_str!("../../deploy/cloudformation/veil.yaml");
 
-/// One CloudFormation query-protocol call to LocalStack; the XML reply.
-async fn cloudformation(params: &[(&str, &str)]) -> String {
+/// One query-protocol call to LocalStack's `service` (API `version`); the XML reply.
+async fn query_api(service: &str, version: &str, params: &[(&str, &str)]) -> String {
     let endpoint = format!("{}/", modern_endpoint());
     let mut form = url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("Version", "2010-05-15");
+    form.append_pair("Version", version);
     for (name, value) in params {
         form.append_pair(name, value);
     }
@@ -29,7 +29,7 @@ async fn cloudformation(params: &[(&str, &str)]) -> String {
     let signature = veil::sigv4::sign_headers(
         &credentials,
         &veil::sigv4::Scope {
-            service: "cloudformation",
+            service,
             region: "us-east-1",
         },
         &veil::sigv4::Request {
@@ -49,8 +49,15 @@ async fn cloudformation(params: &[(&str, &str)]) -> String {
     let response = request.body(body).send().await.expect("LocalStack");
     let status = response.status();
     let reply = response.text().await.unwrap();
-    assert!(status.is_success(), "{params:?}: {status} {reply}");
+    assert!(
+        status.is_success(),
+        "{service} {params:?}: {status} {reply}"
+    );
     reply
+}
+
+async fn cloudformation(params: &[(&str, &str)]) -> String {
+    query_api("cloudformation", "2010-05-15", params).await
 }
 
 /// The text of the first `tag` element of a reply.
@@ -214,6 +221,114 @@ async fn the_stack_deploys_veil_drains_its_queue_and_a_poison_message_reaches_it
     })
     .await;
     assert_eq!(queue.depth().await, Default::default());
+
+    cloudformation(&[("Action", "DeleteStack"), ("StackName", &name)]).await;
+}
+
+/// A policy document from IAM (URL-encoded JSON). The trust policy, given to
+/// CloudFormation as text (its condition keys name the issuer), comes back
+/// from LocalStack as a JSON string holding the JSON; real CloudFormation
+/// parses it.
+fn json_document(encoded: &str) -> serde_json::Value {
+    let text: String = url::form_urlencoded::parse(format!("d={encoded}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    match serde_json::from_str(&text).expect(&text) {
+        serde_json::Value::String(inner) => serde_json::from_str(&inner).expect(&inner),
+        document => document,
+    }
+}
+
+#[tokio::test]
+async fn on_kubernetes_the_stack_makes_an_irsa_role_for_veils_service_account_and_no_ecs() {
+    let name = format!("veil-k8s-{}", rand::random::<u32>() % 100_000);
+    let issuer = "oidc.eks.us-east-1.amazonaws.com/id/0123456789ABCDEF0123456789ABCDEF";
+    let outputs = create_stack(
+        &name,
+        &[
+            ("Name", &name),
+            ("Platform", "kubernetes"),
+            ("KubernetesOidcProvider", issuer),
+        ],
+    )
+    .await;
+    for output in ["QueueUrl", "KeyArn", "KeyringSecretArn", "TaskRoleArn"] {
+        assert!(outputs.contains_key(output), "{output} in {outputs:?}");
+    }
+    for ecs_only in ["ClusterName", "LogGroupName"] {
+        assert!(!outputs.contains_key(ecs_only), "{ecs_only} in {outputs:?}");
+    }
+
+    // The role trusts the cluster's issuer for veil's ServiceAccount only
+    // (deploy/k8s: namespace veil, name veil), and carries veil's policy.
+    let role = outputs["TaskRoleArn"]
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let reply = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "GetRole"), ("RoleName", &role)],
+    )
+    .await;
+    let trust = json_document(&first(&reply, "AssumeRolePolicyDocument").expect("a trust policy"));
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+    assert_eq!(
+        statement["Principal"]["Federated"],
+        format!("arn:aws:iam::000000000000:oidc-provider/{issuer}")
+    );
+    assert_eq!(
+        statement["Condition"]["StringEquals"][format!("{issuer}:sub")],
+        "system:serviceaccount:veil:veil"
+    );
+    assert_eq!(
+        statement["Condition"]["StringEquals"][format!("{issuer}:aud")],
+        "sts.amazonaws.com"
+    );
+    let attached = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "ListAttachedRolePolicies"), ("RoleName", &role)],
+    )
+    .await;
+    let policy_arn = first(&attached, "PolicyArn").expect("veil's policy attached");
+    let policy = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "GetPolicy"), ("PolicyArn", &policy_arn)],
+    )
+    .await;
+    let version = first(&policy, "DefaultVersionId").unwrap();
+    let policy_version = query_api(
+        "iam",
+        "2010-05-08",
+        &[
+            ("Action", "GetPolicyVersion"),
+            ("PolicyArn", &policy_arn),
+            ("VersionId", &version),
+        ],
+    )
+    .await;
+    let policy = json_document(&first(&policy_version, "Document").expect("a policy document"));
+    let sqs_actions = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|statement| statement["Sid"] == "TheLoginQueue")
+        .map(|statement| statement["Action"].clone())
+        .expect("the queue statement");
+    assert_eq!(
+        sqs_actions,
+        serde_json::json!([
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes"
+        ])
+    );
 
     cloudformation(&[("Action", "DeleteStack"), ("StackName", &name)]).await;
 }

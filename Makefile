@@ -12,7 +12,7 @@ VEIL  := $(or $(CARGO_TARGET_DIR),target)/debug/veil
 LEGACY_QUEUE := http://localhost:4510/000000000000/login-queue
 DEMO_PSQL := PGPASSWORD=postgres psql -h 127.0.0.1 -U postgres -d postgres
 
-.PHONY: demo demo-legacy demo-reset test check services services-down build
+.PHONY: demo demo-legacy demo-reset test check check-deploy services services-down build
 
 ## demo: start Postgres + LocalStack 4.7, seed 100 events (5% junk), drain them, print the table
 demo: build
@@ -44,6 +44,10 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	scripts/check-rust-version.sh
+
+## check-deploy: CloudFormation, Kubernetes, Prometheus, workflows, compose through their validators
+check-deploy:
+	scripts/check-deploy.sh
 
 build:
 	$(CARGO) build --locked --quiet

@@ -3,7 +3,9 @@
 # they are (sourceable: `eval "$(scripts/deploy-tools.sh env)"`). Everything lands under $TOOLS
 # (default /tmp/veil-deploy-tools); nothing else on the machine changes.
 #   cfn-lint 1.58.0, kubernetes-validate 1.37.0, check-jsonschema 0.39.0   (PyPI, in a venv)
-#   promtool 2.42 (Debian's prometheus package, unpacked with dpkg-deb; no service installed)
+#   promtool 2.42.0 (Debian bookworm's prometheus package $PROMETHEUS_DEB, unpacked with dpkg-deb;
+#     no service installed). Where that exact build is gone from the mirror (a newer security
+#     update replaced it) or on Ubuntu, the distribution's version is taken and named.
 #   kubectl (for `kubectl kustomize`) must already be installed: Debian package kubectl
 # Usage: scripts/deploy-tools.sh [install|env]   (default: install)
 set -euo pipefail
@@ -11,6 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS="${TOOLS:-/tmp/veil-deploy-tools}"
 TAG="[deploy-tools]"
 PINS=(cfn-lint==1.58.0 kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
+PROMETHEUS_DEB="${PROMETHEUS_DEB:-2.42.0+ds-5+deb12u1}"
 # shellcheck source=lib/python.sh
 source "$here/lib/python.sh"
 
@@ -32,8 +35,12 @@ install_promtool() {
   }
   echo "$TAG unpacking promtool from Debian's prometheus package ..." >&2
   mkdir -p "$TOOLS/prometheus"
-  (cd "$TOOLS" && apt-get download -qq prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download -qq prometheus; })
+  (cd "$TOOLS" && { apt-get download -qq "prometheus=$PROMETHEUS_DEB" >/dev/null 2>&1 \
+    || { echo "$TAG prometheus=$PROMETHEUS_DEB is not in the package index; taking the distribution's version" >&2
+         apt-get download -qq prometheus >/dev/null 2>&1 \
+           || { apt-get update -qq >/dev/null && apt-get download -qq prometheus; }; }; })
   dpkg-deb -x "$(ls "$TOOLS"/prometheus_*.deb | head -n 1)" "$TOOLS/prometheus"
+  echo "$TAG $("$TOOLS/prometheus/usr/bin/promtool" --version 2>&1 | head -n 1)" >&2
 }
 
 check_kubectl() {

@@ -130,7 +130,9 @@ async fn veil_writer(
         .batch_execute(veil::postgres::USER_LOGINS_DDL)
         .await
         .unwrap();
-    veil::postgres::migrate(&mut client).await.unwrap();
+    veil::postgres::migrate(&mut client, Default::default())
+        .await
+        .unwrap();
     ledger_history(&client, history).await;
     let batches: Vec<Vec<Prepared>> = prepared.chunks(batch).map(<[Prepared]>::to_vec).collect();
     let mut lanes: Vec<Vec<Vec<Prepared>>> = vec![Vec::new(); writers];

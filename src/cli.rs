@@ -71,6 +71,21 @@ pub enum Command {
     /// Send generated login events (and a share of junk) to the queue, for
     /// demos, tests and benchmarks. Creates the queue if it is missing.
     Seed(SeedArgs),
+    /// Housekeeping, once: create the partitions of the coming days, drop
+    /// those past the retention (the ledger after --ledger-retention-days,
+    /// a partitioned user_logins after --retention-months). For cron or a
+    /// Kubernetes CronJob, as the tables' owner; `veil run` does the same
+    /// every --housekeeping-interval-secs. One veil at a time does it.
+    Maintain(MaintainArgs),
+    /// List the rows of user_logins that hold an IP or a device id, without
+    /// revealing anything else: the value is masked under every key of the
+    /// keyring (both mask modes) and matched. Audited; --reason required.
+    Find(FindArgs),
+    /// Erase one person's data: delete the rows of user_logins that hold an
+    /// IP, a device id or a user id, and the quarantined messages whose
+    /// bodies hold it (opened to check), under every key of the keyring.
+    /// Audited; --reason required; --dry-run counts without deleting.
+    Forget(ForgetArgs),
 }
 
 /// Where the queue is and how to talk to it.
@@ -272,6 +287,18 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub queue_depth_interval_secs: u64,
 
+    #[command(flatten)]
+    pub housekeeping: HousekeepingArgs,
+
+    /// Every this many seconds (and once at start), do housekeeping: the
+    /// partitions of the coming days, dropping those past the retention.
+    /// One veil at a time does it; the others skip. Needs the tables'
+    /// owner: under a role without those rights, it says so once and
+    /// leaves it to `veil maintain`. 0 never.
+    #[arg(long, env = "VEIL_HOUSEKEEPING_INTERVAL_SECS", default_value_t = 3600, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub housekeeping_interval_secs: u64,
+
     /// No progress bar (it is shown only with --until-empty on a terminal).
     #[arg(long, short)]
     pub quiet: bool,
@@ -412,6 +439,125 @@ pub struct MigrateArgs {
     /// veil adds them by itself only to a table it creates.
     #[arg(long)]
     pub indexes: bool,
+
+    /// Create user_logins partitioned on create_date, by month or by day,
+    /// with the contract's columns exactly (only when it is missing; an
+    /// existing table is never altered). Housekeeping keeps its partitions;
+    /// --retention-months drops old ones.
+    #[arg(long, value_enum, value_name = "month|day")]
+    pub partition_by: Option<crate::postgres::partitions::Granularity>,
+
+    #[command(flatten)]
+    pub housekeeping: HousekeepingArgs,
+}
+
+/// What housekeeping keeps. `veil run`, `veil maintain` and `veil migrate`
+/// take these.
+#[derive(Debug, Clone, Args)]
+pub struct HousekeepingArgs {
+    /// Keep ledger entries this many days after their message was sent;
+    /// older days are dropped whole. The ledger is what makes a redelivered
+    /// message a duplicate, so this must exceed how long the queue keeps a
+    /// message (SQS: 14 days at most, hence 15). Shorter values are checked
+    /// against the queue's MessageRetentionPeriod.
+    #[arg(long, env = "VEIL_LEDGER_RETENTION_DAYS", default_value_t = 15, value_name = "DAYS",
+          value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub ledger_retention_days: u32,
+
+    /// Drop partitions of a partitioned user_logins (veil migrate
+    /// --partition-by) once they are older than this many months. Off by
+    /// default: rows are kept until you say otherwise.
+    #[arg(long, env = "VEIL_RETENTION_MONTHS", value_name = "MONTHS",
+          value_parser = clap::value_parser!(u32).range(1..=1200))]
+    pub retention_months: Option<u32>,
+}
+
+/// Options of `veil maintain`.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub housekeeping: HousekeepingArgs,
+
+    /// The queue whose MessageRetentionPeriod a --ledger-retention-days
+    /// below 15 is checked against.
+    #[arg(long, env = "VEIL_QUEUE_URL", default_value = DEFAULT_QUEUE_URL)]
+    pub queue_url: String,
+}
+
+/// The value `find` and `forget` look for: exactly one.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct LookupArgs {
+    /// An IP address (any spelling of it: it is put in the canonical form
+    /// the pipeline masks).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+
+    /// A device id, exactly as the producer sent it.
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+}
+
+/// Options of `veil find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub lookup: LookupArgs,
+
+    /// Why this lookup is needed (a ticket, a case); stored in veil.audit.
+    #[arg(long)]
+    pub reason: String,
+
+    /// Show at most this many rows (all are counted and audited).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+}
+
+/// What `forget` erases: exactly one of these.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct ForgetTarget {
+    /// An IP address (any spelling of it).
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+
+    /// A device id, exactly as the producer sent it.
+    #[arg(long, value_name = "ID")]
+    pub device_id: Option<String>,
+
+    /// A user id (stored as it is, so matched as it is).
+    #[arg(long, value_name = "ID")]
+    pub user_id: Option<String>,
+}
+
+/// Options of `veil forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub target: ForgetTarget,
+
+    /// Why (a privacy request's reference); stored in veil.audit.
+    #[arg(long)]
+    pub reason: String,
+
+    /// Count what would be deleted, delete nothing (still audited).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Options of `veil seed`.

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::cli::{KeyArgs, QueueArgs, RunArgs};
+use crate::cli::{HousekeepingArgs, KeyArgs, QueueArgs, RunArgs};
 use crate::keyring::{KeyLocation, VEIL_KEY_ENV};
+use crate::postgres::maintain::HousekeepingPolicy;
 use crate::postgres::{region_of_rds_host, DatabaseSettings, Login, SessionLimits, TlsSettings};
 use crate::sqs::{QueueSettings, ReceiveRequest};
 
@@ -59,6 +60,18 @@ pub struct RunConfig {
     pub cloudwatch_emf_interval: Option<Duration>,
     /// How often the queue's depth is read for /metrics (None: never).
     pub queue_depth_interval: Option<Duration>,
+    /// What housekeeping keeps.
+    pub housekeeping: HousekeepingPolicy,
+    /// How often housekeeping runs (None: never).
+    pub housekeeping_interval: Option<Duration>,
+}
+
+/// The housekeeping policy of the command line.
+pub fn housekeeping_policy(args: &HousekeepingArgs) -> HousekeepingPolicy {
+    HousekeepingPolicy {
+        ledger_retention_days: args.ledger_retention_days,
+        user_logins_retention_months: args.retention_months,
+    }
 }
 
 impl RunConfig {
@@ -103,6 +116,9 @@ impl RunConfig {
                 .then(|| Duration::from_secs(args.cloudwatch_emf_interval_secs)),
             queue_depth_interval: (args.queue_depth_interval_secs > 0)
                 .then(|| Duration::from_secs(args.queue_depth_interval_secs)),
+            housekeeping: housekeeping_policy(&args.housekeeping),
+            housekeeping_interval: (args.housekeeping_interval_secs > 0)
+                .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
             queue: queue_settings(&args.queue)?,
             database: database_from_args(&args.database)?,
             mask_mode: args.mask_mode,

@@ -39,6 +39,7 @@ pub mod ops;
 pub mod outcome;
 pub mod pipeline;
 pub mod postgres;
+pub mod privacy;
 pub mod rekey;
 pub mod report;
 pub mod secrets;

@@ -52,6 +52,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => commands::migrate(args).await,
         Command::Doctor(args) => commands::doctor::doctor(args).await,
         Command::Seed(args) => commands::seed(args).await,
+        Command::Maintain(args) => commands::maintain(args).await,
+        Command::Find(args) => commands::privacy::find(args).await,
+        Command::Forget(args) => commands::privacy::forget(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

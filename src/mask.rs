@@ -115,6 +115,34 @@ fn hmac_key(key: &MaskKey) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(derive.finalize().into_bytes().to_vec())
 }
 
+/// The AES-SIV mask (`siv1.`) of a value under one key.
+fn siv_mask(key: &MaskKey, field: Field, value: &str) -> String {
+    let ciphertext = cipher(key)
+        .encrypt([field.associated_data()], value.as_bytes())
+        // AES-SIV encryption only fails for more headers than S2V allows (126).
+        .expect("AES-SIV encrypt with one header");
+    format!(
+        "{SIV_PREFIX}.{}.{}",
+        key.id(),
+        URL_SAFE_NO_PAD.encode(ciphertext)
+    )
+}
+
+/// The HMAC-SHA256 mask (`hmac1.`) of a value under one key.
+fn hmac_mask(key: &MaskKey, field: Field, value: &str) -> String {
+    let derived = hmac_key(key);
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(&derived).expect("HMAC accepts any key length");
+    mac.update(field.associated_data());
+    mac.update(&[0]);
+    mac.update(value.as_bytes());
+    format!(
+        "{HMAC_PREFIX}.{}.{}",
+        key.id(),
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
 /// Masking, revealing and sealing with the keys of a keyring.
 impl Keyring {
     /// Masks one PII value with the active key in the given mode.
@@ -127,30 +155,22 @@ impl Keyring {
 
     /// An irreversible HMAC-SHA256 mask (`hmac1.`) with the active key.
     pub fn mask_irreversibly(&self, field: Field, value: &str) -> String {
-        let key = hmac_key(self.active());
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC accepts any key length");
-        mac.update(field.associated_data());
-        mac.update(&[0]);
-        mac.update(value.as_bytes());
-        format!(
-            "{HMAC_PREFIX}.{}.{}",
-            self.active().id(),
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        )
+        hmac_mask(self.active(), field, value)
     }
 
     /// Masks one PII value with the active key (AES-SIV).
     pub fn mask(&self, field: Field, value: &str) -> String {
-        let ciphertext = cipher(self.active())
-            .encrypt([field.associated_data()], value.as_bytes())
-            // AES-SIV encryption only fails for more headers than S2V allows (126).
-            .expect("AES-SIV encrypt with one header");
-        format!(
-            "{SIV_PREFIX}.{}.{}",
-            self.active().id(),
-            URL_SAFE_NO_PAD.encode(ciphertext)
-        )
+        siv_mask(self.active(), field, value)
+    }
+
+    /// Every mask a value can have in a table this keyring wrote: under
+    /// each of its keys, in both modes. Masks are deterministic, so these
+    /// find the value's rows (`veil find`, `veil forget`) without opening
+    /// any other.
+    pub fn masks_under_every_key(&self, field: Field, value: &str) -> Vec<String> {
+        self.keys()
+            .flat_map(|key| [siv_mask(key, field, value), hmac_mask(key, field, value)])
+            .collect()
     }
 
     /// Opens a mask made by any key in the ring, returning the field and value.
@@ -370,6 +390,24 @@ mod tests {
             ring.reveal(&old_mask),
             Err(RevealError::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn every_mask_a_value_can_have_covers_old_keys_and_both_modes() {
+        let mut ring = Keyring::generate();
+        let old_siv = ring.mask(Field::Ip, "10.0.0.1");
+        let old_hmac = ring.mask_irreversibly(Field::Ip, "10.0.0.1");
+        ring.rotate();
+        let new_siv = ring.mask(Field::Ip, "10.0.0.1");
+        let masks = ring.masks_under_every_key(Field::Ip, "10.0.0.1");
+        assert_eq!(masks.len(), 4);
+        for mask in [&old_siv, &old_hmac, &new_siv] {
+            assert!(masks.contains(mask), "{mask} missing");
+        }
+        assert!(!masks.contains(&ring.mask(Field::DeviceId, "10.0.0.1")));
+        assert!(!ring
+            .masks_under_every_key(Field::Ip, "10.0.0.2")
+            .contains(&new_siv));
     }
 
     #[test]

@@ -154,6 +154,16 @@ pub struct Metrics {
     pub in_flight_bytes_limit: AtomicU64,
     /// The queue's depth at the last successful read (None before one).
     pub queue_depth: Mutex<Option<QueueDepth>>,
+    /// Housekeeping passes, by result (done, skipped, failed).
+    pub housekeeping_runs: LabelledCounts,
+    /// Partitions housekeeping created.
+    pub partitions_created: AtomicU64,
+    /// Partitions housekeeping dropped past their retention.
+    pub partitions_dropped: AtomicU64,
+    /// Rows housekeeping deleted (default and no-send-time partitions).
+    pub housekeeping_rows_deleted: AtomicU64,
+    /// Unix time of the last housekeeping pass that completed (0: none).
+    pub housekeeping_last_success: AtomicU64,
     /// SQS call failures, by operation.
     pub sqs_errors: LabelledCounts,
     /// Postgres failures, by kind (transient, duplicate, data, fatal).
@@ -185,6 +195,11 @@ impl Default for Metrics {
             in_flight_limit: AtomicU64::new(0),
             in_flight_bytes_limit: AtomicU64::new(0),
             queue_depth: Mutex::new(None),
+            housekeeping_runs: LabelledCounts::default(),
+            partitions_created: AtomicU64::new(0),
+            partitions_dropped: AtomicU64::new(0),
+            housekeeping_rows_deleted: AtomicU64::new(0),
+            housekeeping_last_success: AtomicU64::new(0),
             sqs_errors: LabelledCounts::default(),
             postgres_errors: LabelledCounts::default(),
             batch_seconds: Histogram::default(),
@@ -266,6 +281,10 @@ impl Metrics {
             ("veil_messages_in_flight_limit", "gauge", "Most messages veil holds at once (--max-in-flight).", &self.in_flight_limit),
             ("veil_in_flight_bytes", "gauge", "Bytes held now, as the in-flight bound counts them (bodies, receipts, prepared rows, room reserved for receives under way).", &self.in_flight_bytes),
             ("veil_in_flight_bytes_limit", "gauge", "Most bytes veil holds at once (--max-in-flight-bytes).", &self.in_flight_bytes_limit),
+            ("veil_partitions_created_total", "counter", "Partitions housekeeping created (ledger days, user_logins months or days).", &self.partitions_created),
+            ("veil_partitions_dropped_total", "counter", "Partitions housekeeping dropped past their retention.", &self.partitions_dropped),
+            ("veil_housekeeping_rows_deleted_total", "counter", "Ledger entries and rows housekeeping deleted outside the dropped partitions.", &self.housekeeping_rows_deleted),
+            ("veil_housekeeping_last_success_timestamp_seconds", "gauge", "When this process last completed a housekeeping pass (0: never; processes that skip, because another holds the lock, stay at 0).", &self.housekeeping_last_success),
         ];
         // Writing to a String cannot fail.
         for (name, kind, help, value) in simple {
@@ -289,6 +308,14 @@ impl Metrics {
             "Messages quarantined, by reason.",
             "reason",
             reasons,
+        );
+        labelled(
+            &mut out,
+            "veil_housekeeping_runs_total",
+            "counter",
+            "Housekeeping passes: done, skipped (another veil held the lock), failed.",
+            "result",
+            self.housekeeping_runs.snapshot().into_iter(),
         );
         labelled(
             &mut out,

@@ -1,5 +1,7 @@
 //! Re-masking after a key rotation. Walks `user_logins` in physical order
-//! (`ctid` keyset pages, one transaction each, rows locked `FOR UPDATE`),
+//! (`ctid` keyset pages, one transaction each, rows locked `FOR UPDATE`;
+//! partition by partition when the table is partitioned, since a `ctid`
+//! is only unique within one),
 //! opens every AES-SIV mask made by a non-active key and masks the value
 //! again with the active key, then re-seals quarantine bodies the same way.
 //!
@@ -38,16 +40,34 @@ pub struct RekeyReport {
     pub keys_in_use: BTreeSet<String>,
 }
 
-const PAGE_SQL: &str = "SELECT ctid::text, masked_ip, masked_device_id FROM user_logins
-    WHERE ctid > $1::text::tid AND ctid <= $3::text::tid ORDER BY ctid LIMIT $2 FOR UPDATE";
+/// The tables holding the rows: `user_logins` itself, or its leaf
+/// partitions, schema-qualified and quoted.
+const LEAVES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid IN (SELECT relid FROM pg_partition_tree('user_logins') WHERE isleaf)
+       OR (c.oid = 'user_logins'::regclass AND c.relkind = 'r')
+    ORDER BY 1";
+
+fn page_sql(table: &str) -> String {
+    format!(
+        "SELECT ctid::text, masked_ip, masked_device_id FROM {table}
+          WHERE ctid > $1::text::tid AND ctid <= $3::text::tid ORDER BY ctid LIMIT $2 FOR UPDATE"
+    )
+}
 
 /// The walk stops at the last tuple that existed when it began; the new
 /// versions its own updates create lie beyond and need no second look.
-const END_SQL: &str = "SELECT coalesce(max(ctid), '(0,0)')::text FROM user_logins";
+fn end_sql(table: &str) -> String {
+    format!("SELECT coalesce(max(ctid), '(0,0)')::text FROM {table}")
+}
 
-const UPDATE_SQL: &str = "UPDATE user_logins AS u SET masked_ip = v.ip, masked_device_id = v.device
-    FROM unnest($1::text[], $2::text[], $3::text[]) AS v(ctid, ip, device)
-    WHERE u.ctid = v.ctid::tid";
+fn update_sql(table: &str) -> String {
+    format!(
+        "UPDATE {table} AS u SET masked_ip = v.ip, masked_device_id = v.device
+           FROM unnest($1::text[], $2::text[], $3::text[]) AS v(ctid, ip, device)
+          WHERE u.ctid = v.ctid::tid"
+    )
+}
 
 const QUARANTINE_PAGE_SQL: &str = "SELECT message_id, key_id, body_sealed FROM veil.quarantine
     WHERE key_id <> $1 ORDER BY message_id LIMIT $2 FOR UPDATE SKIP LOCKED";
@@ -70,34 +90,23 @@ pub async fn rekey(
     mut progress: impl FnMut(&RekeyReport),
 ) -> anyhow::Result<RekeyReport> {
     let mut report = RekeyReport::default();
-    let mut last_ctid = "(0,0)".to_string();
-    let end_ctid: String = client.query_one(END_SQL, &[]).await?.get(0);
-    loop {
-        let transaction = client.transaction().await?;
-        let rows = transaction
-            .query(PAGE_SQL, &[&last_ctid, &batch_rows, &end_ctid])
-            .await?;
-        let Some(last) = rows.last() else { break };
-        last_ctid = last.get(0);
-        report.rows_scanned += rows.len() as u64;
-        let (mut ctids, mut ips, mut devices) = (Vec::new(), Vec::new(), Vec::new());
-        for row in &rows {
-            let ip = remask(keyring, row.get(1), &mut report)?;
-            let device = remask(keyring, row.get(2), &mut report)?;
-            if ip.is_some() || device.is_some() {
-                ctids.push(row.get::<_, String>(0));
-                ips.push(ip.or_else(|| row.get(1)));
-                devices.push(device.or_else(|| row.get(2)));
-            }
-        }
-        if !ctids.is_empty() {
-            transaction
-                .execute(UPDATE_SQL, &[&ctids, &ips, &devices])
-                .await?;
-            report.rows_rekeyed += ctids.len() as u64;
-        }
-        transaction.commit().await?;
-        progress(&report);
+    let leaves: Vec<String> = client
+        .query(LEAVES_SQL, &[])
+        .await
+        .context("listing user_logins' partitions")?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for table in &leaves {
+        rekey_table(
+            client,
+            table,
+            keyring,
+            batch_rows,
+            &mut report,
+            &mut progress,
+        )
+        .await?;
     }
     reseal_quarantine(client, keyring, batch_rows, &mut report).await?;
     progress(&report);
@@ -108,6 +117,48 @@ pub async fn rekey(
         .map(|row| row.get(0))
         .collect();
     Ok(report)
+}
+
+/// Re-masks one table (`user_logins`, or one of its partitions).
+async fn rekey_table(
+    client: &mut Client,
+    table: &str,
+    keyring: &Keyring,
+    batch_rows: i64,
+    report: &mut RekeyReport,
+    progress: &mut impl FnMut(&RekeyReport),
+) -> anyhow::Result<()> {
+    let (page, update) = (page_sql(table), update_sql(table));
+    let mut last_ctid = "(0,0)".to_string();
+    let end_ctid: String = client.query_one(&end_sql(table), &[]).await?.get(0);
+    loop {
+        let transaction = client.transaction().await?;
+        let rows = transaction
+            .query(&page, &[&last_ctid, &batch_rows, &end_ctid])
+            .await?;
+        let Some(last) = rows.last() else { break };
+        last_ctid = last.get(0);
+        report.rows_scanned += rows.len() as u64;
+        let (mut ctids, mut ips, mut devices) = (Vec::new(), Vec::new(), Vec::new());
+        for row in &rows {
+            let ip = remask(keyring, row.get(1), report)?;
+            let device = remask(keyring, row.get(2), report)?;
+            if ip.is_some() || device.is_some() {
+                ctids.push(row.get::<_, String>(0));
+                ips.push(ip.or_else(|| row.get(1)));
+                devices.push(device.or_else(|| row.get(2)));
+            }
+        }
+        if !ctids.is_empty() {
+            transaction
+                .execute(&update, &[&ctids, &ips, &devices])
+                .await?;
+            report.rows_rekeyed += ctids.len() as u64;
+        }
+        transaction.commit().await?;
+        progress(report);
+    }
+    Ok(())
 }
 
 /// The new mask for `mask` if it was made by an older key, else `None`.

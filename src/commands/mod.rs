@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod keys;
+pub mod privacy;
 pub mod reveal;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use anyhow::Context;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
+use crate::cli::{MaintainArgs, MigrateArgs, RekeyArgs, RunArgs, SeedArgs};
 use crate::config::{database_from_args, key_location, queue_settings, RunConfig};
 use crate::error::ConfigError;
 use crate::keyring as key_sources;
@@ -64,7 +65,15 @@ pub async fn serve_observed(
         .facts()
         .await
         .with_context(|| format!("checking the queue {}", config.queue.url))?;
-    let schema = postgres::migrate(database.client().await?).await?;
+    if !facts.ledger_days_suffice(config.housekeeping.ledger_retention_days) {
+        return Err(
+            ledger_retention_too_short(config.housekeeping.ledger_retention_days, &facts).into(),
+        );
+    }
+    let schema = postgres::migrate(database.client().await?, Default::default()).await?;
+    if config.housekeeping_interval.is_some() {
+        pipeline::housekeeping_pass(database.client().await?, &config.housekeeping, &metrics).await;
+    }
     drop(database);
     let max_receives = match config.max_receives {
         0 => None,
@@ -107,6 +116,20 @@ pub async fn serve_observed(
         "veil stopped"
     );
     Ok(report)
+}
+
+/// The error for a ledger retention shorter than the queue keeps messages.
+fn ledger_retention_too_short(days: u32, facts: &crate::sqs::QueueFacts) -> ConfigError {
+    let retention_secs = facts
+        .retention_secs
+        .unwrap_or(crate::sqs::SQS_MAX_RETENTION_SECS);
+    let needed = (retention_secs + 86_400).div_ceil(86_400);
+    ConfigError(format!(
+        "--ledger-retention-days {days} is shorter than this queue keeps a message ({} s, plus a day \
+         of margin): a message redelivered after its ledger day was dropped would be recorded twice. \
+         Use --ledger-retention-days {needed} or more",
+        retention_secs
+    ))
 }
 
 /// Logs once whether the Postgres connection is encrypted, as the server
@@ -158,27 +181,109 @@ fn pipeline_settings(
         progress: config.progress,
         cloudwatch_emf_interval: config.cloudwatch_emf_interval,
         queue_depth_interval: config.queue_depth_interval,
+        housekeeping: config.housekeeping,
+        housekeeping_interval: config.housekeeping_interval,
         max_receives,
     }
 }
 
-/// `veil migrate`.
+/// `veil migrate`: the schema, then a housekeeping pass, so the
+/// partitions of the coming days exist before the first run.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config.clone()).await?;
-    let report = postgres::migrate(database.client().await?).await?;
-    println!(
-        "schema ready on {} (user_logins {})",
-        config.describe(),
-        if report.created_user_logins {
-            "created, with analyst indexes"
-        } else {
-            "already there"
+    let options = postgres::MigrateOptions {
+        partition_user_logins: args.partition_by,
+    };
+    let report = postgres::migrate(database.client().await?, options).await?;
+    let table = match (report.created_user_logins, report.user_logins_partitioned) {
+        (true, None) => "created, with analyst indexes".to_string(),
+        (true, Some(granularity)) => format!(
+            "created, partitioned by {}, with analyst indexes",
+            granularity_name(granularity)
+        ),
+        (false, None) => "already there".to_string(),
+        (false, Some(granularity)) => {
+            format!(
+                "already there, partitioned by {}",
+                granularity_name(granularity)
+            )
         }
+    };
+    println!(
+        "schema ready on {} (user_logins {table})",
+        config.describe()
     );
+    if let Some(partition) = &report.upgraded_ledger {
+        println!(
+            "the ledger is now partitioned by day; its earlier entries are partition {partition}, \
+             still checked for redeliveries and dropped once past the retention"
+        );
+    }
+    let policy = crate::config::housekeeping_policy(&args.housekeeping);
+    let housekeeping = postgres::maintain::maintain(database.client().await?, &policy).await?;
+    println!("{}", postgres::maintain::describe(&housekeeping));
     if args.indexes {
         let created = postgres::create_analyst_indexes(database.client().await?).await?;
         println!("analyst indexes created: {created:?} (any others already existed)");
+    }
+    Ok(())
+}
+
+fn granularity_name(granularity: postgres::partitions::Granularity) -> &'static str {
+    match granularity {
+        postgres::partitions::Granularity::Month => "month",
+        postgres::partitions::Granularity::Day => "day",
+    }
+}
+
+/// `veil maintain`: one housekeeping pass.
+pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
+    let policy = crate::config::housekeeping_policy(&args.housekeeping);
+    if policy.ledger_retention_days < 15 {
+        confirm_short_retention(&args, policy.ledger_retention_days).await?;
+    }
+    let config = database_from_args(&args.database)?;
+    let mut database = Database::connect(config.clone()).await?;
+    let started = Instant::now();
+    let report = postgres::maintain::maintain(database.client().await?, &policy).await?;
+    println!(
+        "{} on {} in {:.2} s",
+        postgres::maintain::describe(&report),
+        config.describe(),
+        started.elapsed().as_secs_f64()
+    );
+    for name in &report.created {
+        println!("  created {name}");
+    }
+    for (name, rows) in &report.dropped {
+        println!("  dropped {name} (about {rows} rows)");
+    }
+    Ok(())
+}
+
+/// A ledger retention under SQS's 14 days is safe only for a queue that
+/// keeps messages for less: ask the queue.
+async fn confirm_short_retention(args: &MaintainArgs, days: u32) -> anyhow::Result<()> {
+    let queue_args = crate::cli::QueueArgs {
+        queue_url: args.queue_url.clone(),
+        sqs_protocol: crate::sqs::ProtocolChoice::Auto,
+        endpoint_wait_secs: 0,
+    };
+    let facts = async {
+        let sqs = SqsClient::connect(&queue_settings(&queue_args)?).await?;
+        Ok::<_, anyhow::Error>(sqs.facts().await?)
+    }
+    .await
+    .map_err(|error| {
+        ConfigError(format!(
+            "--ledger-retention-days {days} is below SQS's 14-day maximum, and the queue {} could not \
+             be asked how long it keeps messages ({error:#}). Use 15 or more, or give the right --queue-url",
+            args.queue_url
+        ))
+    })?;
+    if !facts.ledger_days_suffice(days) {
+        return Err(ledger_retention_too_short(days, &facts).into());
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod ack;
 mod depth;
 mod flight;
 mod heartbeat;
+mod housekeeping;
 mod prepare;
 mod progress;
 mod receive;
@@ -34,6 +35,7 @@ use crate::postgres::{Database, DatabaseSettings};
 use crate::sqs::SqsClient;
 
 pub use flight::{Delivery, InFlight};
+pub use housekeeping::pass as housekeeping_pass;
 pub use prepare::{prepare, Item};
 pub use receive::receive_reservation_bytes;
 pub use shared::{PipelineSettings, RunReport};
@@ -94,6 +96,13 @@ pub async fn run(
     if let Some(interval) = settings.queue_depth_interval {
         supervisor.spawn_background("queue depth", |stop| {
             depth::queue_depth_loop(shared.clone(), interval, stop)
+        });
+    }
+    if let Some(interval) = settings.housekeeping_interval {
+        let (database, policy, metrics) =
+            (database.clone(), settings.housekeeping, metrics.clone());
+        supervisor.spawn_background("housekeeping", move |stop| {
+            housekeeping::housekeeping_loop(database, policy, interval, metrics, stop)
         });
     }
     if let Some(ops) = ops {

@@ -59,6 +59,10 @@ pub struct PipelineSettings {
     pub cloudwatch_emf_interval: Option<Duration>,
     /// Read the queue's depth for /metrics this often.
     pub queue_depth_interval: Option<Duration>,
+    /// What housekeeping keeps.
+    pub housekeeping: crate::postgres::maintain::HousekeepingPolicy,
+    /// Housekeeping this often, after the pass at start (None: never).
+    pub housekeeping_interval: Option<Duration>,
     /// Quarantine messages delivered more often than this (`None`: no limit,
     /// e.g. because the queue has a redrive policy).
     pub max_receives: Option<u32>,

@@ -1,12 +1,13 @@
-//! The reveal audit: one row in `veil.audit` per `veil reveal`, written
-//! before any value is printed, so there is no reveal without a record.
+//! The audit: one row in `veil.audit` per `veil reveal`, `find` or
+//! `forget`, written before any value is printed (or in the transaction
+//! that erases), so there is no disclosure or erasure without a record.
 
-use tokio_postgres::Client;
+use tokio_postgres::GenericClient;
 
 /// What a reveal is about to disclose.
 #[derive(Debug, Clone)]
 pub struct AuditRecord<'a> {
-    /// `masks` (stdin), `sql` or `quarantine`.
+    /// `masks` (stdin), `sql`, `quarantine`, `find` or `forget`.
     pub action: &'static str,
     /// How many values will be printed.
     pub value_count: i32,
@@ -26,7 +27,7 @@ pub fn os_user() -> String {
 /// Inserts the audit row. The database role and client address are filled
 /// in by Postgres itself. (No RETURNING: the revealer role may only insert.)
 pub async fn record(
-    client: &Client,
+    client: &impl GenericClient,
     record: &AuditRecord<'_>,
 ) -> Result<(), tokio_postgres::Error> {
     client

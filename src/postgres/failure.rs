@@ -97,6 +97,15 @@ pub enum Class {
     Fatal,
 }
 
+/// Whether a unique constraint is the ledger's key (on the parent, or the
+/// key index of one of its partitions: `ledger_d20261125_pkey`,
+/// `ledger_default_pkey`, ...) or the quarantine's.
+fn is_recorded_key(constraint: &str) -> bool {
+    constraint == LEDGER_KEY
+        || constraint == QUARANTINE_KEY
+        || (constraint.starts_with("ledger_") && constraint.ends_with("_pkey"))
+}
+
 /// Classifies a failure by its SQLSTATE (`None`: no answer from the
 /// server) and, for a unique violation, the constraint it names. Any text
 /// is accepted as an SQLSTATE: a malformed one is fatal, never a panic.
@@ -117,9 +126,7 @@ pub fn classify(code: Option<&SqlState>, constraint: Option<&str>) -> Class {
     if transient.contains(code) {
         return Class::Transient;
     }
-    if *code == SqlState::UNIQUE_VIOLATION
-        && matches!(constraint, Some(LEDGER_KEY | QUARANTINE_KEY))
-    {
+    if *code == SqlState::UNIQUE_VIOLATION && constraint.is_some_and(is_recorded_key) {
         return Class::Duplicate;
     }
     match code.code().get(..2) {
@@ -152,6 +159,12 @@ mod tests {
     fn unique_violations_are_told_apart_by_constraint() {
         assert_eq!(of("23505", Some(LEDGER_KEY)), Class::Duplicate);
         assert_eq!(of("23505", Some(QUARANTINE_KEY)), Class::Duplicate);
+        assert_eq!(of("23505", Some("ledger_d20261125_pkey")), Class::Duplicate);
+        assert_eq!(of("23505", Some("ledger_default_pkey")), Class::Duplicate);
+        assert_eq!(
+            of("23505", Some("ledger_before_20261126_pkey")),
+            Class::Duplicate
+        );
         assert_eq!(of("23505", Some("user_logins_user_id_key")), Class::Data);
         assert_eq!(of("23514", Some("user_logins_check")), Class::Data);
         assert_eq!(of("22021", None), Class::Data);

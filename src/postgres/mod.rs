@@ -2,8 +2,9 @@
 //! limits for writers; TLS with libpq's sslmode contract in `tls`, the
 //! connection string's TLS parameters in `dsn`), the schema, the batch SQL
 //! that records rows, quarantine entries and ledger entries in one
-//! transaction, what a failed write means (`failure`), and the reveal
-//! audit.
+//! transaction, what a failed write means (`failure`), the audit, and
+//! the partitions of the growing tables with their housekeeping
+//! (`partitions`, `maintain`).
 
 pub mod audit;
 mod batch;
@@ -11,6 +12,9 @@ mod connection;
 mod dsn;
 mod failure;
 mod login;
+pub mod maintain;
+pub mod partitions;
+pub mod privacy;
 mod schema;
 mod tls;
 
@@ -24,7 +28,7 @@ pub use dsn::{split as split_connection_string, Split};
 pub use failure::{classify, Class, WriteError};
 pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
 pub use schema::{
-    check_user_logins_shape, create_analyst_indexes, migrate, SchemaReport, ANALYST_INDEXES,
-    USER_LOGINS_DDL,
+    check_user_logins_shape, create_analyst_indexes, migrate, user_logins_granularity,
+    MigrateOptions, SchemaReport, ANALYST_INDEXES, USER_LOGINS_DDL,
 };
 pub use tls::{certificate_problem, RootCertificates, SslMode, TlsSettings, Verification};

@@ -146,7 +146,11 @@ impl SqsClient {
     /// here.
     pub async fn facts(&self) -> Result<QueueFacts, SqsError> {
         let attributes = self
-            .attributes(&["RedrivePolicy", "MaximumMessageSize"])
+            .attributes(&[
+                "RedrivePolicy",
+                "MaximumMessageSize",
+                "MessageRetentionPeriod",
+            ])
             .await?;
         Ok(QueueFacts {
             has_redrive_policy: attributes
@@ -157,6 +161,9 @@ impl SqsClient {
                 .and_then(|v| v.parse().ok())
                 .filter(|bytes| *bytes > 0)
                 .unwrap_or(SQS_MAX_MESSAGE_BYTES),
+            retention_secs: attributes
+                .get("MessageRetentionPeriod")
+                .and_then(|v| v.parse().ok()),
         })
     }
 

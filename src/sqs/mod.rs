@@ -21,7 +21,7 @@ pub use error::SqsError;
 pub use values::{
     BatchResult, EntryResult, Protocol, ProtocolChoice, QueueDepth, QueueFacts, QueueMessage,
     QueueSettings, Receipt, ReceiveRequest, VisibilityChange, SQS_BATCH_LIMIT,
-    SQS_MAX_MESSAGE_BYTES,
+    SQS_MAX_MESSAGE_BYTES, SQS_MAX_RETENTION_SECS,
 };
 
 /// Deadline of any call but a long poll.

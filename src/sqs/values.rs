@@ -169,6 +169,23 @@ pub struct QueueFacts {
     pub has_redrive_policy: bool,
     /// `MaximumMessageSize` in bytes: the largest body a receive can bring.
     pub max_message_bytes: usize,
+    /// `MessageRetentionPeriod` in seconds: how long the queue keeps a
+    /// message (SQS: 14 days at most), if the server says.
+    pub retention_secs: Option<u64>,
+}
+
+/// The longest SQS keeps a message: 14 days.
+pub const SQS_MAX_RETENTION_SECS: u64 = 14 * 86_400;
+
+impl QueueFacts {
+    /// Whether a ledger keeping entries `days` days covers every message
+    /// this queue can still deliver (its retention plus a day for the
+    /// visibility timeouts and clock skew). Unknown retention counts as
+    /// SQS's maximum.
+    pub fn ledger_days_suffice(&self, days: u32) -> bool {
+        let retention = self.retention_secs.unwrap_or(SQS_MAX_RETENTION_SECS);
+        u64::from(days) * 86_400 >= retention + 86_400
+    }
 }
 
 /// Parameters of one `ReceiveMessage`.

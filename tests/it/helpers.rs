@@ -441,3 +441,18 @@ pub fn load_keyring_file(path: &std::path::Path) -> Keyring {
     let text = veil::keyring::read_key_file(path).unwrap();
     Keyring::from_json(&text, path).unwrap()
 }
+
+/// Receives until `count` messages came back (each hidden for a second),
+/// as an old veil that recorded them and stopped would have.
+pub async fn receive_all(queue: &TestQueue, count: usize) -> Vec<veil::sqs::QueueMessage> {
+    let mut received = Vec::new();
+    while received.len() < count {
+        let request = veil::sqs::ReceiveRequest {
+            max_messages: 10,
+            wait_secs: 1,
+            visibility_timeout_secs: 1,
+        };
+        received.extend(queue.client.receive(request).await.unwrap());
+    }
+    received
+}

@@ -509,6 +509,12 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     let output = veil(&args, "", &[]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 1);
+    // Housekeeping is the owner's: the pipeline role says so and carries on.
+    assert!(
+        text(&output.stderr).contains("housekeeping needs the tables' owner"),
+        "{}",
+        text(&output.stderr)
+    );
     // A redelivery takes the writer's other path (ON CONFLICT), which reads
     // the ledger's key: the role can do that too.
     let settings = veil::config::database_config(Some(&url_as(&pipeline)), |_| None).unwrap();

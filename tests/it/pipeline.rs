@@ -128,7 +128,7 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
     let mut database = Database::connect(run_config(&queue, &db, &key, &[]).database)
         .await
         .unwrap();
-    veil::postgres::migrate(database.client().await.unwrap())
+    veil::postgres::migrate(database.client().await.unwrap(), Default::default())
         .await
         .unwrap();
     let mut recorded = 0;
@@ -195,16 +195,11 @@ async fn ids_in_a_first_layout_ledger_are_still_skipped_after_the_upgrade() {
     let key = TestKey::create();
     queue.seed(6, 0.0, 21).await;
     // An old veil recorded three of them, then stopped before deleting them.
-    let mut ids = Vec::new();
-    while ids.len() < 6 {
-        let request = ReceiveRequest {
-            max_messages: 10,
-            wait_secs: 1,
-            visibility_timeout_secs: 1,
-        };
-        let messages = queue.client.receive(request).await.unwrap();
-        ids.extend(messages.into_iter().map(|m| m.receipt.message_id));
-    }
+    let ids: Vec<String> = receive_all(&queue, 6)
+        .await
+        .into_iter()
+        .map(|m| m.receipt.message_id)
+        .collect();
     let old: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
     db.client()
         .await

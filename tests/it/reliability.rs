@@ -429,6 +429,12 @@ async fn metrics_agree_with_the_database_and_health_endpoints_answer() {
         db.scalar("SELECT count(*) FROM veil.quarantine").await
     );
     assert_eq!(metric(&metrics, "veil_messages_in_flight"), 0);
+    // The housekeeping pass at start (partitions already made by migrate).
+    assert!(
+        metrics.contains("veil_housekeeping_runs_total{result=\"done\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "veil_housekeeping_last_success_timestamp_seconds") > 0);
     assert!(metric(&metrics, "veil_batch_duration_seconds_count") >= 1);
     assert_eq!(health.0, 200);
     assert_eq!(

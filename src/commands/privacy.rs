@@ -1,0 +1,222 @@
+//! `veil find` and `veil forget`: one person's rows, by value, without
+//! revealing anything else; always audited, with a reason. `find` commits
+//! its audit row before printing; `forget` writes its audit row in the
+//! transaction that deletes, so the record and the erasure stand or fall
+//! together.
+
+use anyhow::Context;
+
+use crate::cli::{FindArgs, ForgetArgs, ForgetTarget, LookupArgs};
+use crate::config::{database_from_args, key_location};
+use crate::error::ConfigError;
+use crate::keyring as keys;
+use crate::keyring::Keyring;
+use crate::postgres::audit::{self, AuditRecord};
+use crate::postgres::privacy::{self as sql, FoundRow};
+use crate::postgres::Database;
+use crate::privacy::Target;
+use crate::report::psql_table;
+
+/// Quarantine entries read (and locked) per page while `forget` checks them.
+const QUARANTINE_PAGE_ROWS: i64 = 1000;
+
+fn lookup_target(args: &LookupArgs) -> Result<Target, ConfigError> {
+    match (&args.ip, &args.device_id) {
+        (Some(ip), _) => Target::ip(ip),
+        (_, Some(id)) => Target::text(Target::DeviceId, "--device-id", id),
+        // clap requires exactly one.
+        (None, None) => Err(ConfigError("give --ip or --device-id".into())),
+    }
+}
+
+fn forget_target(args: &ForgetTarget) -> Result<Target, ConfigError> {
+    match (&args.ip, &args.device_id, &args.user_id) {
+        (Some(ip), _, _) => Target::ip(ip),
+        (_, Some(id), _) => Target::text(Target::DeviceId, "--device-id", id),
+        (_, _, Some(id)) => Target::text(Target::UserId, "--user-id", id),
+        // clap requires exactly one.
+        _ => Err(ConfigError("give --ip, --device-id or --user-id".into())),
+    }
+}
+
+fn require_reason(reason: &str, why: &str) -> Result<(), ConfigError> {
+    if reason.trim().is_empty() {
+        return Err(ConfigError(format!("--reason must say why {why}")));
+    }
+    Ok(())
+}
+
+/// `veil find`.
+pub async fn find(args: FindArgs) -> anyhow::Result<()> {
+    require_reason(&args.reason, "this person's rows are being looked up")?;
+    if args.limit < 1 {
+        return Err(ConfigError("--limit must be at least 1".into()).into());
+    }
+    let target = lookup_target(&args.lookup)?;
+    let keyring = keys::load(&key_location(&args.key)?, false).await?;
+    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let client = database.client().await?;
+    let (rows, total) = sql::find_rows(
+        &*client,
+        target.column(),
+        &target.column_values(&keyring),
+        args.limit,
+    )
+    .await
+    .context("looking the value up in user_logins")?;
+    let query = target.audit_description(&keyring);
+    audit::record(
+        client,
+        &AuditRecord {
+            action: "find",
+            value_count: i32::try_from(total).unwrap_or(i32::MAX),
+            fields: vec![target.field_name()],
+            reason: &args.reason,
+            query: Some(&query),
+        },
+    )
+    .await
+    .context("writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was shown")?;
+    tracing::info!(rows = total, field = target.field_name(), "find audited");
+    print!("{}", found_table(&rows, target.field_name(), total));
+    Ok(())
+}
+
+fn found_table(rows: &[FoundRow], field: &str, total: i64) -> String {
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                text(&row.user_id),
+                text(&row.device_type),
+                text(&row.locale),
+                row.app_version.map(|v| v.to_string()).unwrap_or_default(),
+                row.create_date.map(|d| d.to_string()).unwrap_or_default(),
+                field.to_string(),
+            ]
+        })
+        .collect();
+    psql_table(
+        &[
+            "user_id",
+            "device_type",
+            "locale",
+            "app_version",
+            "create_date",
+            "matched",
+        ],
+        &cells,
+        &[],
+        total.max(0) as u64,
+    )
+}
+
+/// What `forget` found and erased.
+struct Erased {
+    rows: u64,
+    quarantined: Vec<String>,
+    unreadable: u64,
+}
+
+/// `veil forget`.
+pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
+    require_reason(&args.reason, "this person's data is being erased")?;
+    let target = forget_target(&args.target)?;
+    let keyring = keys::load(&key_location(&args.key)?, false).await?;
+    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let client = database.client().await?;
+    let transaction = client.transaction().await?;
+    let erased = erase(&transaction, &keyring, &target, args.dry_run).await?;
+    let query = format!(
+        "{}{}",
+        if args.dry_run { "dry run: " } else { "" },
+        target.audit_description(&keyring)
+    );
+    let count = erased.rows + erased.quarantined.len() as u64;
+    audit::record(
+        &transaction,
+        &AuditRecord {
+            action: "forget",
+            value_count: i32::try_from(count).unwrap_or(i32::MAX),
+            fields: vec![target.field_name()],
+            reason: &args.reason,
+            query: Some(&query),
+        },
+    )
+    .await
+    .context("writing the audit record (veil.audit); nothing was deleted")?;
+    transaction
+        .commit()
+        .await
+        .context("committing the erasure")?;
+    tracing::info!(
+        rows = erased.rows,
+        quarantined = erased.quarantined.len(),
+        dry_run = args.dry_run,
+        "forget audited"
+    );
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    println!(
+        "{verb} {} row(s) of user_logins and {} quarantined message(s) holding the {}",
+        erased.rows,
+        erased.quarantined.len(),
+        target.field_name()
+    );
+    if erased.unreadable > 0 {
+        eprintln!(
+            "warning: {} quarantined message(s) are sealed by keys this keyring no longer holds and could not be checked",
+            erased.unreadable
+        );
+    }
+    Ok(())
+}
+
+async fn erase(
+    transaction: &tokio_postgres::Transaction<'_>,
+    keyring: &Keyring,
+    target: &Target,
+    dry_run: bool,
+) -> anyhow::Result<Erased> {
+    let rows = sql::delete_rows(
+        transaction,
+        target.column(),
+        &target.column_values(keyring),
+        dry_run,
+    )
+    .await
+    .context("erasing rows of user_logins")?;
+    let mut quarantined = Vec::new();
+    let mut unreadable = 0;
+    let mut after = String::new();
+    loop {
+        let page = sql::quarantine_page(transaction, &after, QUARANTINE_PAGE_ROWS)
+            .await
+            .context("reading the quarantine")?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.message_id.clone();
+        for entry in page {
+            match keyring.open_body(&entry.key_id, &entry.body_sealed) {
+                Ok(body) if target.held_by(&body) => quarantined.push(entry.message_id),
+                Ok(_) => {}
+                Err(_) => unreadable += 1,
+            }
+        }
+    }
+    if !dry_run && !quarantined.is_empty() {
+        sql::delete_quarantined(transaction, &quarantined)
+            .await
+            .context("erasing quarantined messages")?;
+    }
+    Ok(Erased {
+        rows,
+        quarantined,
+        unreadable,
+    })
+}

@@ -1,0 +1,264 @@
+//! Housekeeping of the partitioned tables: the partitions for the coming
+//! days exist ahead of time, and those past the retention are dropped
+//! whole (no DELETE, no bloat). One veil at a time does it, under a
+//! session advisory lock; the others skip. `veil maintain` runs it once
+//! (cron, a Kubernetes CronJob), `veil run` periodically.
+
+use anyhow::Context;
+use chrono::{Datelike, Months, NaiveDate, Utc};
+use tokio_postgres::Client;
+
+use super::partitions::{
+    self, create_partition, drop_partition, existing, is_partitioned, Cutoff, Granularity,
+    Partitioned, DAY_MS,
+};
+use super::schema::user_logins_granularity;
+
+/// Days of ledger partitions made ahead of today.
+pub const LEDGER_DAYS_AHEAD: u32 = 7;
+/// How far back rows of `user_logins` may be dated when they arrive:
+/// SQS keeps a message at most 14 days.
+const OLDEST_ARRIVAL_DAYS: u32 = 15;
+
+/// What housekeeping keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HousekeepingPolicy {
+    /// Ledger entries are kept this many days after their send time
+    /// (`--ledger-retention-days`); longer than the queue keeps a message,
+    /// so nothing dropped can come back.
+    pub ledger_retention_days: u32,
+    /// Partitions of a partitioned `user_logins` older than this many
+    /// months are dropped (`--retention-months`); None keeps everything.
+    pub user_logins_retention_months: Option<u32>,
+}
+
+impl Default for HousekeepingPolicy {
+    fn default() -> Self {
+        HousekeepingPolicy {
+            ledger_retention_days: 15,
+            user_logins_retention_months: None,
+        }
+    }
+}
+
+/// What one housekeeping pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HousekeepingReport {
+    /// Another veil held the lock: nothing was done.
+    pub skipped: bool,
+    /// Partitions created, by name.
+    pub created: Vec<String>,
+    /// Partitions dropped, by name, with their approximate row counts.
+    pub dropped: Vec<(String, i64)>,
+    /// Ledger entries deleted from the default and no-send-time partitions.
+    pub pruned_entries: u64,
+    /// Rows of `user_logins`' default partition past the retention, deleted.
+    pub pruned_rows: u64,
+    /// The first-layout ledger, dropped once nothing in it can come back.
+    pub retired: Option<String>,
+}
+
+/// The lock that lets one veil at a time do housekeeping.
+const LOCK_SQL: &str = "SELECT pg_try_advisory_lock(hashtext('veil.maintain'))";
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtext('veil.maintain'))";
+
+/// One pass, if no other veil is doing one.
+pub async fn maintain(
+    client: &mut Client,
+    policy: &HousekeepingPolicy,
+) -> anyhow::Result<HousekeepingReport> {
+    let locked: bool = client.query_one(LOCK_SQL, &[]).await?.get(0);
+    if !locked {
+        return Ok(HousekeepingReport {
+            skipped: true,
+            ..Default::default()
+        });
+    }
+    let result = maintain_locked(client, policy, Utc::now().date_naive()).await;
+    // The session ends the lock anyway; unlocking lets the next pass of
+    // another process start without waiting for this connection to close.
+    let _ = client.query_one(UNLOCK_SQL, &[]).await;
+    result
+}
+
+async fn maintain_locked(
+    client: &mut Client,
+    policy: &HousekeepingPolicy,
+    today: NaiveDate,
+) -> anyhow::Result<HousekeepingReport> {
+    let mut report = HousekeepingReport::default();
+    if is_partitioned(client, "veil.ledger").await? {
+        ledger(client, policy, today, &mut report).await?;
+    }
+    if let Some(granularity) = user_logins_granularity(&*client).await? {
+        user_logins(client, policy, granularity, today, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn ledger(
+    client: &mut Client,
+    policy: &HousekeepingPolicy,
+    today: NaiveDate,
+    report: &mut HousekeepingReport,
+) -> anyhow::Result<()> {
+    let retention_days = i64::from(policy.ledger_retention_days);
+    let keep_from_ms = Utc::now().timestamp_millis() - retention_days * DAY_MS;
+    let table = Partitioned::Ledger;
+    let wanted = table.wanted(today, policy.ledger_retention_days, LEDGER_DAYS_AHEAD);
+    let wanted: Vec<_> = wanted
+        .into_iter()
+        .filter(|spec| !spec.bound.ends_before(&Cutoff::Millis(keep_from_ms)))
+        .collect();
+    sync_partitions(client, table, &wanted, Cutoff::Millis(keep_from_ms), report).await?;
+
+    let stale = client
+        .execute(
+            "DELETE FROM veil.ledger_default WHERE sent_ms >= 1 AND sent_ms < $1",
+            &[&keep_from_ms],
+        )
+        .await
+        .context("pruning the ledger's default partition")?;
+    let unsent = client
+        .execute(
+            "DELETE FROM veil.ledger_unsent WHERE recorded_at < now() - make_interval(days => $1)",
+            &[&(retention_days as i32)],
+        )
+        .await
+        .context("pruning ledger entries without a send time")?;
+    report.pruned_entries += stale + unsent;
+
+    // The first-layout ledger (ids alone) is still checked by the writer;
+    // once its newest entry is older than the retention, nothing in it can
+    // be redelivered.
+    let legacy: bool = client
+        .query_one("SELECT to_regclass('veil.ledger_v1') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let retire = legacy
+        && client
+            .query_one(
+                "SELECT coalesce(max(recorded_at), '-infinity') < now() - make_interval(days => $1)
+                   FROM veil.ledger_v1",
+                &[&(retention_days as i32)],
+            )
+            .await?
+            .get::<_, bool>(0);
+    if retire {
+        partitions::ddl(
+            client,
+            "retiring veil.ledger_v1",
+            "DROP TABLE veil.ledger_v1",
+        )
+        .await?;
+        report.retired = Some("veil.ledger_v1".into());
+    }
+    Ok(())
+}
+
+async fn user_logins(
+    client: &mut Client,
+    policy: &HousekeepingPolicy,
+    granularity: Granularity,
+    today: NaiveDate,
+    report: &mut HousekeepingReport,
+) -> anyhow::Result<()> {
+    let table = Partitioned::UserLogins(granularity);
+    let ahead = match granularity {
+        Granularity::Month => 62,
+        Granularity::Day => LEDGER_DAYS_AHEAD,
+    };
+    let cutoff = policy.user_logins_retention_months.map(|months| {
+        let first_of_month = today.with_day(1).unwrap_or(today);
+        Cutoff::Date(first_of_month - Months::new(months))
+    });
+    let wanted: Vec<_> = table
+        .wanted(today, OLDEST_ARRIVAL_DAYS, ahead)
+        .into_iter()
+        .filter(|spec| cutoff.is_none_or(|cutoff| !spec.bound.ends_before(&cutoff)))
+        .collect();
+    match cutoff {
+        Some(cutoff) => {
+            sync_partitions(client, table, &wanted, cutoff, report).await?;
+            if let Cutoff::Date(date) = cutoff {
+                report.pruned_rows += client
+                    .execute(
+                        "DELETE FROM user_logins_default WHERE create_date < $1",
+                        &[&date],
+                    )
+                    .await
+                    .context("pruning user_logins' default partition")?;
+            }
+        }
+        None => create_missing(client, table, &wanted, report).await?,
+    }
+    Ok(())
+}
+
+/// Creates the wanted partitions that are missing and drops those that end
+/// before `keep_from`.
+async fn sync_partitions(
+    client: &mut Client,
+    table: Partitioned,
+    wanted: &[partitions::PartitionSpec],
+    keep_from: Cutoff,
+    report: &mut HousekeepingReport,
+) -> anyhow::Result<()> {
+    create_missing(client, table, wanted, report).await?;
+    for partition in existing(client, table.parent()).await? {
+        if partition
+            .bound
+            .as_ref()
+            .is_some_and(|bound| bound.ends_before(&keep_from))
+        {
+            drop_partition(client, &partition.name).await?;
+            tracing::info!(partition = %partition.name, approximate_rows = partition.approximate_rows.max(0), "dropped a partition past the retention");
+            report
+                .dropped
+                .push((partition.name, partition.approximate_rows.max(0)));
+        }
+    }
+    Ok(())
+}
+
+async fn create_missing(
+    client: &mut Client,
+    table: Partitioned,
+    wanted: &[partitions::PartitionSpec],
+    report: &mut HousekeepingReport,
+) -> anyhow::Result<()> {
+    let present = existing(client, table.parent()).await?;
+    for spec in wanted {
+        let covered = present.iter().any(|partition| {
+            partition
+                .bound
+                .as_ref()
+                .is_some_and(|bound| bound.overlaps(&spec.bound))
+        });
+        if !covered {
+            create_partition(client, table, spec).await?;
+            tracing::debug!(partition = %spec.name, "created a partition");
+            report.created.push(spec.name.clone());
+        }
+    }
+    Ok(())
+}
+
+/// One line saying what a pass did, for logs and `veil maintain`.
+pub fn describe(report: &HousekeepingReport) -> String {
+    if report.skipped {
+        return "another veil is doing housekeeping; skipped".into();
+    }
+    let dropped_rows: i64 = report.dropped.iter().map(|(_, rows)| rows).sum();
+    let mut text = format!(
+        "housekeeping: {} partition(s) created, {} dropped (about {dropped_rows} rows), {} stale ledger entries and {} old rows deleted",
+        report.created.len(),
+        report.dropped.len(),
+        report.pruned_entries,
+        report.pruned_rows,
+    );
+    if let Some(retired) = &report.retired {
+        text.push_str(&format!(", {retired} retired"));
+    }
+    text
+}

@@ -1,0 +1,154 @@
+//! The SQL of `veil find` and `veil forget`: rows of `user_logins` by the
+//! values of one column (the masks of a value, or a user id), and the
+//! quarantine read in pages so its bodies can be opened and checked.
+
+use tokio_postgres::{GenericClient, Row};
+
+/// A row `find` shows: no mask, no other PII.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundRow {
+    /// user_id
+    pub user_id: Option<String>,
+    /// device_type
+    pub device_type: Option<String>,
+    /// locale
+    pub locale: Option<String>,
+    /// app_version
+    pub app_version: Option<i32>,
+    /// create_date
+    pub create_date: Option<chrono::NaiveDate>,
+}
+
+/// The columns `find` and `forget` match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// masked_ip
+    MaskedIp,
+    /// masked_device_id
+    MaskedDeviceId,
+    /// user_id
+    UserId,
+}
+
+impl Column {
+    /// Its name in SQL.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Column::MaskedIp => "masked_ip",
+            Column::MaskedDeviceId => "masked_device_id",
+            Column::UserId => "user_id",
+        }
+    }
+}
+
+/// The matching rows (at most `limit`, oldest first) and how many match.
+pub async fn find_rows(
+    client: &impl GenericClient,
+    column: Column,
+    values: &[String],
+    limit: i64,
+) -> Result<(Vec<FoundRow>, i64), tokio_postgres::Error> {
+    let column = column.sql();
+    let total: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM user_logins WHERE {column} = ANY($1)"),
+            &[&values],
+        )
+        .await?
+        .get(0);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT user_id, device_type, locale, app_version, create_date
+                   FROM user_logins WHERE {column} = ANY($1)
+                  ORDER BY create_date, user_id LIMIT $2"
+            ),
+            &[&values, &limit],
+        )
+        .await?;
+    Ok((rows.iter().map(found_row).collect(), total))
+}
+
+fn found_row(row: &Row) -> FoundRow {
+    FoundRow {
+        user_id: row.get(0),
+        device_type: row.get(1),
+        locale: row.get(2),
+        app_version: row.get(3),
+        create_date: row.get(4),
+    }
+}
+
+/// Deletes the matching rows (or counts them, for a dry run).
+pub async fn delete_rows(
+    client: &impl GenericClient,
+    column: Column,
+    values: &[String],
+    dry_run: bool,
+) -> Result<u64, tokio_postgres::Error> {
+    let column = column.sql();
+    if dry_run {
+        let count: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM user_logins WHERE {column} = ANY($1)"),
+                &[&values],
+            )
+            .await?
+            .get(0);
+        return Ok(count.max(0) as u64);
+    }
+    client
+        .execute(
+            &format!("DELETE FROM user_logins WHERE {column} = ANY($1)"),
+            &[&values],
+        )
+        .await
+}
+
+/// One quarantined message, sealed.
+#[derive(Debug, Clone)]
+pub struct SealedEntry {
+    /// Its SQS message id.
+    pub message_id: String,
+    /// The key that sealed it.
+    pub key_id: String,
+    /// The sealed body.
+    pub body_sealed: Vec<u8>,
+}
+
+/// The quarantine after `after` (by message id), `page_rows` at a time,
+/// locked against concurrent changes until the transaction ends.
+pub async fn quarantine_page(
+    client: &impl GenericClient,
+    after: &str,
+    page_rows: i64,
+) -> Result<Vec<SealedEntry>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT message_id, key_id, body_sealed FROM veil.quarantine
+              WHERE message_id > $1 ORDER BY message_id LIMIT $2 FOR UPDATE",
+            &[&after, &page_rows],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| SealedEntry {
+            message_id: row.get(0),
+            key_id: row.get(1),
+            body_sealed: row.get(2),
+        })
+        .collect())
+}
+
+/// Deletes quarantine entries by message id.
+pub async fn delete_quarantined(
+    client: &impl GenericClient,
+    message_ids: &[String],
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM veil.quarantine WHERE message_id = ANY($1)",
+            &[&message_ids],
+        )
+        .await
+}

@@ -50,7 +50,9 @@ const LEAVES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname)
 
 fn page_sql(table: &str) -> String {
     format!(
-        "SELECT ctid::text, masked_ip, masked_device_id FROM {table}
+        // The text of the ctid gets its own name: `ORDER BY ctid` must sort
+        // the tid itself, not its text ("(10,1)" < "(2,1)").
+        "SELECT ctid::text AS row_ctid, masked_ip, masked_device_id FROM {table}
           WHERE ctid > $1::text::tid AND ctid <= $3::text::tid ORDER BY ctid LIMIT $2 FOR UPDATE"
     )
 }
@@ -150,10 +152,9 @@ async fn rekey_table(
             }
         }
         if !ctids.is_empty() {
-            transaction
+            report.rows_rekeyed += transaction
                 .execute(&update, &[&ctids, &ips, &devices])
                 .await?;
-            report.rows_rekeyed += ctids.len() as u64;
         }
         transaction.commit().await?;
         progress(report);

@@ -30,7 +30,12 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
-KUSTOMIZATIONS = ["base", "overlays/production", "overlays/production-external-secrets"]
+KUSTOMIZATIONS = [
+    "base",
+    "overlays/production",
+    "overlays/production-external-secrets",
+    "overlays/production-cronjob",
+]
 KUBERNETES_VERSION = "1.31.0"
 SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject.json",
@@ -39,7 +44,7 @@ SCHEMAS = {
     ("external-secrets.io/v1", "SecretStore"): "external-secrets.json",
     ("external-secrets.io/v1", "ExternalSecret"): "external-secrets.json",
 }
-BUILT_IN_GROUPS = {"v1", "apps/v1", "policy/v1", "networking.k8s.io/v1"}
+BUILT_IN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1"}
 OPS_PORT = 9898
 
 
@@ -269,6 +274,24 @@ def consistency_errors(docs):
         if OPS_PORT not in allowed and "ops" not in allowed:
             errors.append("the NetworkPolicy must let Prometheus reach the ops port")
 
+    # Housekeeping's CronJob: veil maintain with the Deployment's image and
+    # configuration; when it runs, veil run leaves housekeeping to it.
+    for cronjob in only(docs, "CronJob"):
+        job_spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        job = job_spec["containers"][0]
+        if job.get("args", [])[:1] != ["maintain"]:
+            errors.append(f"CronJob/{cronjob['metadata']['name']} must run `veil maintain`")
+        if job.get("image") != container.get("image"):
+            errors.append(f"CronJob image {job.get('image')} differs from the Deployment's {container.get('image')}")
+        if job.get("envFrom") != container.get("envFrom"):
+            errors.append("the CronJob must read the Deployment's configuration (the same envFrom)")
+        if not job_spec.get("securityContext", {}).get("runAsNonRoot") or not job.get("securityContext", {}).get("readOnlyRootFilesystem"):
+            errors.append("the CronJob must run non-root on a read-only root filesystem")
+        if cronjob["spec"].get("concurrencyPolicy") != "Forbid":
+            errors.append("the CronJob must not overlap itself (concurrencyPolicy: Forbid)")
+        if not cronjob["spec"].get("suspend", False) and env.get("VEIL_HOUSEKEEPING_INTERVAL_SECS") != "0":
+            errors.append("with the maintain CronJob on, veil run should leave housekeeping to it (VEIL_HOUSEKEEPING_INTERVAL_SECS=0)")
+
     # Secrets by reference: every secretKeyRef names a Secret the cluster gets.
     produced = {doc["spec"]["target"]["name"] for doc in only(docs, "ExternalSecret")}
     produced |= {doc["metadata"]["name"] for doc in only(docs, "Secret")}
@@ -329,6 +352,8 @@ def mutations():
         "PDB selecting other pods": lambda d: by_kind(d, "PodDisruptionBudget")["spec"].update(selector={"matchLabels": {"app": "other"}}),
         "ServiceMonitor on a missing port": lambda d: by_kind(d, "ServiceMonitor")["spec"]["endpoints"][0].update(port="http"),
         "unknown field in a core kind": lambda d: container(d).update(imagePullPolicyy="Always"),
+        "maintain CronJob on another image": lambda d: by_kind(d, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].update(image="veil:old"),
+        "maintain CronJob on while veil run also does housekeeping": lambda d: by_kind(d, "CronJob")["spec"].update(suspend=False),
         "custom kind without a schema": lambda d: d.append({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}}),
     }
 

@@ -180,6 +180,65 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
         ),
         Err(error) => report.failed("permissions", &error.into(), "apply sql/roles.sql"),
     }
+    check_partitions(client, report).await;
+}
+
+const HOUSEKEEPING_FIX: &str =
+    "run `veil maintain` as the tables' owner (cron or a Kubernetes CronJob), \
+     or let `veil run` do it under the owner role (--housekeeping-interval-secs)";
+
+/// Whether today's and tomorrow's partitions exist (housekeeping runs), for
+/// the ledger and a partitioned user_logins.
+async fn check_partitions(client: &tokio_postgres::Client, report: &mut Report) {
+    use postgres::partitions::{existing, is_partitioned, Bound, Partitioned};
+    let today = chrono::Utc::now().date_naive();
+    let mut tables = Vec::new();
+    match is_partitioned(client, "veil.ledger").await {
+        Ok(true) => tables.push(Partitioned::Ledger),
+        Ok(false) => {
+            return report.problem(
+                "partitions",
+                "veil.ledger is not partitioned (an older layout): old entries cannot be dropped by day",
+                "run `veil migrate` as the owner: it upgrades the ledger in place and keeps every recorded id",
+            )
+        }
+        Err(error) => return report.failed("partitions", &error, MIGRATE_FIX),
+    }
+    if let Ok(Some(granularity)) = postgres::user_logins_granularity(client).await {
+        tables.push(Partitioned::UserLogins(granularity));
+    }
+    for table in tables {
+        let present = match existing(client, table.parent()).await {
+            Ok(present) => present,
+            Err(error) => return report.failed("partitions", &error, HOUSEKEEPING_FIX),
+        };
+        let covered = |day| {
+            let wanted: Bound = table.partition_for(day).bound;
+            present
+                .iter()
+                .any(|p| p.bound.as_ref().is_some_and(|b| b.overlaps(&wanted)))
+        };
+        let tomorrow = today.succ_opt().unwrap_or(today);
+        if covered(today) && covered(tomorrow) {
+            report.ok(
+                "partitions",
+                format!(
+                    "{}: today's and tomorrow's exist ({} in all)",
+                    table.parent(),
+                    present.len()
+                ),
+            );
+        } else {
+            report.problem(
+                "partitions",
+                format!(
+                    "{} has no partition for today or tomorrow: new rows land in its default partition, and nothing old is dropped",
+                    table.parent()
+                ),
+                HOUSEKEEPING_FIX,
+            );
+        }
+    }
 }
 
 /// Whether every host is this machine (a socket, localhost, a loopback IP).

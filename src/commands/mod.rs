@@ -306,7 +306,7 @@ pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
     .await?;
     let active = keyring.active().id();
     println!(
-        "rekeyed {} of {} rows and {} quarantine bodies to key {active} in {:.2} s",
+        "rekeyed {} of {} rows read and {} quarantine bodies to key {active} in {:.2} s",
         report.rows_rekeyed,
         report.rows_scanned,
         report.quarantine_resealed,

@@ -117,7 +117,16 @@ fn events(count: usize, first_sent_ms: i64) -> Vec<Prepared> {
 
 /// The schema, the ledger's partitions around FIRST_SENT_MS, and
 /// `history` entries in its day.
-async fn ledger_template(name: &str, history: usize) {
+/// How the benchmark's ledger is laid out.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// Partitioned by day, as `veil migrate` makes it.
+    Partitioned,
+    /// One plain table keyed on (sent_ms, message_id), as before issue 14.
+    Plain,
+}
+
+async fn ledger_template(name: &str, history: usize, layout: Layout) {
     let url = database(name, None).await;
     let mut client = connect(&url).await;
     client
@@ -127,8 +136,25 @@ async fn ledger_template(name: &str, history: usize) {
     veil::postgres::migrate(&mut client, Default::default())
         .await
         .unwrap();
+    if layout == Layout::Plain {
+        client
+            .batch_execute(
+                r#"DROP TABLE veil.ledger;
+                   CREATE TABLE veil.ledger(
+                       sent_ms bigint NOT NULL,
+                       message_id text COLLATE "C" NOT NULL,
+                       outcome text NOT NULL CHECK (outcome IN ('written', 'quarantined')),
+                       recorded_at timestamptz NOT NULL DEFAULT now(),
+                       PRIMARY KEY (sent_ms, message_id))"#,
+            )
+            .await
+            .unwrap();
+    }
     let day = day_of_ms(FIRST_SENT_MS);
     for offset in [-1i64, 0, 1] {
+        if layout == Layout::Plain {
+            break;
+        }
         let spec = Partitioned::Ledger.partition_for(day + chrono::Duration::days(offset));
         partitions::create_partition(&mut client, Partitioned::Ledger, &spec)
             .await
@@ -178,25 +204,27 @@ async fn bench_writer() {
     let batch = env_number("VEIL_BENCH_BATCH", 500);
     let rounds = env_number("VEIL_BENCH_ROUNDS", 3);
     let started = Instant::now();
-    ledger_template("veil_bench_t_ledger_full", history).await;
-    ledger_template("veil_bench_t_ledger_empty", 0).await;
+    ledger_template("veil_bench_t_ledger_full", history, Layout::Partitioned).await;
+    ledger_template("veil_bench_t_ledger_empty", 0, Layout::Partitioned).await;
+    ledger_template("veil_bench_t_ledger_plain", history, Layout::Plain).await;
     println!(
         "writer: templates ready in {:.0} s ({history} ledger entries in the current day)",
         started.elapsed().as_secs_f64()
     );
     let prepared = events(count, FIRST_SENT_MS);
-    let (mut full, mut empty) = (Vec::new(), Vec::new());
+    let (mut full, mut empty, mut plain) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         for (template, times) in [
             ("veil_bench_t_ledger_full", &mut full),
             ("veil_bench_t_ledger_empty", &mut empty),
+            ("veil_bench_t_ledger_plain", &mut plain),
         ] {
             let url = database("veil_bench_ledger_round", Some(template)).await;
             times.push(write_all(&url, &prepared, batch).await);
         }
     }
     let rate = |d: Duration| count as f64 / d.as_secs_f64();
-    let (full, empty) = (median(&mut full), median(&mut empty));
+    let (full, empty, plain) = (median(&mut full), median(&mut empty), median(&mut plain));
     println!(
         "writer: {count} rows, batches of {batch}, 1 writer, median of {rounds} interleaved rounds"
     );
@@ -208,9 +236,18 @@ async fn bench_writer() {
         "  empty ledger:                          {:>8.0} rows/s",
         rate(empty)
     );
+    println!(
+        "  plain ledger (before partitioning), {history:>9} entries: {:>8.0} rows/s",
+        rate(plain)
+    );
     println!("  ratio full / empty: {:.2}", rate(full) / rate(empty));
+    println!(
+        "  ratio partitioned / plain, same entries: {:.2}",
+        rate(full) / rate(plain)
+    );
     drop_database("veil_bench_ledger_round").await;
     drop_database("veil_bench_t_ledger_empty").await;
+    drop_database("veil_bench_t_ledger_plain").await;
 }
 
 async fn bench_maintain() {
@@ -218,7 +255,7 @@ async fn bench_maintain() {
     if wanted("writer") {
         // Reuses the writer's full template.
     } else {
-        ledger_template("veil_bench_t_ledger_full", history).await;
+        ledger_template("veil_bench_t_ledger_full", history, Layout::Partitioned).await;
     }
     let url = database("veil_bench_maintain", Some("veil_bench_t_ledger_full")).await;
     let mut client = connect(&url).await;

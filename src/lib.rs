@@ -12,12 +12,15 @@
 //!   (file, VEIL_KEY, Secrets Manager, KMS envelope); `secrets`: Secrets
 //!   Manager reads; `aws`: SDK configuration shared with SQS; `sigv4`: the
 //!   one SigV4 signer (SQS requests, RDS IAM tokens).
-//! - `rekey`: re-masking after a key rotation.
+//! - `rekey`: re-masking after a key rotation; `privacy`: one person's
+//!   value as it appears in the tables (`veil find`, `veil forget`).
 //! - `sqs`: one client over the JSON and the query protocol (both our
 //!   own small signed clients), with protocol detection.
 //! - `postgres`: schema, reconnecting connection, batch writer + ledger,
-//!   reveal audit.
-//! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown.
+//!   the audit, the partitions of the growing tables and their
+//!   housekeeping (`partitions`, `maintain`), find/forget SQL.
+//! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown,
+//!   and the loops beside it (heartbeat, queue depth, housekeeping).
 //! - `commands`: one function per subcommand; `main.rs` only dispatches.
 //! - `outcome`: exit codes and the fix printed under a failed command.
 //! - `metrics`: every counter, gauge and histogram, the service state, and

@@ -454,3 +454,32 @@ async fn rekey_walks_every_partition_of_a_partitioned_user_logins() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_message_without_a_send_time_is_still_recorded_once() {
+    let db = migrated_db().await;
+    let settings = veil::config::database_config(Some(&db.url), |_| None).unwrap();
+    let mut database = veil::postgres::Database::connect(settings).await.unwrap();
+    let row = prepared_row("no-sent-timestamp", 0);
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let (client, statements) = database.writer().await.unwrap();
+        outcomes.extend(
+            veil::postgres::record_batch(client, statements, &[&row])
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        outcomes,
+        [
+            veil::postgres::Recorded::Written,
+            veil::postgres::Recorded::Duplicate
+        ]
+    );
+    assert_eq!(
+        db.strings("SELECT message_id FROM veil.ledger_unsent")
+            .await,
+        ["no-sent-timestamp"]
+    );
+}

@@ -127,7 +127,7 @@ async fn find_lists_a_persons_rows_across_a_key_rotation_and_reveals_nothing_els
 }
 
 #[tokio::test]
-async fn find_works_on_irreversible_masks() {
+async fn find_and_forget_work_on_irreversible_masks() {
     let (db, _queue, key) = recorded(
         &[
             login("carol-1", "192.0.2.44", "444-44-4444"),
@@ -144,6 +144,24 @@ async fn find_works_on_irreversible_masks() {
     assert!(
         stdout.contains("carol-1") && !stdout.contains("dan-2"),
         "{stdout}"
+    );
+
+    let mut forget = with_key_and_db("forget", &key, &db);
+    forget.extend(["--ip", "192.0.2.44", "--reason", "GDPR-9"]);
+    let output = veil(&forget, "", &[]);
+    assert!(
+        text(&output.stdout).contains("deleted 1 row(s)"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(
+        db.strings("SELECT user_id FROM user_logins").await,
+        ["dan-2"]
+    );
+    assert_eq!(
+        db.strings("SELECT action FROM veil.audit ORDER BY id")
+            .await,
+        ["find", "forget"]
     );
 }
 

@@ -1,6 +1,7 @@
-//! AWS configuration shared by SQS and KMS (SQS uses its region and
-//! credentials; KMS its SDK client): the endpoint override variables,
-//! region and credentials.
+//! AWS configuration shared by SQS, KMS and Secrets Manager (SQS uses its
+//! region and credentials; the other two their SDK clients): the endpoint
+//! override variables, region and credentials, and what a failed SDK call
+//! means.
 //!
 //! - AWS itself, and any endpoint that is not on this machine (a proxy, a
 //!   VPC endpoint, `http://localstack:4566` in a container network): the
@@ -20,6 +21,10 @@ use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use crate::error::ConfigError;
 
 /// Region used when nothing else names one (the reference environment's).
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -117,6 +122,35 @@ pub async fn sdk_config(
         .into_builder()
         .region(Region::new(DEFAULT_REGION))
         .build()
+}
+
+/// The SDK configuration for one resource of a service: the endpoint from
+/// `AWS_ENDPOINT_URL_<service_suffix>` / `AWS_ENDPOINT_URL`, and the region
+/// the resource's ARN names (`arn:aws:kms:REGION:...`; a bare id or name
+/// names none).
+pub async fn config_for(service_suffix: &str, resource: &str) -> SdkConfig {
+    let endpoint = endpoint_from_env(service_suffix);
+    let is_local = endpoint.as_deref().is_some_and(is_local_endpoint);
+    let region = resource
+        .strip_prefix("arn:")
+        .and_then(|rest| rest.split(':').nth(2))
+        .filter(|region| !region.is_empty());
+    sdk_config(endpoint.as_deref(), is_local, region).await
+}
+
+/// A failed SDK call, described as `what failed: detail`. A refusal by the
+/// service (the resource is missing, or this identity may not use it) is a
+/// configuration error; a call that never got an answer is not.
+pub fn call_failure<E, R>(what: String, error: SdkError<E, R>) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let message = format!("{what} failed: {}", DisplayErrorContext(&error));
+    match error {
+        SdkError::ServiceError(_) => ConfigError(message).into(),
+        _ => anyhow::anyhow!(message),
+    }
 }
 
 #[cfg(test)]

@@ -4,24 +4,14 @@
 //! `AWS_ENDPOINT_URL`; an ARN names its region. The value is returned in
 //! a zeroizing buffer and never logged.
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::error::SdkError;
 use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
 
 /// A client for the region of secret `id` (an ARN names it).
 async fn client(id: &str) -> aws_sdk_secretsmanager::Client {
-    let endpoint = crate::aws::endpoint_from_env("SECRETS_MANAGER");
-    let is_local = endpoint
-        .as_deref()
-        .is_some_and(crate::aws::is_local_endpoint);
-    // arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME names its region.
-    let region = id
-        .strip_prefix("arn:")
-        .and_then(|rest| rest.split(':').nth(2))
-        .filter(|region| !region.is_empty());
-    let config = crate::aws::sdk_config(endpoint.as_deref(), is_local, region).await;
-    aws_sdk_secretsmanager::Client::new(&config)
+    aws_sdk_secretsmanager::Client::new(&crate::aws::config_for("SECRETS_MANAGER", id).await)
 }
 
 /// A failed call: problems with the secret itself are configuration errors.
@@ -30,12 +20,7 @@ where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let detail = DisplayErrorContext(&error).to_string();
-    let message = format!("Secrets Manager {action} of {id} failed: {detail}");
-    match error {
-        SdkError::ServiceError(_) => anyhow::Error::new(ConfigError(message)),
-        _ => anyhow::anyhow!(message),
-    }
+    crate::aws::call_failure(format!("Secrets Manager {action} of {id}"), error)
 }
 
 /// The current `SecretString` of secret `id` (a name or an ARN). A secret

@@ -46,6 +46,25 @@ fn require_reason(reason: &str, why: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The audit row of a `find` or `forget` of `target`, `count` values.
+async fn audit_lookup(
+    client: &impl tokio_postgres::GenericClient,
+    action: &'static str,
+    target: &Target,
+    count: i64,
+    reason: &str,
+    query: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let record = AuditRecord {
+        action,
+        value_count: i32::try_from(count).unwrap_or(i32::MAX),
+        fields: vec![target.field_name()],
+        reason,
+        query: Some(query),
+    };
+    audit::record(client, &record).await
+}
+
 /// `veil find`.
 pub async fn find(args: FindArgs) -> anyhow::Result<()> {
     require_reason(&args.reason, "this person's rows are being looked up")?;
@@ -65,18 +84,9 @@ pub async fn find(args: FindArgs) -> anyhow::Result<()> {
     .await
     .context("looking the value up in user_logins")?;
     let query = target.audit_description(&keyring);
-    audit::record(
-        client,
-        &AuditRecord {
-            action: "find",
-            value_count: i32::try_from(total).unwrap_or(i32::MAX),
-            fields: vec![target.field_name()],
-            reason: &args.reason,
-            query: Some(&query),
-        },
-    )
-    .await
-    .context("writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was shown")?;
+    audit_lookup(client, "find", &target, total, &args.reason, &query)
+        .await
+        .context("writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was shown")?;
     tracing::info!(rows = total, field = target.field_name(), "find audited");
     print!("{}", found_table(&rows, target.field_name(), total));
     Ok(())
@@ -134,18 +144,10 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
         target.audit_description(&keyring)
     );
     let count = erased.rows + erased.quarantined.len() as u64;
-    audit::record(
-        &transaction,
-        &AuditRecord {
-            action: "forget",
-            value_count: i32::try_from(count).unwrap_or(i32::MAX),
-            fields: vec![target.field_name()],
-            reason: &args.reason,
-            query: Some(&query),
-        },
-    )
-    .await
-    .context("writing the audit record (veil.audit); nothing was deleted")?;
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    audit_lookup(&transaction, "forget", &target, count, &args.reason, &query)
+        .await
+        .context("writing the audit record (veil.audit); nothing was deleted")?;
     transaction
         .commit()
         .await

@@ -20,7 +20,7 @@ use std::path::Path;
 use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
 use anyhow::Context;
-use aws_sdk_kms::error::{DisplayErrorContext, SdkError};
+use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use base64::engine::general_purpose::STANDARD;
@@ -32,7 +32,6 @@ use zeroize::Zeroizing;
 
 use super::file::KeyFileError;
 use super::ring::{fill_random, json_problem, Keyring};
-use crate::error::ConfigError;
 
 const WRAP_HEADER: &[u8] = b"veil/keyring-envelope/v1";
 const NONCE_BYTES: usize = 16;
@@ -162,17 +161,7 @@ pub async fn render(
 }
 
 async fn kms_client(kms_key_id: &str) -> aws_sdk_kms::Client {
-    let endpoint = crate::aws::endpoint_from_env("KMS");
-    let is_local = endpoint
-        .as_deref()
-        .is_some_and(crate::aws::is_local_endpoint);
-    // arn:aws:kms:REGION:ACCOUNT:key/ID names its region; a bare id does not.
-    let region = kms_key_id
-        .strip_prefix("arn:")
-        .and_then(|rest| rest.split(':').nth(2))
-        .filter(|region| !region.is_empty());
-    let config = crate::aws::sdk_config(endpoint.as_deref(), is_local, region).await;
-    aws_sdk_kms::Client::new(&config)
+    aws_sdk_kms::Client::new(&crate::aws::config_for("KMS", kms_key_id).await)
 }
 
 /// A KMS failure: problems with the key itself are configuration errors.
@@ -181,12 +170,7 @@ where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    let detail = DisplayErrorContext(&error).to_string();
-    let message = format!("KMS {action} with key {kms_key_id} failed: {detail}");
-    match error {
-        SdkError::ServiceError(_) => ConfigError(message).into(),
-        _ => anyhow::anyhow!(message),
-    }
+    crate::aws::call_failure(format!("KMS {action} with key {kms_key_id}"), error)
 }
 
 fn encryption_context() -> std::collections::HashMap<String, String> {

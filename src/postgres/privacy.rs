@@ -41,6 +41,19 @@ impl Column {
     }
 }
 
+/// How many rows of `user_logins` hold one of `values` in `column`.
+async fn count_rows(
+    client: &impl GenericClient,
+    column: Column,
+    values: &[String],
+) -> Result<i64, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT count(*) FROM user_logins WHERE {} = ANY($1)",
+        column.sql()
+    );
+    Ok(client.query_one(&sql, &[&values]).await?.get(0))
+}
+
 /// The matching rows (at most `limit`, oldest first) and how many match.
 pub async fn find_rows(
     client: &impl GenericClient,
@@ -48,14 +61,8 @@ pub async fn find_rows(
     values: &[String],
     limit: i64,
 ) -> Result<(Vec<FoundRow>, i64), tokio_postgres::Error> {
+    let total = count_rows(client, column, values).await?;
     let column = column.sql();
-    let total: i64 = client
-        .query_one(
-            &format!("SELECT count(*) FROM user_logins WHERE {column} = ANY($1)"),
-            &[&values],
-        )
-        .await?
-        .get(0);
     let rows = client
         .query(
             &format!(
@@ -86,20 +93,12 @@ pub async fn delete_rows(
     values: &[String],
     dry_run: bool,
 ) -> Result<u64, tokio_postgres::Error> {
-    let column = column.sql();
     if dry_run {
-        let count: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM user_logins WHERE {column} = ANY($1)"),
-                &[&values],
-            )
-            .await?
-            .get(0);
-        return Ok(count.max(0) as u64);
+        return Ok(count_rows(client, column, values).await?.max(0) as u64);
     }
     client
         .execute(
-            &format!("DELETE FROM user_logins WHERE {column} = ANY($1)"),
+            &format!("DELETE FROM user_logins WHERE {} = ANY($1)", column.sql()),
             &[&values],
         )
         .await

@@ -156,7 +156,7 @@ async fn ledger_template(name: &str, history: usize, layout: Layout) {
             break;
         }
         let spec = Partitioned::Ledger.partition_for(day + chrono::Duration::days(offset));
-        partitions::create_partition(&mut client, Partitioned::Ledger, &spec)
+        partitions::create_partition(&mut client, &Partitioned::Ledger, &spec)
             .await
             .unwrap();
     }
@@ -264,7 +264,7 @@ async fn bench_maintain() {
     let policy = HousekeepingPolicy::default();
     let today = chrono::Utc::now().date_naive();
     for spec in Partitioned::Ledger.wanted(today, 0, 1) {
-        partitions::create_partition(&mut client, Partitioned::Ledger, &spec)
+        partitions::create_partition(&mut client, &Partitioned::Ledger, &spec)
             .await
             .unwrap();
     }
@@ -300,7 +300,9 @@ async fn bench_maintain() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     phase.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let report = maintain(&mut client, &policy).await.unwrap();
+    let report = maintain(&mut client, &policy, std::time::Duration::ZERO)
+        .await
+        .unwrap();
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     writing.store(false, Ordering::Relaxed);

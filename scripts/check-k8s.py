@@ -34,7 +34,6 @@ KUSTOMIZATIONS = [
     "base",
     "overlays/production",
     "overlays/production-external-secrets",
-    "overlays/production-cronjob",
 ]
 KUBERNETES_VERSION = "1.31.0"
 SCHEMAS = {
@@ -285,6 +284,14 @@ def consistency_errors(docs):
             errors.append(f"CronJob image {job.get('image')} differs from the Deployment's {container.get('image')}")
         if job.get("envFrom") != container.get("envFrom"):
             errors.append("the CronJob must read the Deployment's configuration (the same envFrom)")
+        job_env = {v["name"]: v for v in job.get("env", [])}
+        owner_key = job_env.get("VEIL_DATABASE_SECRET_ID", {}).get("valueFrom", {}).get("configMapKeyRef", {}).get("key")
+        if owner_key != "VEIL_OWNER_DATABASE_SECRET_ID" or owner_key not in env:
+            errors.append("the maintain CronJob must log in as the owner (VEIL_DATABASE_SECRET_ID from VEIL_OWNER_DATABASE_SECRET_ID)")
+        if job_spec.get("serviceAccountName") == spec.get("serviceAccountName"):
+            errors.append("the maintain CronJob needs its own ServiceAccount: the pipeline's role must not read the owner's secret")
+        if cronjob["spec"].get("suspend", False):
+            errors.append("the maintain CronJob is suspended: nobody keeps the partitions")
         if not job_spec.get("securityContext", {}).get("runAsNonRoot") or not job.get("securityContext", {}).get("readOnlyRootFilesystem"):
             errors.append("the CronJob must run non-root on a read-only root filesystem")
         if cronjob["spec"].get("concurrencyPolicy") != "Forbid":
@@ -353,7 +360,10 @@ def mutations():
         "ServiceMonitor on a missing port": lambda d: by_kind(d, "ServiceMonitor")["spec"]["endpoints"][0].update(port="http"),
         "unknown field in a core kind": lambda d: container(d).update(imagePullPolicyy="Always"),
         "maintain CronJob on another image": lambda d: by_kind(d, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].update(image="veil:old"),
-        "maintain CronJob on while veil run also does housekeeping": lambda d: by_kind(d, "CronJob")["spec"].update(suspend=False),
+        "veil run doing housekeeping beside the maintain CronJob": lambda d: config(d).update(VEIL_HOUSEKEEPING_INTERVAL_SECS="3600"),
+        "maintain CronJob suspended": lambda d: by_kind(d, "CronJob")["spec"].update(suspend=True),
+        "maintain CronJob as the pipeline's ServiceAccount": lambda d: by_kind(d, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"].update(serviceAccountName="veil"),
+        "maintain CronJob with the pipeline's login": lambda d: by_kind(d, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].pop("env"),
         "custom kind without a schema": lambda d: d.append({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}}),
     }
 

@@ -24,7 +24,7 @@ MODERN_PORT="${MODERN_PORT:-4566}"
 LEGACY_PORT="${LEGACY_PORT:-4510}"
 TLS_PORT="${TLS_PORT:-5439}"
 # The services the tests use; `make demo` asks for sqs,kms only (a faster start).
-MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms,secretsmanager,iam,sts,cloudformation,ssm,logs,cloudwatch,ec2}"
+MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms,secretsmanager,iam,sts,cloudformation,ssm,logs,cloudwatch,ec2,scheduler}"
 TAG="[services]"
 
 pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }

@@ -449,6 +449,11 @@ pub struct MigrateArgs {
 
     #[command(flatten)]
     pub housekeeping: HousekeepingArgs,
+
+    /// The queue whose MessageRetentionPeriod a --ledger-retention-days
+    /// below 15 is checked against (as `veil run` and `veil maintain` do).
+    #[arg(long, env = "VEIL_QUEUE_URL", default_value = DEFAULT_QUEUE_URL)]
+    pub queue_url: String,
 }
 
 /// What housekeeping keeps. `veil run`, `veil maintain` and `veil migrate`
@@ -485,6 +490,15 @@ pub struct MaintainArgs {
     /// below 15 is checked against.
     #[arg(long, env = "VEIL_QUEUE_URL", default_value = DEFAULT_QUEUE_URL)]
     pub queue_url: String,
+
+    /// When another veil is doing housekeeping, wait up to this many
+    /// seconds for it to finish, then do a pass. 0 (the default) does not
+    /// wait: veil maintain then exits 75 (EX_TEMPFAIL) having done
+    /// nothing, so a scheduler can tell "skipped" from "done" (0) and
+    /// "failed" (1).
+    #[arg(long, env = "VEIL_MAINTAIN_WAIT_SECS", default_value_t = 0, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub wait_secs: u64,
 }
 
 /// The value `find` and `forget` look for: exactly one.

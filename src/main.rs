@@ -59,7 +59,7 @@ async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", veil::error::error_chain(&error));
             if let Some(fix) = outcome::fix_for(&error) {
                 eprintln!("fix: {fix}");
             }

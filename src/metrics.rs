@@ -164,6 +164,9 @@ pub struct Metrics {
     pub housekeeping_rows_deleted: AtomicU64,
     /// Unix time of the last housekeeping pass that completed (0: none).
     pub housekeeping_last_success: AtomicU64,
+    /// This process's role may not do housekeeping: it is left to `veil
+    /// maintain` run by the tables' owner, and the loop is parked.
+    pub housekeeping_delegated: AtomicBool,
     /// SQS call failures, by operation.
     pub sqs_errors: LabelledCounts,
     /// Postgres failures, by kind (transient, duplicate, data, fatal).
@@ -200,6 +203,7 @@ impl Default for Metrics {
             partitions_dropped: AtomicU64::new(0),
             housekeeping_rows_deleted: AtomicU64::new(0),
             housekeeping_last_success: AtomicU64::new(0),
+            housekeeping_delegated: AtomicBool::new(false),
             sqs_errors: LabelledCounts::default(),
             postgres_errors: LabelledCounts::default(),
             batch_seconds: Histogram::default(),
@@ -246,17 +250,23 @@ impl Metrics {
         ServiceState::ALL[usize::from(self.state.load(Ordering::SeqCst)) % ServiceState::ALL.len()]
     }
 
-    /// Whether `/readyz` says 200, and its body (the state and each
-    /// dependency).
+    /// Whether `/readyz` says 200, and its body (the state, each
+    /// dependency, and whether housekeeping is delegated to `veil
+    /// maintain`, which does not make veil unready).
     pub fn readiness(&self) -> (bool, String) {
         let state = self.state();
         let sqs = self.sqs_ready.load(Ordering::Relaxed);
         let postgres = self.postgres_ready.load(Ordering::Relaxed);
         let up = |ok: bool| if ok { "ok" } else { "unavailable" };
+        let housekeeping = if self.housekeeping_delegated.load(Ordering::Relaxed) {
+            "delegated (this role may not; `veil maintain` as the tables' owner does it)"
+        } else {
+            "here"
+        };
         (
             state == ServiceState::Running && sqs && postgres,
             format!(
-                "state {}\nsqs {}\npostgres {}\n",
+                "state {}\nsqs {}\npostgres {}\nhousekeeping {housekeeping}\n",
                 state.name(),
                 up(sqs),
                 up(postgres)
@@ -294,6 +304,11 @@ impl Metrics {
                 get(value)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP veil_housekeeping_delegated 1 when this process's role may not do housekeeping and leaves it to `veil maintain` run by the tables' owner.\n# TYPE veil_housekeeping_delegated gauge\nveil_housekeeping_delegated {}",
+            u8::from(self.housekeeping_delegated.load(Ordering::Relaxed))
+        );
         let by_reason = self.quarantined_by_reason();
         let reasons = RejectReason::ALL.iter().map(|reason| {
             (
@@ -599,7 +614,10 @@ mod tests {
         metrics.set_state(ServiceState::Running);
         assert_eq!(
             metrics.readiness(),
-            (true, "state running\nsqs ok\npostgres ok\n".into())
+            (
+                true,
+                "state running\nsqs ok\npostgres ok\nhousekeeping here\n".into()
+            )
         );
         metrics.postgres_ready.store(false, Ordering::Relaxed);
         assert!(!metrics.readiness().0);
@@ -607,7 +625,10 @@ mod tests {
         metrics.set_state(ServiceState::Failed);
         assert_eq!(
             metrics.readiness(),
-            (false, "state failed\nsqs ok\npostgres ok\n".into())
+            (
+                false,
+                "state failed\nsqs ok\npostgres ok\nhousekeeping here\n".into()
+            )
         );
     }
 }

@@ -17,9 +17,18 @@ use crate::sqs::SqsError;
 pub const EXIT_CONFIGURATION: u8 = 2;
 /// Exit code for failures at run time.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of `veil maintain` when another veil held the housekeeping
+/// lock and nothing was done (sysexits' EX_TEMPFAIL: try again later).
+pub const EXIT_SKIPPED: u8 = 75;
 
 /// The exit code for a failed command.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error
+        .chain()
+        .any(|cause| cause.downcast_ref::<crate::error::LockHeld>().is_some())
+    {
+        return EXIT_SKIPPED;
+    }
     let configuration = error.chain().any(|cause| {
         cause.downcast_ref::<ConfigError>().is_some()
             || cause.downcast_ref::<KeyFileError>().is_some()

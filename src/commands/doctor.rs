@@ -28,6 +28,12 @@ impl Report {
         println!("ok      {what}: {detail}");
     }
 
+    /// Something that is fine for this role but needs another: not a
+    /// problem, and printed so the operator knows who must do it.
+    fn note(&self, what: &str, detail: impl std::fmt::Display) {
+        println!("note    {what}: {detail}");
+    }
+
     fn problem(&mut self, what: &str, detail: impl std::fmt::Display, fix: &str) {
         self.problems += 1;
         println!("PROBLEM {what}: {detail}");
@@ -41,7 +47,7 @@ impl Report {
     /// A problem whose fix is the error's own when veil knows it.
     fn failed(&mut self, what: &str, error: &anyhow::Error, fallback: &str) {
         let fix = specific_fix(error).unwrap_or_else(|| fallback.to_string());
-        self.problem(what, format!("{error:#}"), &fix);
+        self.problem(what, crate::error::error_chain(error), &fix);
     }
 }
 
@@ -156,7 +162,7 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
             Ok(()) => report.ok("user_logins shape", "matches the contract"),
             Err(error) => report.problem(
                 "user_logins shape",
-                format!("{error:#}"),
+                crate::error::error_chain(&error),
                 "point veil at a table with the contract's columns",
             ),
         }
@@ -164,31 +170,80 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     if !missing.is_empty() {
         return; // privileges on missing tables cannot be checked
     }
-    match client
-        .query_one(PRIVILEGES_SQL, &[])
-        .await
-        .map(|row| row.get::<_, bool>(0))
-    {
-        Ok(true) => report.ok(
-            "permissions",
-            "can insert into user_logins, veil.ledger, veil.quarantine and read the ledger's key",
-        ),
-        Ok(false) => report.problem(
-            "permissions",
-            "this role cannot insert everywhere veil writes, or cannot read the ledger's key",
-            "apply sql/roles.sql and use the pipeline role",
-        ),
-        Err(error) => report.failed("permissions", &error.into(), "apply sql/roles.sql"),
-    }
+    check_rights(client, report).await;
     check_partitions(client, report).await;
+}
+
+/// The rights of the connected role, feature by feature, and which role
+/// must run what. Recording is the job of any role `veil run` uses; the
+/// others are reported as notes when this role lacks them, with the role
+/// that must do them, and as a problem where nobody else does (missing
+/// partitions: see `check_partitions`).
+async fn check_rights(client: &tokio_postgres::Client, report: &mut Report) {
+    match postgres::rights::pipeline(client).await {
+        Ok(lacking) if lacking.is_empty() => report.ok(
+            "permissions (run)",
+            format!(
+                "role {} can insert into user_logins, veil.ledger, veil.quarantine and read the ledger's key",
+                lacking.role
+            ),
+        ),
+        Ok(lacking) => report.problem(
+            "permissions (run)",
+            format!("role {} lacks {}: `veil run` would stop at its first batch", lacking.role, lacking.list()),
+            "apply sql/roles.sql (as the owner) and run veil as its pipeline role",
+        ),
+        Err(error) => return report.failed("permissions (run)", &error.into(), "apply sql/roles.sql"),
+    }
+    let policy = crate::postgres::maintain::HousekeepingPolicy::default();
+    match crate::postgres::maintain::missing_rights(client, &policy).await {
+        Ok(lacking) if lacking.is_empty() => report.ok(
+            "permissions (housekeeping)",
+            format!("role {} may create, attach, drop and prune partitions (veil run does it every --housekeeping-interval-secs)", lacking.role),
+        ),
+        Ok(lacking) => report.note(
+            "permissions (housekeeping)",
+            format!(
+                "role {} lacks {}: `veil run` under it leaves housekeeping to `veil maintain`, which must run as {} \
+                 (a cron job, the Kubernetes CronJob, the stack's scheduled task); set --housekeeping-interval-secs 0 to say so",
+                lacking.role,
+                lacking.list(),
+                lacking.who_may()
+            ),
+        ),
+        Err(error) => report.failed("permissions (housekeeping)", &error, HOUSEKEEPING_FIX),
+    }
+    match postgres::rights::audited_reads(client).await {
+        Ok(lacking) if lacking.is_empty() => report.ok(
+            "permissions (reveal, find, forget)",
+            format!(
+                "role {} can read the rows and the quarantine and append to veil.audit",
+                lacking.role
+            ),
+        ),
+        Ok(lacking) => report.note(
+            "permissions (reveal, find, forget)",
+            format!(
+                "role {} lacks {}: run them as the revealer role of sql/roles.sql (forget: as {})",
+                lacking.role,
+                lacking.list(),
+                lacking.who_may()
+            ),
+        ),
+        Err(error) => report.failed(
+            "permissions (reveal, find, forget)",
+            &error.into(),
+            "apply sql/roles.sql",
+        ),
+    }
 }
 
 const HOUSEKEEPING_FIX: &str =
     "run `veil maintain` as the tables' owner (cron or a Kubernetes CronJob), \
      or let `veil run` do it under the owner role (--housekeeping-interval-secs)";
 
-/// Whether today's and tomorrow's partitions exist (housekeeping runs), for
-/// the ledger and a partitioned user_logins.
+/// Whether today's and the coming days' partitions exist (housekeeping
+/// runs), for the ledger and a partitioned user_logins.
 async fn check_partitions(client: &tokio_postgres::Client, report: &mut Report) {
     use postgres::partitions::{existing, is_partitioned, Bound, Partitioned};
     let today = chrono::Utc::now().date_naive();
@@ -204,11 +259,12 @@ async fn check_partitions(client: &tokio_postgres::Client, report: &mut Report) 
         }
         Err(error) => return report.failed("partitions", &error, MIGRATE_FIX),
     }
-    if let Ok(Some(granularity)) = postgres::user_logins_granularity(client).await {
-        tables.push(Partitioned::UserLogins(granularity));
+    if let Ok(Some(table)) = postgres::partitioned_user_logins(client).await {
+        tables.push(table);
     }
     for table in tables {
-        let present = match existing(client, table.parent()).await {
+        let parent = table.parent();
+        let present = match existing(client, &parent).await {
             Ok(present) => present,
             Err(error) => return report.failed("partitions", &error, HOUSEKEEPING_FIX),
         };
@@ -223,8 +279,7 @@ async fn check_partitions(client: &tokio_postgres::Client, report: &mut Report) 
             report.ok(
                 "partitions",
                 format!(
-                    "{}: today's and tomorrow's exist ({} in all)",
-                    table.parent(),
+                    "{parent}: today's and tomorrow's exist ({} in all)",
                     present.len()
                 ),
             );
@@ -232,8 +287,7 @@ async fn check_partitions(client: &tokio_postgres::Client, report: &mut Report) 
             report.problem(
                 "partitions",
                 format!(
-                    "{} has no partition for today or tomorrow: new rows land in its default partition, and nothing old is dropped",
-                    table.parent()
+                    "{parent} has no partition for today or tomorrow: new rows land in its default partition, and nothing old is dropped"
                 ),
                 HOUSEKEEPING_FIX,
             );
@@ -285,9 +339,3 @@ const MISSING_SQL: &str = "SELECT name FROM unnest(ARRAY['user_logins', 'veil.le
      WHERE to_regclass(name) IS NULL
         OR (name = 'veil.ledger' AND NOT EXISTS (
             SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(name) AND attname = 'sent_ms'))";
-
-const PRIVILEGES_SQL: &str = "SELECT has_table_privilege('user_logins', 'INSERT')
-    AND has_table_privilege('veil.ledger', 'INSERT')
-    AND has_column_privilege('veil.ledger', 'sent_ms', 'SELECT')
-    AND has_column_privilege('veil.ledger', 'message_id', 'SELECT')
-    AND has_table_privilege('veil.quarantine', 'INSERT')";

@@ -72,6 +72,7 @@ pub async fn serve_observed(
     }
     let schema = postgres::migrate(database.client().await?, Default::default()).await?;
     if config.housekeeping_interval.is_some() {
+        // Never fatal: a role without the rights parks housekeeping here.
         pipeline::housekeeping_pass(database.client().await?, &config.housekeeping, &metrics).await;
     }
     drop(database);
@@ -190,6 +191,10 @@ fn pipeline_settings(
 /// `veil migrate`: the schema, then a housekeeping pass, so the
 /// partitions of the coming days exist before the first run.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let policy = crate::config::housekeeping_policy(&args.housekeeping);
+    if policy.ledger_retention_days < 15 {
+        confirm_short_retention(&args.queue_url, policy.ledger_retention_days).await?;
+    }
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config.clone()).await?;
     let options = postgres::MigrateOptions {
@@ -220,9 +225,19 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
              still checked for redeliveries and dropped once past the retention"
         );
     }
-    let policy = crate::config::housekeeping_policy(&args.housekeeping);
-    let housekeeping = postgres::maintain::maintain(database.client().await?, &policy).await?;
-    println!("{}", postgres::maintain::describe(&housekeeping));
+    let client = database.client().await?;
+    let lacking = postgres::maintain::missing_rights(client, &policy).await?;
+    if lacking.is_empty() {
+        let housekeeping = postgres::maintain::maintain(client, &policy, Duration::ZERO).await?;
+        println!("{}", postgres::maintain::describe(&housekeeping));
+    } else {
+        println!(
+            "housekeeping not done: role {} lacks {}; run `veil maintain` as {}",
+            lacking.role,
+            lacking.list(),
+            lacking.who_may()
+        );
+    }
     if args.indexes {
         let created = postgres::create_analyst_indexes(database.client().await?).await?;
         println!("analyst indexes created: {created:?} (any others already existed)");
@@ -237,16 +252,41 @@ fn granularity_name(granularity: postgres::partitions::Granularity) -> &'static 
     }
 }
 
-/// `veil maintain`: one housekeeping pass.
+/// `veil maintain`: one housekeeping pass. Exits 0 when it was done, 1
+/// when a step failed (the others were still done), 2 when the role lacks
+/// the rights, 75 when another veil held the lock (past `--wait-secs`).
 pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     let policy = crate::config::housekeeping_policy(&args.housekeeping);
     if policy.ledger_retention_days < 15 {
-        confirm_short_retention(&args, policy.ledger_retention_days).await?;
+        confirm_short_retention(&args.queue_url, policy.ledger_retention_days).await?;
     }
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config.clone()).await?;
+    let client = database.client().await?;
+    let lacking = postgres::maintain::missing_rights(client, &policy).await?;
+    if !lacking.is_empty() {
+        return Err(ConfigError(format!(
+            "role {} may not do housekeeping: it lacks {}. Run `veil maintain` as {}",
+            lacking.role,
+            lacking.list(),
+            lacking.who_may()
+        ))
+        .into());
+    }
     let started = Instant::now();
-    let report = postgres::maintain::maintain(database.client().await?, &policy).await?;
+    let wait = Duration::from_secs(args.wait_secs);
+    let report = postgres::maintain::maintain(client, &policy, wait).await?;
+    if report.skipped {
+        return Err(crate::error::LockHeld(format!(
+            "another veil held the housekeeping lock{}; nothing was done. It is doing the same pass;              pass --wait-secs to wait for it",
+            if args.wait_secs > 0 {
+                format!(" for more than {} s", args.wait_secs)
+            } else {
+                String::new()
+            }
+        ))
+        .into());
+    }
     println!(
         "{} on {} in {:.2} s",
         postgres::maintain::describe(&report),
@@ -259,14 +299,21 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     for (name, rows) in &report.dropped {
         println!("  dropped {name} (about {rows} rows)");
     }
+    if !report.failures.is_empty() {
+        anyhow::bail!(
+            "{} housekeeping step(s) failed (the others were done): {}",
+            report.failures.len(),
+            report.failures.join("; ")
+        );
+    }
     Ok(())
 }
 
 /// A ledger retention under SQS's 14 days is safe only for a queue that
 /// keeps messages for less: ask the queue.
-async fn confirm_short_retention(args: &MaintainArgs, days: u32) -> anyhow::Result<()> {
+async fn confirm_short_retention(queue_url: &str, days: u32) -> anyhow::Result<()> {
     let queue_args = crate::cli::QueueArgs {
-        queue_url: args.queue_url.clone(),
+        queue_url: queue_url.to_string(),
         sqs_protocol: crate::sqs::ProtocolChoice::Auto,
         endpoint_wait_secs: 0,
     };
@@ -277,9 +324,9 @@ async fn confirm_short_retention(args: &MaintainArgs, days: u32) -> anyhow::Resu
     .await
     .map_err(|error| {
         ConfigError(format!(
-            "--ledger-retention-days {days} is below SQS's 14-day maximum, and the queue {} could not \
-             be asked how long it keeps messages ({error:#}). Use 15 or more, or give the right --queue-url",
-            args.queue_url
+            "--ledger-retention-days {days} is below SQS's 14-day maximum, and the queue {queue_url} could not \
+             be asked how long it keeps messages ({}). Use 15 or more, or give the right --queue-url",
+            crate::error::error_chain(&error)
         ))
     })?;
     if !facts.ledger_days_suffice(days) {

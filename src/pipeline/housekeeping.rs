@@ -1,8 +1,14 @@
 //! Housekeeping inside `veil run`: one pass at start (so today's
 //! partitions exist before the first batch) and one every interval, on a
-//! connection of its own. Each pass logs what it did and counts it. Under
-//! a role that may not create or drop partitions, it says so once and
-//! leaves the work to `veil maintain` run by the owner.
+//! connection of its own. Each pass logs what it did and counts it.
+//!
+//! Housekeeping is never fatal. Under a role that may not create, attach,
+//! drop or prune partitions (the least-privilege pipeline role of
+//! `sql/roles.sql`), veil says once, at start, what the role lacks and who
+//! must run `veil maintain`, shows `housekeeping delegated` on `/readyz`
+//! and `veil_housekeeping_delegated` on `/metrics`, and parks the loop:
+//! recording goes on. A pass that fails for any other reason is retried at
+//! the next interval.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,10 +18,12 @@ use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::postgres::maintain::{describe, maintain, HousekeepingPolicy};
+use crate::postgres::maintain::{describe, maintain, missing_rights, HousekeepingPolicy};
+use crate::postgres::rights::Lacking;
 use crate::postgres::{Database, DatabaseSettings};
 
-/// Whether a pass failed for want of privileges (the pipeline role).
+/// Whether a pass failed for want of privileges (rights revoked since the
+/// check, or one the check does not know of).
 fn lacks_privilege(error: &anyhow::Error) -> bool {
     error
         .chain()
@@ -23,68 +31,122 @@ fn lacks_privilege(error: &anyhow::Error) -> bool {
         .any(|error| error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE))
 }
 
-/// One pass on `client`; logs and counts it. Returns false when the role
-/// lacks the rights, so the caller stops trying.
+/// Marks housekeeping as delegated to `veil maintain` and says so once.
+fn delegate(metrics: &Metrics, lacking: &Lacking) {
+    if metrics.housekeeping_delegated.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let owner = lacking.who_may();
+    tracing::warn!(
+        role = %lacking.role,
+        lacks = %lacking.list(),
+        "housekeeping delegated: role {} lacks {}, so this veil leaves partitions to `veil maintain` \
+         run by {owner} (a cron job, a Kubernetes CronJob, a scheduled ECS task). \
+         veil keeps recording; until maintain runs, rows of days without a partition land in the default \
+         partitions and nothing old is dropped",
+        lacking.role,
+        lacking.list(),
+    );
+}
+
+/// One pass on `client`; logs and counts it. Returns false when
+/// housekeeping is delegated (the role lacks the rights), so the caller
+/// stops trying.
 pub async fn pass(
     client: &mut tokio_postgres::Client,
     policy: &HousekeepingPolicy,
     metrics: &Metrics,
 ) -> bool {
-    match maintain(client, policy).await {
+    if metrics.housekeeping_delegated.load(Ordering::Relaxed) {
+        return false;
+    }
+    match missing_rights(client, policy).await {
+        Ok(lacking) if !lacking.is_empty() => {
+            delegate(metrics, &lacking);
+            return false;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            metrics.housekeeping_runs.add("failed", 1);
+            tracing::warn!(error = %crate::error::error_chain(&error), "housekeeping could not read its rights; trying again at the next interval");
+            return true;
+        }
+    }
+    match maintain(client, policy, Duration::ZERO).await {
         Ok(report) if report.skipped => {
             metrics.housekeeping_runs.add("skipped", 1);
             tracing::debug!("{}", describe(&report));
             true
         }
         Ok(report) => {
-            metrics.housekeeping_runs.add("done", 1);
-            metrics
-                .partitions_created
-                .fetch_add(report.created.len() as u64, Ordering::Relaxed);
-            metrics
-                .partitions_dropped
-                .fetch_add(report.dropped.len() as u64, Ordering::Relaxed);
-            metrics.housekeeping_rows_deleted.fetch_add(
-                report.pruned_entries + report.pruned_rows,
-                Ordering::Relaxed,
-            );
-            metrics.housekeeping_last_success.store(
-                chrono::Utc::now().timestamp().max(0) as u64,
-                Ordering::Relaxed,
-            );
-            let changed = !report.created.is_empty()
-                || !report.dropped.is_empty()
-                || report.pruned_entries + report.pruned_rows > 0
-                || report.retired.is_some();
-            if changed {
-                tracing::info!(
-                    created = report.created.len(),
-                    dropped = report.dropped.len(),
-                    "{}",
-                    describe(&report)
-                );
-            }
+            count(metrics, &report);
             true
         }
         Err(error) if lacks_privilege(&error) => {
             metrics.housekeeping_runs.add("failed", 1);
-            tracing::warn!(
-                error = %format!("{error:#}"),
-                "housekeeping needs the tables' owner (CREATE and DROP of partitions); this role may not, \
-                 so veil leaves it to `veil maintain` run by the owner (cron or a CronJob). \
-                 Until then new rows land in the default partitions and nothing is dropped"
-            );
+            let lacking = Lacking {
+                missing: vec![crate::error::error_chain(&error)],
+                ..Lacking::default()
+            };
+            delegate(metrics, &lacking);
             false
         }
         Err(error) => {
             metrics.housekeeping_runs.add("failed", 1);
-            tracing::warn!(error = %format!("{error:#}"), "housekeeping failed; trying again at the next interval");
+            tracing::warn!(error = %crate::error::error_chain(&error), "housekeeping failed; trying again at the next interval");
             true
         }
     }
 }
 
-/// A pass every `interval` until `stop`, on its own connection.
+/// Counts and logs what a completed pass did.
+fn count(metrics: &Metrics, report: &crate::postgres::maintain::HousekeepingReport) {
+    let outcome = if report.failures.is_empty() {
+        "done"
+    } else {
+        "failed"
+    };
+    metrics.housekeeping_runs.add(outcome, 1);
+    metrics
+        .partitions_created
+        .fetch_add(report.created.len() as u64, Ordering::Relaxed);
+    metrics
+        .partitions_dropped
+        .fetch_add(report.dropped.len() as u64, Ordering::Relaxed);
+    metrics.housekeeping_rows_deleted.fetch_add(
+        report.pruned_entries + report.pruned_rows,
+        Ordering::Relaxed,
+    );
+    if report.failures.is_empty() {
+        metrics.housekeeping_last_success.store(
+            chrono::Utc::now().timestamp().max(0) as u64,
+            Ordering::Relaxed,
+        );
+    }
+    let changed = !report.created.is_empty()
+        || !report.dropped.is_empty()
+        || report.pruned_entries + report.pruned_rows > 0
+        || report.retired.is_some();
+    if !report.failures.is_empty() {
+        tracing::warn!(
+            created = report.created.len(),
+            failed = report.failures.len(),
+            "{}; the rest is tried again at the next interval",
+            describe(report)
+        );
+    } else if changed {
+        tracing::info!(
+            created = report.created.len(),
+            dropped = report.dropped.len(),
+            "{}",
+            describe(report)
+        );
+    }
+}
+
+/// A pass every `interval` until `stop`, on its own connection. Once
+/// housekeeping is delegated, it parks until `stop`: a background task
+/// must not end early, and housekeeping is never a reason to stop veil.
 pub async fn housekeeping_loop(
     database: DatabaseSettings,
     policy: HousekeepingPolicy,
@@ -98,12 +160,17 @@ pub async fn housekeeping_loop(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+        if metrics.housekeeping_delegated.load(Ordering::Relaxed) {
+            drop(connection.take());
+            stop.cancelled().await;
+            return;
+        }
         if connection.is_none() {
             match Database::connect(database.clone()).await {
                 Ok(database) => connection = Some(database),
                 Err(error) => {
                     metrics.housekeeping_runs.add("failed", 1);
-                    tracing::warn!(error = %format!("{error:#}"), "housekeeping could not connect; trying again at the next interval");
+                    tracing::warn!(error = %crate::error::error_chain(&error), "housekeeping could not connect; trying again at the next interval");
                     continue;
                 }
             }
@@ -115,12 +182,11 @@ pub async fn housekeeping_loop(
             Ok(client) => client,
             Err(error) => {
                 metrics.housekeeping_runs.add("failed", 1);
-                tracing::warn!(error = %format!("{error:#}"), "housekeeping could not reconnect; trying again at the next interval");
+                tracing::warn!(error = %crate::error::error_chain(&error.into()), "housekeeping could not reconnect; trying again at the next interval");
                 continue;
             }
         };
-        if !pass(client, &policy, &metrics).await {
-            return;
-        }
+        // A delegated pass parks the loop at the top of the next round.
+        pass(client, &policy, &metrics).await;
     }
 }

@@ -143,7 +143,7 @@ impl Failure {
         let mut first = self.first.lock().expect("failure lock");
         if first.is_none() {
             tracing::error!(
-                error = %format!("{error:#}"),
+                error = %crate::error::error_chain(&error),
                 "fatal: veil cannot go on; giving unrecorded messages back to the queue and stopping"
             );
             metrics.set_state(ServiceState::Failed);

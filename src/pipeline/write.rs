@@ -116,7 +116,7 @@ async fn write_with_retry(
         metrics.postgres_ready.store(false, Ordering::Relaxed);
         database.reset();
         let delay = backoff.next_delay();
-        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "database unavailable; batch not recorded yet");
+        tracing::warn!(error = %crate::error::std_error_chain(&error), retry_in_ms = delay.as_millis() as u64, "database unavailable; batch not recorded yet");
         let stop = shutdown.clone();
         tokio::select! {
             _ = shared.failure.token().cancelled() => return Ok(None),
@@ -154,7 +154,7 @@ fn write_isolating<'a>(
     Box::pin(async move {
         match record_within_deadline(shared, client, statements, items).await {
             Err(WriteError::Data(error)) if items.len() > 1 => {
-                tracing::debug!(%error, size = items.len(), "value rejected; splitting batch");
+                tracing::debug!(error = %crate::error::std_error_chain(&error), size = items.len(), "value rejected; splitting batch");
                 let (first, second) = items.split_at_mut(items.len() / 2);
                 let mut results = write_isolating(shared, client, statements, first).await?;
                 results.extend(write_isolating(shared, client, statements, second).await?);

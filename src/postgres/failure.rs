@@ -3,7 +3,7 @@
 //!
 //! | class | SQLSTATE | what the writer does |
 //! |---|---|---|
-//! | transient | no SQLSTATE (the connection failed or timed out), class 08 (connection), 53 (insufficient resources), 25006 (read-only: a reader after failover), 55P03 (lock not available: our `lock_timeout`), 57014 (query canceled: our `statement_timeout`), 57P01-57P03 (shutdown, crash, cannot connect now), 40001, 40P01 | retries the same batch with backoff, on a new connection |
+//! | transient | no SQLSTATE (the connection failed or timed out), class 08 (connection), 53 (insufficient resources), 25006 (read-only: a reader after failover), 55P03 (lock not available: our `lock_timeout`), 57014 (query canceled: our `statement_timeout`), 57P01-57P03 (shutdown, crash, cannot connect now), 40001, 40P01, 23514 naming no constraint (a partition constraint: the insert was routed to a default partition while housekeeping attached the partition for its range) | retries the same batch with backoff, on a new connection |
 //! | duplicate | 23505 on `ledger_pkey` or `quarantine_pkey` | redoes the batch keeping only what is not recorded yet |
 //! | data | class 22 (a value Postgres refuses), class 23 but the keys above (an operator's unique index or check constraint on `user_logins`) | bisects the batch; the culprit goes to the quarantine as `db_rejected` |
 //! | fatal | everything else: 42501 (a privilege revoked), 42P01 (a table gone), 42703, ... | stops veil, with the message naming what is missing and the fix |
@@ -129,6 +129,12 @@ pub fn classify(code: Option<&SqlState>, constraint: Option<&str>) -> Class {
     if *code == SqlState::UNIQUE_VIOLATION && constraint.is_some_and(is_recorded_key) {
         return Class::Duplicate;
     }
+    // A CHECK constraint always has a name; a partition constraint has
+    // none. Routing picks the right partition, so the only way to violate
+    // one is to lose a race with ATTACH PARTITION: the retry routes anew.
+    if *code == SqlState::CHECK_VIOLATION && constraint.is_none() {
+        return Class::Transient;
+    }
     match code.code().get(..2) {
         Some("08" | "53") => Class::Transient,
         Some("22" | "23") => Class::Data,
@@ -153,6 +159,11 @@ mod tests {
             assert_eq!(of(code, None), Class::Transient, "{code}");
         }
         assert_eq!(classify(None, None), Class::Transient, "no answer at all");
+        assert_eq!(
+            of("23514", None),
+            Class::Transient,
+            "a partition constraint, raced by an ATTACH"
+        );
     }
 
     #[test]

@@ -3,8 +3,14 @@
 //! whole (no DELETE, no bloat). One veil at a time does it, under a
 //! session advisory lock; the others skip. `veil maintain` runs it once
 //! (cron, a Kubernetes CronJob), `veil run` periodically.
+//!
+//! Today and the days ahead are created first (they are what writers need
+//! next), then the missing past days, newest first; one partition that
+//! fails does not stop the others: the pass reports it and goes on.
 
 use anyhow::Context;
+use std::time::Duration;
+
 use chrono::{Datelike, Months, NaiveDate, Utc};
 use tokio_postgres::Client;
 
@@ -12,12 +18,15 @@ use super::partitions::{
     self, create_partition, drop_partition, existing, is_partitioned, Cutoff, Granularity,
     Partitioned, DAY_MS,
 };
-use super::schema::user_logins_granularity;
+use super::rights::{self, Lacking};
+use super::schema::partitioned_user_logins;
 
 /// Days of ledger partitions made ahead of today.
 pub const LEDGER_DAYS_AHEAD: u32 = 7;
-/// How far back rows of `user_logins` may be dated when they arrive:
-/// SQS keeps a message at most 14 days.
+/// How far back rows of `user_logins` and ledger entries may be dated when
+/// they arrive: SQS keeps a message at most 14 days, plus a day. Past
+/// partitions are made this far back and no further, whatever the
+/// retention (a longer retention keeps days, it never needs empty ones).
 const OLDEST_ARRIVAL_DAYS: u32 = 15;
 
 /// What housekeeping keeps.
@@ -56,19 +65,23 @@ pub struct HousekeepingReport {
     pub pruned_rows: u64,
     /// The first-layout ledger, dropped once nothing in it can come back.
     pub retired: Option<String>,
+    /// What failed, one line each (`creating partition ...: cause`); the
+    /// rest of the pass went on.
+    pub failures: Vec<String>,
 }
 
 /// The lock that lets one veil at a time do housekeeping.
 const LOCK_SQL: &str = "SELECT pg_try_advisory_lock(hashtext('veil.maintain'))";
 const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtext('veil.maintain'))";
 
-/// One pass, if no other veil is doing one.
+/// One pass, if no other veil is doing one (`wait`: wait this long for the
+/// one doing it to finish, then skip).
 pub async fn maintain(
     client: &mut Client,
     policy: &HousekeepingPolicy,
+    wait: Duration,
 ) -> anyhow::Result<HousekeepingReport> {
-    let locked: bool = client.query_one(LOCK_SQL, &[]).await?.get(0);
-    if !locked {
+    if !take_lock(client, wait).await? {
         return Ok(HousekeepingReport {
             skipped: true,
             ..Default::default()
@@ -81,6 +94,38 @@ pub async fn maintain(
     result
 }
 
+/// Takes the housekeeping lock, polling for up to `wait`.
+async fn take_lock(client: &Client, wait: Duration) -> anyhow::Result<bool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if client.query_one(LOCK_SQL, &[]).await?.get::<_, bool>(0) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The rights housekeeping needs that the connected role lacks, for the
+/// tables as they are (a plain `user_logins` needs none).
+pub async fn missing_rights(
+    client: &Client,
+    policy: &HousekeepingPolicy,
+) -> anyhow::Result<Lacking> {
+    let schema = match partitioned_user_logins(client).await? {
+        Some(Partitioned::UserLogins { schema, .. }) => Some(schema),
+        _ => None,
+    };
+    Ok(rights::housekeeping(
+        client,
+        schema.as_deref(),
+        policy.user_logins_retention_months.is_some(),
+    )
+    .await?)
+}
+
 async fn maintain_locked(
     client: &mut Client,
     policy: &HousekeepingPolicy,
@@ -90,8 +135,8 @@ async fn maintain_locked(
     if is_partitioned(client, "veil.ledger").await? {
         ledger(client, policy, today, &mut report).await?;
     }
-    if let Some(granularity) = user_logins_granularity(&*client).await? {
-        user_logins(client, policy, granularity, today, &mut report).await?;
+    if let Some(table) = partitioned_user_logins(&*client).await? {
+        user_logins(client, policy, &table, today, &mut report).await?;
     }
     Ok(report)
 }
@@ -105,12 +150,21 @@ async fn ledger(
     let retention_days = i64::from(policy.ledger_retention_days);
     let keep_from_ms = Utc::now().timestamp_millis() - retention_days * DAY_MS;
     let table = Partitioned::Ledger;
-    let wanted = table.wanted(today, policy.ledger_retention_days, LEDGER_DAYS_AHEAD);
+    let back_days = policy.ledger_retention_days.min(OLDEST_ARRIVAL_DAYS);
+    let wanted = table.wanted(today, back_days, LEDGER_DAYS_AHEAD);
     let wanted: Vec<_> = wanted
         .into_iter()
         .filter(|spec| !spec.bound.ends_before(&Cutoff::Millis(keep_from_ms)))
         .collect();
-    sync_partitions(client, table, &wanted, Cutoff::Millis(keep_from_ms), report).await?;
+    sync_partitions(
+        client,
+        &table,
+        &wanted,
+        Cutoff::Millis(keep_from_ms),
+        today,
+        report,
+    )
+    .await?;
 
     let stale = client
         .execute(
@@ -118,15 +172,20 @@ async fn ledger(
             &[&keep_from_ms],
         )
         .await
-        .context("pruning the ledger's default partition")?;
+        .context("pruning the ledger's default partition");
     let unsent = client
         .execute(
             "DELETE FROM veil.ledger_unsent WHERE recorded_at < now() - make_interval(days => $1)",
             &[&(retention_days as i32)],
         )
         .await
-        .context("pruning ledger entries without a send time")?;
-    report.pruned_entries += stale + unsent;
+        .context("pruning ledger entries without a send time");
+    for pruned in [stale, unsent] {
+        match pruned {
+            Ok(count) => report.pruned_entries += count,
+            Err(error) => report.failures.push(crate::error::error_chain(&error)),
+        }
+    }
 
     // The first-layout ledger (ids alone) is still checked by the writer;
     // once its newest entry is older than the retention, nothing in it can
@@ -159,11 +218,13 @@ async fn ledger(
 async fn user_logins(
     client: &mut Client,
     policy: &HousekeepingPolicy,
-    granularity: Granularity,
+    table: &Partitioned,
     today: NaiveDate,
     report: &mut HousekeepingReport,
 ) -> anyhow::Result<()> {
-    let table = Partitioned::UserLogins(granularity);
+    let Partitioned::UserLogins { granularity, .. } = table else {
+        return Ok(());
+    };
     let ahead = match granularity {
         Granularity::Month => 62,
         Granularity::Day => LEDGER_DAYS_AHEAD,
@@ -179,18 +240,25 @@ async fn user_logins(
         .collect();
     match cutoff {
         Some(cutoff) => {
-            sync_partitions(client, table, &wanted, cutoff, report).await?;
+            sync_partitions(client, table, &wanted, cutoff, today, report).await?;
             if let Cutoff::Date(date) = cutoff {
-                report.pruned_rows += client
+                let default = partitions::default_partition(&table.parent());
+                match client
                     .execute(
-                        "DELETE FROM user_logins_default WHERE create_date < $1",
+                        &format!("DELETE FROM {default} WHERE create_date < $1"),
                         &[&date],
                     )
                     .await
-                    .context("pruning user_logins' default partition")?;
+                {
+                    Ok(count) => report.pruned_rows += count,
+                    Err(error) => report.failures.push(format!(
+                        "pruning {default}: {}",
+                        crate::error::std_error_chain(&error)
+                    )),
+                }
             }
         }
-        None => create_missing(client, table, &wanted, report).await?,
+        None => create_missing(client, table, &wanted, today, report).await?,
     }
     Ok(())
 }
@@ -199,19 +267,23 @@ async fn user_logins(
 /// before `keep_from`.
 async fn sync_partitions(
     client: &mut Client,
-    table: Partitioned,
+    table: &Partitioned,
     wanted: &[partitions::PartitionSpec],
     keep_from: Cutoff,
+    today: NaiveDate,
     report: &mut HousekeepingReport,
 ) -> anyhow::Result<()> {
-    create_missing(client, table, wanted, report).await?;
-    for partition in existing(client, table.parent()).await? {
+    create_missing(client, table, wanted, today, report).await?;
+    for partition in existing(client, &table.parent()).await? {
         if partition
             .bound
             .as_ref()
             .is_some_and(|bound| bound.ends_before(&keep_from))
         {
-            drop_partition(client, &partition.name).await?;
+            if let Err(error) = drop_partition(client, &partition.name).await {
+                report.failures.push(crate::error::error_chain(&error));
+                continue;
+            }
             tracing::info!(partition = %partition.name, approximate_rows = partition.approximate_rows.max(0), "dropped a partition past the retention");
             report
                 .dropped
@@ -221,24 +293,39 @@ async fn sync_partitions(
     Ok(())
 }
 
+/// Creates the wanted partitions that are missing: today's and the days
+/// ahead first, then the past ones, newest first. A failure is reported
+/// and the next partition tried.
 async fn create_missing(
     client: &mut Client,
-    table: Partitioned,
+    table: &Partitioned,
     wanted: &[partitions::PartitionSpec],
+    today: NaiveDate,
     report: &mut HousekeepingReport,
 ) -> anyhow::Result<()> {
-    let present = existing(client, table.parent()).await?;
-    for spec in wanted {
-        let covered = present.iter().any(|partition| {
-            partition
-                .bound
-                .as_ref()
-                .is_some_and(|bound| bound.overlaps(&spec.bound))
-        });
-        if !covered {
-            create_partition(client, table, spec).await?;
-            tracing::debug!(partition = %spec.name, "created a partition");
-            report.created.push(spec.name.clone());
+    let present = existing(client, &table.parent()).await?;
+    let mut missing: Vec<&partitions::PartitionSpec> = wanted
+        .iter()
+        .filter(|spec| {
+            !present.iter().any(|partition| {
+                partition
+                    .bound
+                    .as_ref()
+                    .is_some_and(|bound| bound.overlaps(&spec.bound))
+            })
+        })
+        .collect();
+    let current = table.partition_for(today).bound;
+    let (ahead, past): (Vec<_>, Vec<_>) = missing
+        .drain(..)
+        .partition(|spec| !spec.bound.ends_before_start_of(&current));
+    for spec in ahead.into_iter().chain(past.into_iter().rev()) {
+        match create_partition(client, table, spec).await {
+            Ok(()) => {
+                tracing::debug!(partition = %spec.name, "created a partition");
+                report.created.push(spec.name.clone());
+            }
+            Err(error) => report.failures.push(crate::error::error_chain(&error)),
         }
     }
     Ok(())
@@ -259,6 +346,13 @@ pub fn describe(report: &HousekeepingReport) -> String {
     );
     if let Some(retired) = &report.retired {
         text.push_str(&format!(", {retired} retired"));
+    }
+    if !report.failures.is_empty() {
+        text.push_str(&format!(
+            "; {} step(s) failed: {}",
+            report.failures.len(),
+            report.failures.join("; ")
+        ));
     }
     text
 }

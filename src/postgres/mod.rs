@@ -15,6 +15,7 @@ mod login;
 pub mod maintain;
 pub mod partitions;
 pub mod privacy;
+pub mod rights;
 mod schema;
 mod tls;
 
@@ -28,7 +29,7 @@ pub use dsn::{split as split_connection_string, Split};
 pub use failure::{classify, Class, WriteError};
 pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
 pub use schema::{
-    check_user_logins_shape, create_analyst_indexes, migrate, user_logins_granularity,
-    MigrateOptions, SchemaReport, ANALYST_INDEXES, USER_LOGINS_DDL,
+    check_user_logins_shape, create_analyst_indexes, migrate, partitioned_user_logins,
+    user_logins_granularity, MigrateOptions, SchemaReport, ANALYST_INDEXES, USER_LOGINS_DDL,
 };
 pub use tls::{certificate_problem, RootCertificates, SslMode, TlsSettings, Verification};

@@ -30,12 +30,19 @@ const LOCK_TIMEOUT: &str = "2s";
 const ATTEMPTS: u32 = 5;
 
 /// The partitioned tables veil maintains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Partitioned {
     /// `veil.ledger`, by UTC day on `sent_ms`.
     Ledger,
-    /// `user_logins`, by month or day on `create_date`.
-    UserLogins(Granularity),
+    /// `user_logins`, by month or day on `create_date`, in the schema
+    /// `search_path` finds it in (quoted as an identifier), like every
+    /// other statement of veil's.
+    UserLogins {
+        /// The width of a partition.
+        granularity: Granularity,
+        /// The table's schema, quoted (`public`, `"Analytics"`).
+        schema: String,
+    },
 }
 
 /// The width of a `user_logins` partition.
@@ -78,15 +85,23 @@ pub struct PartitionSpec {
 
 impl Partitioned {
     /// The parent table, schema-qualified.
-    pub fn parent(self) -> &'static str {
+    pub fn parent(&self) -> String {
         match self {
-            Partitioned::Ledger => "veil.ledger",
-            Partitioned::UserLogins(_) => "public.user_logins",
+            Partitioned::Ledger => "veil.ledger".into(),
+            Partitioned::UserLogins { schema, .. } => format!("{schema}.user_logins"),
+        }
+    }
+
+    /// The partition key's column.
+    fn column(&self) -> &'static str {
+        match self {
+            Partitioned::Ledger => "sent_ms",
+            Partitioned::UserLogins { .. } => "create_date",
         }
     }
 
     /// The partition covering `day` (UTC).
-    pub fn partition_for(self, day: NaiveDate) -> PartitionSpec {
+    pub fn partition_for(&self, day: NaiveDate) -> PartitionSpec {
         match self {
             Partitioned::Ledger => {
                 let from_ms = day_start_ms(day);
@@ -98,17 +113,23 @@ impl Partitioned {
                     },
                 }
             }
-            Partitioned::UserLogins(Granularity::Day) => PartitionSpec {
-                name: format!("public.user_logins_d{}", day.format("%Y%m%d")),
+            Partitioned::UserLogins {
+                granularity: Granularity::Day,
+                schema,
+            } => PartitionSpec {
+                name: format!("{schema}.user_logins_d{}", day.format("%Y%m%d")),
                 bound: Bound::Dates {
                     from: day,
                     to: day.succ_opt().unwrap_or(day),
                 },
             },
-            Partitioned::UserLogins(Granularity::Month) => {
+            Partitioned::UserLogins {
+                granularity: Granularity::Month,
+                schema,
+            } => {
                 let from = day.with_day(1).unwrap_or(day);
                 PartitionSpec {
-                    name: format!("public.user_logins_m{}", from.format("%Y%m")),
+                    name: format!("{schema}.user_logins_m{}", from.format("%Y%m")),
                     bound: Bound::Dates {
                         from,
                         to: from + Months::new(1),
@@ -121,7 +142,7 @@ impl Partitioned {
     /// The partitions that should exist on `today`: from `back_days` ago
     /// (messages wait in SQS up to 14 days, so their rows and ledger
     /// entries may be that old) to `ahead_days` ahead, without repeats.
-    pub fn wanted(self, today: NaiveDate, back_days: u32, ahead_days: u32) -> Vec<PartitionSpec> {
+    pub fn wanted(&self, today: NaiveDate, back_days: u32, ahead_days: u32) -> Vec<PartitionSpec> {
         let first = today - chrono::Days::new(u64::from(back_days));
         let last = today + chrono::Days::new(u64::from(ahead_days));
         let mut wanted: Vec<PartitionSpec> = Vec::new();
@@ -199,6 +220,21 @@ impl Bound {
                 Cutoff::Millis(limit),
             ) => to_ms <= limit,
             (Bound::Dates { to, .. }, Cutoff::Date(limit)) => to <= limit,
+            _ => false,
+        }
+    }
+
+    /// Whether this range lies wholly before `other` begins.
+    pub fn ends_before_start_of(&self, other: &Bound) -> bool {
+        match (self, other) {
+            (
+                Bound::Millis { to_ms, .. },
+                Bound::Millis {
+                    from_ms: Some(start),
+                    ..
+                },
+            ) => to_ms <= start,
+            (Bound::Dates { to, .. }, Bound::Dates { from, .. }) => to <= from,
             _ => false,
         }
     }
@@ -336,22 +372,25 @@ pub async fn ddl(client: &mut Client, what: &str, sql: &str) -> anyhow::Result<(
 }
 
 /// Creates and attaches one partition, moving any rows of its range out of
-/// the default partition first.
+/// the default partition first, safely while writers insert rows of that
+/// range.
 pub async fn create_partition(
     client: &mut Client,
-    table: Partitioned,
+    table: &Partitioned,
     spec: &PartitionSpec,
 ) -> anyhow::Result<()> {
     let parent = table.parent();
-    let column = match table {
-        Partitioned::Ledger => "sent_ms",
-        Partitioned::UserLogins(_) => "create_date",
-    };
-    let check = spec.bound.check(column);
-    let default = default_partition(parent);
+    let check = spec.bound.check(table.column());
+    let default = default_partition(&parent);
     let constraint = format!("{}_range", spec.name.rsplit('.').next().unwrap_or("p"));
+    // ATTACH locks the default partition ACCESS EXCLUSIVE and scans it for
+    // rows of the new range. Taken only there, writers could still add such
+    // rows between the move and the scan (23514 on every attempt while any
+    // writer runs): taking it first closes that window. Writers wait a
+    // moment, then route to the new partition.
     let sql = format!(
-        "CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+        "LOCK TABLE {default} IN ACCESS EXCLUSIVE MODE;
+         CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
          ALTER TABLE {name} ADD CONSTRAINT {constraint} CHECK ({check});
          WITH moved AS (DELETE FROM {default} WHERE {check} RETURNING *)
          INSERT INTO {name} SELECT * FROM moved;
@@ -400,7 +439,11 @@ mod tests {
         assert_eq!(wanted[0].name, "veil.ledger_d20261110");
         assert_eq!(wanted[22].name, "veil.ledger_d20261202");
 
-        let months = Partitioned::UserLogins(Granularity::Month).wanted(day("2026-11-25"), 15, 40);
+        let monthly = Partitioned::UserLogins {
+            granularity: Granularity::Month,
+            schema: "public".into(),
+        };
+        let months = monthly.wanted(day("2026-11-25"), 15, 40);
         let names: Vec<&str> = months.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -410,7 +453,7 @@ mod tests {
                 "public.user_logins_m202701"
             ]
         );
-        let early = Partitioned::UserLogins(Granularity::Month).wanted(day("2026-11-05"), 15, 7);
+        let early = monthly.wanted(day("2026-11-05"), 15, 7);
         assert_eq!(early[0].name, "public.user_logins_m202610");
         assert_eq!(
             early[0].bound.for_values(),
@@ -457,9 +500,12 @@ mod tests {
         assert!(older.ends_before(&keep_from));
         assert!(!kept.ends_before(&keep_from));
         assert!(!unsent.ends_before(&keep_from));
-        let month = Partitioned::UserLogins(Granularity::Month)
-            .partition_for(day("2026-09-15"))
-            .bound;
+        let month = Partitioned::UserLogins {
+            granularity: Granularity::Month,
+            schema: "analytics".into(),
+        };
+        assert_eq!(month.parent(), "analytics.user_logins");
+        let month = month.partition_for(day("2026-09-15")).bound;
         assert!(month.ends_before(&Cutoff::Date(day("2026-10-01"))));
         assert!(!month.ends_before(&Cutoff::Date(day("2026-09-30"))));
         assert!(older.overlaps(&older));

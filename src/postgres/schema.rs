@@ -292,6 +292,29 @@ async fn create_user_logins(
     Ok(())
 }
 
+/// `user_logins` as the partitioned table housekeeping keeps, in the
+/// schema `search_path` finds it in (as the writer, find/forget and rekey
+/// do); None when it is a plain table or missing.
+pub async fn partitioned_user_logins(
+    client: &impl tokio_postgres::GenericClient,
+) -> anyhow::Result<Option<partitions::Partitioned>> {
+    let Some(granularity) = user_logins_granularity(client).await? else {
+        return Ok(None);
+    };
+    let schema: String = client
+        .query_one(
+            "SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = to_regclass('user_logins')",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(Some(partitions::Partitioned::UserLogins {
+        granularity,
+        schema,
+    }))
+}
+
 /// How `user_logins` is partitioned: as its comment says (veil writes it
 /// when it creates the table), else by the width of its first range
 /// partition (a month is 28 days or more); None when it is a plain table.

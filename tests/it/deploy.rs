@@ -15,6 +15,39 @@ use crate::helpers::*;
 
 const TEMPLATE: &str = include_str!("../../deploy/cloudformation/veil.yaml");
 
+/// A request to LocalStack signed for `service` with the test credentials.
+fn signed(
+    service: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> reqwest::RequestBuilder {
+    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
+    let signature = veil::sigv4::sign_headers(
+        &credentials,
+        &veil::sigv4::Scope {
+            service,
+            region: "us-east-1",
+        },
+        &veil::sigv4::Request {
+            method,
+            url,
+            headers,
+            body,
+        },
+        SystemTime::now(),
+    );
+    let mut request = reqwest::Client::new().request(method.parse().unwrap(), url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    for (name, value) in signature {
+        request = request.header(name, value);
+    }
+    request
+}
+
 /// One query-protocol call to LocalStack's `service` (API `version`); the XML reply.
 async fn query_api(service: &str, version: &str, params: &[(&str, &str)]) -> String {
     let endpoint = format!("{}/", modern_endpoint());
@@ -25,27 +58,13 @@ async fn query_api(service: &str, version: &str, params: &[(&str, &str)]) -> Str
     }
     let body = form.finish();
     let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-    let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
-    let signature = veil::sigv4::sign_headers(
-        &credentials,
-        &veil::sigv4::Scope {
-            service,
-            region: "us-east-1",
-        },
-        &veil::sigv4::Request {
-            method: "POST",
-            url: &endpoint,
-            headers: &[("content-type", content_type)],
-            body: body.as_bytes(),
-        },
-        SystemTime::now(),
+    let request = signed(
+        service,
+        "POST",
+        &endpoint,
+        &[("content-type", content_type)],
+        body.as_bytes(),
     );
-    let mut request = reqwest::Client::new()
-        .post(&endpoint)
-        .header("content-type", content_type);
-    for (name, value) in signature {
-        request = request.header(name, value);
-    }
     let response = request.body(body).send().await.expect("LocalStack");
     let status = response.status();
     let reply = response.text().await.unwrap();
@@ -54,6 +73,58 @@ async fn query_api(service: &str, version: &str, params: &[(&str, &str)]) -> Str
         "{service} {params:?}: {status} {reply}"
     );
     reply
+}
+
+/// A signed GET of a REST-JSON API of LocalStack's (`path` under the endpoint).
+async fn rest_get(service: &str, path: &str) -> serde_json::Value {
+    let url = format!("{}{path}", modern_endpoint());
+    let request = signed(service, "GET", &url, &[], b"");
+    let response = request.send().await.expect("LocalStack");
+    let status = response.status();
+    let reply = response.text().await.unwrap();
+    assert!(
+        status.is_success(),
+        "{service} GET {path}: {status} {reply}"
+    );
+    serde_json::from_str(&reply).expect(&reply)
+}
+
+/// The inline policy `policy` of IAM role `role`, and its trust policy.
+async fn role_policies(role: &str, policy: &str) -> (serde_json::Value, serde_json::Value) {
+    let inline = query_api(
+        "iam",
+        "2010-05-08",
+        &[
+            ("Action", "GetRolePolicy"),
+            ("RoleName", role),
+            ("PolicyName", policy),
+        ],
+    )
+    .await;
+    let described = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "GetRole"), ("RoleName", role)],
+    )
+    .await;
+    (
+        json_document(&first(&inline, "PolicyDocument").expect("an inline policy")),
+        json_document(&first(&described, "AssumeRolePolicyDocument").expect("a trust policy")),
+    )
+}
+
+/// The actions a policy document allows, in order.
+fn allowed_actions(policy: &serde_json::Value) -> Vec<String> {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|statement| match &statement["Action"] {
+            serde_json::Value::Array(actions) => actions.clone(),
+            action => vec![action.clone()],
+        })
+        .filter_map(|action| action.as_str().map(String::from))
+        .collect()
 }
 
 async fn cloudformation(params: &[(&str, &str)]) -> String {
@@ -149,9 +220,46 @@ async fn the_stack_deploys_veil_drains_its_queue_and_a_poison_message_reaches_it
         "KeyringSecretArn",
         "DatabaseSecretArn",
         "TaskRoleArn",
+        "MaintainRoleArn",
+        "MaintainScheduleName",
     ] {
         assert!(outputs.contains_key(output), "{output} in {outputs:?}");
     }
+    // The owner's housekeeping: a daily schedule that runs the maintain
+    // task, whose role reads the owner's database secret and nothing else.
+    let schedule = rest_get(
+        "scheduler",
+        &format!("/schedules/{}", outputs["MaintainScheduleName"]),
+    )
+    .await;
+    assert_eq!(schedule["ScheduleExpression"], "cron(17 3 * * ? *)");
+    assert_eq!(schedule["State"], "ENABLED");
+    let target = &schedule["Target"];
+    assert_eq!(target["EcsParameters"]["LaunchType"], "FARGATE");
+    // LocalStack accepts ECS resources without creating them, so the task
+    // definition's ARN reads "unknown" here; real AWS gives the ARN.
+    assert!(target["EcsParameters"]["TaskDefinitionArn"].is_string());
+    assert!(
+        target["Arn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(&format!(":cluster/{name}"))),
+        "{target}"
+    );
+    let scheduler_role = target["RoleArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let (may, trust) = role_policies(scheduler_role, "run-maintain").await;
+    assert_eq!(allowed_actions(&may), ["ecs:RunTask", "iam:PassRole"]);
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "scheduler.amazonaws.com"
+    );
+    let maintain_role = outputs["MaintainRoleArn"].rsplit('/').next().unwrap();
+    let (may, _) = role_policies(maintain_role, "owner-secret").await;
+    assert_eq!(allowed_actions(&may), ["secretsmanager:GetSecretValue"]);
     let endpoint = modern_endpoint();
     let aws_env = [("AWS_ENDPOINT_URL", endpoint.as_str())];
 
@@ -253,10 +361,25 @@ async fn on_kubernetes_the_stack_makes_an_irsa_role_for_veils_service_account_an
         ],
     )
     .await;
-    for output in ["QueueUrl", "KeyArn", "KeyringSecretArn", "TaskRoleArn"] {
+    for output in [
+        "QueueUrl",
+        "KeyArn",
+        "KeyringSecretArn",
+        "TaskRoleArn",
+        "MaintainRoleArn",
+    ] {
         assert!(outputs.contains_key(output), "{output} in {outputs:?}");
     }
-    for ecs_only in ["ClusterName", "LogGroupName"] {
+    // The maintain CronJob's role: its own ServiceAccount, the owner's
+    // secret only.
+    let maintain_role = outputs["MaintainRoleArn"].rsplit('/').next().unwrap();
+    let (may, trust) = role_policies(maintain_role, "owner-secret").await;
+    assert_eq!(allowed_actions(&may), ["secretsmanager:GetSecretValue"]);
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"][format!("{issuer}:sub")],
+        "system:serviceaccount:veil:veil-maintain"
+    );
+    for ecs_only in ["ClusterName", "LogGroupName", "MaintainScheduleName"] {
         assert!(!outputs.contains_key(ecs_only), "{ecs_only} in {outputs:?}");
     }
 

@@ -456,3 +456,22 @@ pub async fn receive_all(queue: &TestQueue, count: usize) -> Vec<veil::sqs::Queu
     }
     received
 }
+
+/// A port nobody listens on now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends SIGTERM to a running `veil` and waits for it to exit.
+pub async fn stop_with_sigterm(child: std::process::Child) -> std::process::Output {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM");
+    wait_for_exit(child, TEST_TIMEOUT).await
+}

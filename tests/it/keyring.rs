@@ -511,7 +511,7 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 1);
     // Housekeeping is the owner's: the pipeline role says so and carries on.
     assert!(
-        text(&output.stderr).contains("housekeeping needs the tables' owner"),
+        text(&output.stderr).contains("housekeeping delegated"),
         "{}",
         text(&output.stderr)
     );

@@ -439,7 +439,10 @@ async fn metrics_agree_with_the_database_and_health_endpoints_answer() {
     assert_eq!(health.0, 200);
     assert_eq!(
         ready,
-        (200, "state running\nsqs ok\npostgres ok\n".to_string())
+        (
+            200,
+            "state running\nsqs ok\npostgres ok\nhousekeeping here\n".to_string()
+        )
     );
 }
 

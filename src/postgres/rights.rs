@@ -1,0 +1,202 @@
+//! What the connected role may do, feature by feature, read from the
+//! catalog before anything is tried: housekeeping (`veil maintain`, and the
+//! periodic pass of `veil run`), the pipeline's writes, and the audited
+//! reads (`reveal`, `find`, `forget`). `veil run` parks its housekeeping
+//! when a right is missing instead of failing on it, and `veil doctor`
+//! prints the same lists, so both tell the operator exactly which role
+//! must run what.
+
+use tokio_postgres::GenericClient;
+
+/// The rights one feature lacks under the connected role.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lacking {
+    /// The connected role.
+    pub role: String,
+    /// The owner of the tables concerned (who can run the feature).
+    pub owner: String,
+    /// Each missing right, in words (`ownership of veil.ledger (ATTACH and
+    /// DROP of its partitions)`).
+    pub missing: Vec<String>,
+}
+
+impl Lacking {
+    /// Whether nothing is missing.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty()
+    }
+
+    /// The missing rights as one clause.
+    pub fn list(&self) -> String {
+        self.missing.join(", ")
+    }
+
+    /// Who may do what this role may not: the tables' owner, by name when
+    /// known.
+    pub fn who_may(&self) -> String {
+        if self.owner.is_empty() {
+            "the tables' owner".into()
+        } else {
+            format!("the tables' owner ({})", self.owner)
+        }
+    }
+}
+
+/// One right, checked by a boolean SQL expression.
+struct Right {
+    /// What it is, in words.
+    what: String,
+    /// True when the connected role has it; NULL counts as had (the object
+    /// does not exist, so nothing needs the right).
+    check: String,
+}
+
+/// `text` as the inside of an SQL string literal.
+fn literal(text: &str) -> String {
+    text.replace('\'', "''")
+}
+
+impl Right {
+    fn owns(table: &str, why: &str) -> Right {
+        let table_literal = literal(table);
+        Right {
+            what: format!("ownership of {table} ({why})"),
+            check: format!(
+                "(SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass('{table_literal}'))"
+            ),
+        }
+    }
+
+    fn on_table(privilege: &str, table: &str) -> Right {
+        Right {
+            what: format!("{privilege} on {table}"),
+            check: format!(
+                "has_table_privilege(to_regclass('{}')::oid, '{privilege}')",
+                literal(table)
+            ),
+        }
+    }
+
+    fn on_columns(privilege: &str, table: &str, columns: &[&str]) -> Right {
+        let checks: Vec<String> = columns
+            .iter()
+            .map(|column| {
+                format!(
+                    "has_column_privilege(to_regclass('{}')::oid, '{column}'::text, '{privilege}')",
+                    literal(table)
+                )
+            })
+            .collect();
+        Right {
+            what: format!("{privilege} ({}) on {table}", columns.join(", ")),
+            check: format!("({})", checks.join(" AND ")),
+        }
+    }
+
+    fn on_schema(privilege: &str, schema: &str) -> Right {
+        Right {
+            what: format!("{privilege} on schema {schema}"),
+            check: format!(
+                "has_schema_privilege(to_regnamespace('{}')::oid, '{privilege}')",
+                literal(schema)
+            ),
+        }
+    }
+
+    fn on_sequence(privilege: &str, sequence: &str) -> Right {
+        Right {
+            what: format!("{privilege} on sequence {sequence}"),
+            check: format!("has_sequence_privilege(to_regclass('{sequence}')::oid, '{privilege}')"),
+        }
+    }
+}
+
+/// Evaluates `rights` in one query; `owner_of` names whose tables they are.
+async fn lacking(
+    client: &impl GenericClient,
+    owner_of: &str,
+    rights: &[Right],
+) -> Result<Lacking, tokio_postgres::Error> {
+    let checks: Vec<String> = rights
+        .iter()
+        .map(|right| format!("coalesce({}, true)", right.check))
+        .collect();
+    let sql = format!(
+        "SELECT current_user::text,
+                coalesce((SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass('{}')), ''),
+                ARRAY[{}]::bool[]",
+        literal(owner_of),
+        checks.join(", ")
+    );
+    let row = client.query_one(&sql, &[]).await?;
+    let had: Vec<bool> = row.get(2);
+    Ok(Lacking {
+        role: row.get(0),
+        owner: row.get(1),
+        missing: rights
+            .iter()
+            .zip(had)
+            .filter(|(_, had)| !had)
+            .map(|(right, _)| right.what.clone())
+            .collect(),
+    })
+}
+
+/// What housekeeping needs: ownership of the partitioned tables (ATTACH and
+/// DROP of partitions are the owner's), CREATE in their schemas (the new
+/// partitions), and DELETE on the default partitions (pruning).
+/// `user_logins` counts only when it is partitioned (`user_logins_schema`
+/// is its schema, quoted), its default partition only when
+/// `--retention-months` prunes it.
+pub async fn housekeeping(
+    client: &impl GenericClient,
+    user_logins_schema: Option<&str>,
+    prunes_user_logins: bool,
+) -> Result<Lacking, tokio_postgres::Error> {
+    let mut rights = vec![
+        Right::owns("veil.ledger", "ATTACH and DROP of its partitions"),
+        Right::on_schema("CREATE", "veil"),
+        Right::on_table("DELETE", "veil.ledger_default"),
+        Right::on_table("DELETE", "veil.ledger_unsent"),
+        Right::owns("veil.ledger_v1", "dropping it once past the retention"),
+    ];
+    if let Some(schema) = user_logins_schema {
+        let table = format!("{schema}.user_logins");
+        rights.push(Right::owns(&table, "ATTACH and DROP of its partitions"));
+        rights.push(Right::on_schema("CREATE", schema));
+        if prunes_user_logins {
+            rights.push(Right::on_table(
+                "DELETE",
+                &format!("{schema}.user_logins_default"),
+            ));
+        }
+    }
+    lacking(client, "veil.ledger", &rights).await
+}
+
+/// What `veil run` needs to record: insert rows, ledger entries and
+/// quarantine entries, and read the ledger's key (ON CONFLICT, RETURNING).
+pub async fn pipeline(client: &impl GenericClient) -> Result<Lacking, tokio_postgres::Error> {
+    let rights = [
+        Right::on_schema("USAGE", "veil"),
+        Right::on_table("INSERT", "user_logins"),
+        Right::on_table("INSERT", "veil.ledger"),
+        Right::on_columns("SELECT", "veil.ledger", &["sent_ms", "message_id"]),
+        Right::on_columns("SELECT", "veil.ledger_v1", &["message_id"]),
+        Right::on_table("INSERT", "veil.quarantine"),
+    ];
+    lacking(client, "veil.ledger", &rights).await
+}
+
+/// What the audited reads need (`reveal`, `find`; `forget` also deletes):
+/// read the rows and the quarantine, append to the audit.
+pub async fn audited_reads(client: &impl GenericClient) -> Result<Lacking, tokio_postgres::Error> {
+    let rights = [
+        Right::on_schema("USAGE", "veil"),
+        Right::on_table("SELECT", "user_logins"),
+        Right::on_table("SELECT", "veil.quarantine"),
+        Right::on_table("INSERT", "veil.audit"),
+        Right::on_sequence("USAGE", "veil.audit_id_seq"),
+    ];
+    lacking(client, "veil.audit", &rights).await
+}

@@ -62,6 +62,16 @@ pub fn specific_fix(error: &anyhow::Error) -> Option<String> {
         if let Some(crate::postgres::ConnectError::Postgres(postgres)) = cause.downcast_ref() {
             return postgres_fix(postgres);
         }
+        if let Some(crate::postgres::ConnectError::SecretRefused { secret, .. }) =
+            cause.downcast_ref()
+        {
+            return Some(format!(
+                "the username and password in secret {secret} are refused: fix the secret's value \
+                 (RDS format: host, port, username, password, dbname), or finish the rotation \
+                 (the secret and the role's password must match); DATABASE_URL's user and password \
+                 are not used with --database-secret-id"
+            ));
+        }
         if let Some(fix) = crate::postgres::certificate_problem(cause) {
             return Some(fix);
         }

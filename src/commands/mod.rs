@@ -57,6 +57,7 @@ pub async fn serve_observed(
     // The database first: a refused login or certificate stops veil here,
     // before it touches the queue.
     let mut database = Database::connect(config.database.clone()).await?;
+    let endpoint = database.endpoint();
     log_tls(&config.database, database.client().await?).await;
     let sqs = SqsClient::connect(&config.queue).await?;
     // The first call to the queue itself: a missing queue or a denied
@@ -86,7 +87,7 @@ pub async fn serve_observed(
     };
     tracing::info!(
         queue = %config.queue.url,
-        database = %config.database.describe(),
+        database = %endpoint,
         key_id = %keyring.active().id(),
         created_user_logins = schema.created_user_logins,
         until_empty = config.until_empty,
@@ -217,7 +218,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     };
     println!(
         "schema ready on {} (user_logins {table})",
-        config.describe()
+        database.endpoint()
     );
     if let Some(partition) = &report.upgraded_ledger {
         println!(

@@ -37,6 +37,18 @@ pub enum ConnectError {
     /// The login could not be made: a secret or an IAM token.
     #[error("{0:#}")]
     Login(anyhow::Error),
+    /// Postgres refused the login of a secret even after it was read again:
+    /// a rotation under way (the secret and the role's password change one
+    /// after the other), or a wrong secret. Transient for a running veil;
+    /// at start, fatal with the secret named.
+    #[error("Postgres refused the login from secret {secret}, read again just now (a password rotation under way, or a wrong secret)")]
+    SecretRefused {
+        /// The secret's name or ARN.
+        secret: String,
+        /// Postgres's refusal (28P01 or 28000).
+        #[source]
+        error: tokio_postgres::Error,
+    },
 }
 
 impl std::fmt::Debug for DatabaseSettings {
@@ -87,6 +99,12 @@ impl DatabaseSettings {
     /// says (a secret is read again once if Postgres refuses it), and
     /// drives it in the background.
     pub async fn open(&self) -> Result<Client, ConnectError> {
+        Ok(self.open_described().await?.0)
+    }
+
+    /// `open`, and `host:port/dbname as user` of the endpoint it connected
+    /// to (a secret's host and port replace the URL's).
+    pub async fn open_described(&self) -> Result<(Client, String), ConnectError> {
         let mut config = self.config.clone();
         self.login
             .apply(&mut config, false)
@@ -98,9 +116,17 @@ impl DatabaseSettings {
                     .apply(&mut config, true)
                     .await
                     .map_err(ConnectError::Login)?;
-                Ok(self.open_as(&config).await?)
+                match self.open_as(&config).await {
+                    Err(error) if self.login.may_retry_after(&error) => {
+                        Err(ConnectError::SecretRefused {
+                            secret: self.login.secret_id().unwrap_or_default().to_string(),
+                            error,
+                        })
+                    }
+                    other => Ok((other?, describe(&config))),
+                }
             }
-            other => Ok(other?),
+            other => Ok((other?, describe(&config))),
         }
     }
 
@@ -194,6 +220,8 @@ pub struct Database {
     client: Option<Client>,
     /// The batch writer's statements, prepared on `client` when first needed.
     statements: Option<WriterStatements>,
+    /// The endpoint of the last connection opened.
+    endpoint: String,
 }
 
 impl Database {
@@ -220,6 +248,7 @@ impl Database {
             limits,
             client: None,
             statements: None,
+            endpoint: String::new(),
         };
         database
             .client()
@@ -232,11 +261,12 @@ impl Database {
     pub async fn client(&mut self) -> Result<&mut Client, ConnectError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements = None;
-            let client = self.settings.open().await?;
+            let (client, endpoint) = self.settings.open_described().await?;
             if let Some(limits) = self.limits {
                 client.batch_execute(&limits.sql()).await?;
             }
             self.client = Some(client);
+            self.endpoint = endpoint;
         }
         // Set just above when missing or closed.
         Ok(self.client.as_mut().expect("client connected"))
@@ -253,6 +283,13 @@ impl Database {
             client,
             self.statements.as_ref().expect("statements prepared"),
         ))
+    }
+
+    /// `host:port/dbname as user` of the endpoint last connected to (a
+    /// secret's host and port, not the URL's), with where the login came
+    /// from.
+    pub fn endpoint(&self) -> String {
+        format!("{}{}", self.endpoint, self.settings.login.describe())
     }
 
     /// Forgets the current connection so the next call reconnects.

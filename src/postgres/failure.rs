@@ -46,6 +46,10 @@ impl From<super::ConnectError> for WriteError {
         match error {
             super::ConnectError::Postgres(error) => error.into(),
             super::ConnectError::Login(error) => WriteError::Login(error),
+            // A rotation under way: back off and read the secret again.
+            refused @ super::ConnectError::SecretRefused { .. } => {
+                WriteError::Login(anyhow::Error::new(refused))
+            }
         }
     }
 }

@@ -76,6 +76,14 @@ impl Login {
         }
     }
 
+    /// The secret the login comes from, if it does.
+    pub fn secret_id(&self) -> Option<&str> {
+        match self {
+            Login::Secret(secret) => Some(&secret.id),
+            _ => None,
+        }
+    }
+
     /// Whether a refused login is worth one more try with a fresh read.
     pub fn may_retry_after(&self, error: &tokio_postgres::Error) -> bool {
         matches!(self, Login::Secret(_))
@@ -146,13 +154,14 @@ impl SecretLogin {
         }
         // Set just above when it was empty.
         let secret = current.as_ref().expect("secret read");
-        if let Some(host) = &secret.host {
-            config.host(host);
-        }
-        if let Some(port) = secret.port {
-            config.port(match port {
-                PortNumber::Number(port) | PortNumber::Text(port) => port,
-            });
+        let port = secret.port.map(|port| match port {
+            PortNumber::Number(port) | PortNumber::Text(port) => port,
+        });
+        if secret.host.is_some() || port.is_some() {
+            // The secret's endpoint replaces the URL's (or the default
+            // localhost:5432): `Config::host` and `port` append, which
+            // would try the URL's host first with the secret's password.
+            *config = with_endpoint(config, secret.host.as_deref(), port);
         }
         if let Some(user) = &secret.username {
             config.user(user);
@@ -165,6 +174,67 @@ impl SecretLogin {
         }
         Ok(())
     }
+}
+
+/// `config` with its hosts and ports replaced: `host` (else the first of
+/// `config`'s, else localhost) and `port` (else the first of `config`'s,
+/// else 5432). tokio-postgres can only add hosts, so everything else is
+/// copied into a new `Config`.
+pub fn with_endpoint(config: &Config, host: Option<&str>, port: Option<u16>) -> Config {
+    use tokio_postgres::config::Host;
+    let mut fresh = Config::new();
+    match (host, config.get_hosts().first()) {
+        (Some(host), _) => {
+            fresh.host(host);
+        }
+        (None, Some(Host::Tcp(host))) => {
+            fresh.host(host);
+        }
+        #[cfg(unix)]
+        (None, Some(Host::Unix(path))) => {
+            fresh.host_path(path);
+        }
+        (None, None) => {
+            fresh.host("localhost");
+        }
+    }
+    fresh.port(port.or(config.get_ports().first().copied()).unwrap_or(5432));
+    if let Some(user) = config.get_user() {
+        fresh.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        fresh.password(password);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        fresh.dbname(dbname);
+    }
+    if let Some(options) = config.get_options() {
+        fresh.options(options);
+    }
+    if let Some(name) = config.get_application_name() {
+        fresh.application_name(name);
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        fresh.connect_timeout(*timeout);
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        fresh.tcp_user_timeout(*timeout);
+    }
+    if let Some(interval) = config.get_keepalives_interval() {
+        fresh.keepalives_interval(interval);
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        fresh.keepalives_retries(retries);
+    }
+    fresh
+        .ssl_mode(config.get_ssl_mode())
+        .ssl_negotiation(config.get_ssl_negotiation())
+        .keepalives(config.get_keepalives())
+        .keepalives_idle(config.get_keepalives_idle())
+        .target_session_attrs(config.get_target_session_attrs())
+        .channel_binding(config.get_channel_binding())
+        .load_balance_hosts(config.get_load_balance_hosts());
+    fresh
 }
 
 /// RDS IAM authentication: credentials and region from the AWS chain,
@@ -250,6 +320,30 @@ mod tests {
             assert_eq!(config.get_password(), Some(&b"pw"[..]));
             assert!(!format!("{:?}", login.current).contains("pw\""));
         }
+    }
+
+    #[test]
+    fn the_secrets_endpoint_replaces_the_urls_and_keeps_the_rest() {
+        let mut config: Config =
+            "postgres://app@db.old:5432/events?connect_timeout=7&application_name=veil"
+                .parse()
+                .unwrap();
+        config.keepalives_idle(Duration::from_secs(11));
+        let fresh = with_endpoint(&config, Some("db.new"), Some(6543));
+        assert_eq!(
+            crate::postgres::describe(&fresh),
+            "db.new:6543/events as app"
+        );
+        assert_eq!(fresh.get_hosts().len(), 1, "the URL's host is gone");
+        assert_eq!(fresh.get_ports(), [6543]);
+        assert_eq!(fresh.get_connect_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(fresh.get_application_name(), Some("veil"));
+        assert_eq!(fresh.get_keepalives_idle(), Duration::from_secs(11));
+        let port_only = with_endpoint(&config, None, Some(6000));
+        assert_eq!(
+            crate::postgres::describe(&port_only),
+            "db.old:6000/events as app"
+        );
     }
 
     #[test]

@@ -64,6 +64,55 @@ fn drop_role(role: &str) {
     psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
 }
 
+/// A database on the TLS cluster owned by a login role whose password is
+/// in an RDS-format secret, and a keyring in a secret of its own.
+struct Secrets {
+    db: TlsDb,
+    role: String,
+    db_secret_name: String,
+    db_secret: String,
+    key_secret: String,
+}
+
+impl Secrets {
+    async fn create(password: &str) -> Self {
+        let db = TlsDb::create();
+        let role = owner_role(&db, password);
+        let key = TestKey::create();
+        let suffix = rand::random::<u32>();
+        let db_secret_name = format!("veil/db-{suffix}");
+        let db_secret = put_secret(&db_secret_name, &rds_secret(&role, password, &db)).await;
+        let key_secret = put_secret(
+            &format!("veil/keyring-{suffix}"),
+            &std::fs::read_to_string(&key.path).unwrap(),
+        )
+        .await;
+        Secrets {
+            db,
+            role,
+            db_secret_name,
+            db_secret,
+            key_secret,
+        }
+    }
+
+    /// Drops the database, then its owner (roles outlive databases).
+    fn finish(self) {
+        let role = self.role.clone();
+        drop(self.db);
+        drop_role(&role);
+    }
+
+    /// Puts `password` into the database secret.
+    async fn rotate_secret_to(&self, password: &str) {
+        put_secret(
+            &self.db_secret_name,
+            &rds_secret(&self.role, password, &self.db),
+        )
+        .await;
+    }
+}
+
 /// `veil run` arguments that take the login and the keyring from secrets;
 /// only TLS comes from the URL.
 fn secret_args(queue: &TestQueue, db_secret: &str, key_secret: &str) -> Vec<String> {
@@ -142,21 +191,13 @@ async fn the_login_and_the_keyring_come_from_secrets_end_to_end() {
 
 #[tokio::test]
 async fn a_rotated_password_is_followed_by_reading_the_secret_again() {
-    let db = TlsDb::create();
-    let role = owner_role(&db, "before-rotation");
-    let key = TestKey::create();
-    let suffix = rand::random::<u32>();
-    let secret_name = format!("veil/db-{suffix}");
-    let db_secret = put_secret(&secret_name, &rds_secret(&role, "before-rotation", &db)).await;
-    let key_secret = put_secret(
-        &format!("veil/keyring-{suffix}"),
-        &std::fs::read_to_string(&key.path).unwrap(),
-    )
-    .await;
+    let setup = Secrets::create("before-rotation").await;
+    let (db, role) = (&setup.db, &setup.role);
+    let (db_secret, key_secret) = (&setup.db_secret, &setup.key_secret);
     let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
     let messages = queue.seed(600, 0.05, 131).await;
     let valid = messages.iter().filter(|m| m.valid).count();
-    let mut args = secret_args(&queue, &db_secret, &key_secret);
+    let mut args = secret_args(&queue, db_secret, key_secret);
     // Slow enough that the rotation falls in the middle of the drain.
     args.extend(
         [
@@ -194,7 +235,7 @@ async fn a_rotated_password_is_followed_by_reading_the_secret_again() {
 
     // RDS's rotation: a new password in the secret and on the role; the
     // sessions veil holds end.
-    put_secret(&secret_name, &rds_secret(&role, "after-rotation", &db)).await;
+    setup.rotate_secret_to("after-rotation").await;
     psql(
         "postgres",
         &format!("ALTER ROLE {role} PASSWORD 'after-rotation'"),
@@ -219,6 +260,160 @@ async fn a_rotated_password_is_followed_by_reading_the_secret_again() {
         valid.to_string()
     );
     assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger"), "600");
+    setup.finish();
+}
+
+#[tokio::test]
+async fn a_secrets_host_and_port_replace_the_urls_and_the_log_names_them() {
+    let db = TlsDb::create();
+    let role = owner_role(&db, "endpoint-password");
+    let secret = put_secret(
+        &format!("veil/db-{}", rand::random::<u32>()),
+        &rds_secret(&role, "endpoint-password", &db),
+    )
+    .await;
+    // The URL names a server of the test's own: a veil that tries it first
+    // (as it did when the secret's host was appended) is seen connecting.
+    let decoy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let decoy_port = decoy.local_addr().unwrap().port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = decoy.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let url = format!(
+        "postgres://127.0.0.1:{decoy_port}/?sslmode=verify-full&sslrootcert={}",
+        tls_ca()
+    );
+
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(veil_binary())
+            .args([
+                "migrate",
+                "--database-url",
+                &url,
+                "--database-secret-id",
+                &secret,
+            ])
+            .envs(secrets_endpoint())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        attempts.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the URL's host was never tried"
+    );
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "schema ready on localhost:{}/{} as {role}",
+            tls_port(),
+            db.name
+        )),
+        "{stdout}"
+    );
     drop(db);
     drop_role(&role);
+}
+
+#[tokio::test]
+async fn a_rotation_seen_before_the_secret_changes_is_ridden_out_and_fatal_only_at_start() {
+    let setup = Secrets::create("old-password").await;
+    let (db, role) = (&setup.db, &setup.role);
+    let (db_secret, key_secret) = (&setup.db_secret, &setup.key_secret);
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let port = free_port();
+    let mut args = secret_args(&queue, db_secret, key_secret);
+    args.retain(|arg| arg != "--until-empty");
+    args.extend(["--http-addr".into(), format!("127.0.0.1:{port}")]);
+    let child = std::process::Command::new(veil_binary())
+        .args(&args)
+        .envs(secrets_endpoint())
+        .env_remove("VEIL_KEY")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let recorded = || {
+        psql(&db.name, "SELECT count(*) FROM veil.ledger")
+            .parse::<i64>()
+            .unwrap_or(0)
+    };
+    let ready = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .ok()
+            .map(|response| response.status().as_u16())
+    };
+    queue.seed(10, 0.0, 151).await;
+    wait_until("the first wave", || async {
+        psql(
+            &db.name,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'veil' AND tablename = 'ledger'",
+        ) == "1"
+            && recorded() == 10
+    })
+    .await;
+
+    // The role's password changes first; the secret lags behind (RDS sets
+    // the password, then finishes the secret). The sessions end.
+    psql(
+        "postgres",
+        &format!("ALTER ROLE {role} PASSWORD 'new-password'"),
+    );
+    psql(
+        "postgres",
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"),
+    );
+    queue.seed(10, 0.0, 152).await;
+    wait_until("/readyz 503 while the login is refused", || async {
+        ready().await == Some(503)
+    })
+    .await;
+    setup.rotate_secret_to("new-password").await;
+    wait_until("the second wave, once the secret caught up", || async {
+        recorded() == 20
+    })
+    .await;
+    wait_until("/readyz 200 again", || async { ready().await == Some(200) }).await;
+    let output = stop_with_sigterm(child).await;
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("refused the login from secret"), "{stderr}");
+    assert!(!stderr.contains("new-password") && !stderr.contains("old-password"));
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins"), "20");
+
+    // At start the same refusal is fatal, and the fix names the secret.
+    setup.rotate_secret_to("wrong-password").await;
+    let start = secret_args(&queue, db_secret, key_secret);
+    let refused = std::process::Command::new(veil_binary())
+        .args(&start)
+        .envs(secrets_endpoint())
+        .env_remove("VEIL_KEY")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    let fix = stderr
+        .lines()
+        .find(|line| line.starts_with("fix:"))
+        .unwrap_or("");
+    assert!(fix.contains(&format!("secret {db_secret}")), "{stderr}");
+    assert!(
+        !fix.contains("set the user and password with DATABASE_URL"),
+        "{fix}"
+    );
+    setup.finish();
 }

@@ -17,7 +17,10 @@ const DELETE_ATTEMPTS: usize = 3;
 
 /// Deletes recorded messages, retrying calls that failed for a passing
 /// reason, then frees their slots. A failed delete only means the message
-/// comes back and the ledger skips it.
+/// comes back and the ledger skips it; but a delete SQS refuses for good
+/// (AccessDenied, a KMS error on the queue's key, a queue gone) would let
+/// every recorded message come back each visibility timeout, forever: that
+/// is a configuration error, and fatal like any other.
 pub async fn delete(shared: Arc<Shared>, deliveries: Vec<Delivery>) {
     let metrics = &shared.metrics;
     let mut pending: Vec<&Receipt> = deliveries.iter().map(|d| &d.receipt).collect();
@@ -31,6 +34,15 @@ pub async fn delete(shared: Arc<Shared>, deliveries: Vec<Delivery>) {
         for (receipt, outcome) in pending.iter().zip(&result.entries) {
             match outcome {
                 EntryResult::Done => {}
+                EntryResult::Refused(code) if is_permission(code) => {
+                    metrics.delete_failures.fetch_add(1, Ordering::Relaxed);
+                    shared.fail(anyhow::anyhow!(
+                        "SQS refused to delete recorded message {} ({code}): veil may not delete from this queue, \
+                         so every recorded message would come back; grant sqs:DeleteMessage on the queue \
+                         (and kms:Decrypt on its KMS key)",
+                        receipt.message_id
+                    ));
+                }
                 EntryResult::Refused(code) => {
                     metrics.delete_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(message_id = %receipt.message_id, %code, "SQS did not delete a recorded message; it will be skipped when redelivered");
@@ -45,16 +57,31 @@ pub async fn delete(shared: Arc<Shared>, deliveries: Vec<Delivery>) {
             tracing::debug!(%error, attempt, "delete failed; retrying");
             pending = unsent;
             tokio::time::sleep(backoff.next_delay()).await;
-        } else {
+        } else if error.is_transient() {
             metrics
                 .delete_failures
                 .fetch_add(unsent.len() as u64, Ordering::Relaxed);
             tracing::warn!(%error, messages = unsent.len(), "delete failed; the recorded messages will be redelivered and skipped");
             break;
+        } else {
+            metrics
+                .delete_failures
+                .fetch_add(unsent.len() as u64, Ordering::Relaxed);
+            shared.fail(anyhow::Error::new(error).context(
+                "deleting recorded messages: SQS refuses for good, so every recorded message would come back \
+                 each visibility timeout",
+            ));
+            break;
         }
     }
     shared.flight.finish(&deliveries);
     shared.mark_done();
+}
+
+/// Whether an entry's error code says veil may not do this at all (rather
+/// than that this one receipt is stale).
+fn is_permission(code: &str) -> bool {
+    code.contains("AccessDenied") || code.starts_with("KMS") || code.contains("Kms")
 }
 
 /// Gives unrecorded messages back to the queue at once (visibility 0)

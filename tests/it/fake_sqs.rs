@@ -27,6 +27,8 @@ struct Seen {
     /// Receipt handles set to visibility 0.
     released: Vec<String>,
     deleted: Vec<String>,
+    /// Answer DeleteMessageBatch with AccessDenied.
+    deny_deletes: bool,
 }
 
 /// Serves GetQueueAttributes (an empty queue, 256 KiB messages),
@@ -116,6 +118,11 @@ async fn answer(
             }
             (200, json!({"Successful": ids(&entries), "Failed": []}))
         }
+        "DeleteMessageBatch" if seen.deny_deletes => (
+            400,
+            json!({"__type": "com.amazon.coral.service#AccessDeniedException",
+                   "message": "User is not authorized to perform: sqs:DeleteMessage"}),
+        ),
         "DeleteMessageBatch" => {
             let entries = entries();
             for entry in &entries {
@@ -171,4 +178,34 @@ async fn extra_messages_are_given_back_and_an_expired_token_is_retried() {
         assert_eq!(call["MessageSystemAttributeNames"], names, "{call}");
         assert_eq!(call["AttributeNames"], names, "{call}");
     }
+}
+
+#[tokio::test]
+async fn a_delete_refused_for_good_is_fatal_not_a_warning() {
+    let seen = Arc::new(Mutex::new(Seen {
+        deny_deletes: true,
+        ..Default::default()
+    }));
+    let port = fake_sqs(seen.clone()).await;
+    let db = migrated_db().await;
+    let key = TestKey::create();
+    let queue = TestQueue::attach(&format!("http://127.0.0.1:{port}/000000000000/fake")).await;
+    let config = run_config(&queue, &db, &key, &["--receivers", "1"]);
+
+    let outcome = tokio::time::timeout(
+        TEST_TIMEOUT,
+        veil::commands::serve(&config, CancellationToken::new()),
+    )
+    .await
+    .expect("veil stops by itself");
+
+    let error = format!("{:#}", outcome.expect_err("a fatal error"));
+    assert!(error.contains("deleting recorded messages"), "{error}");
+    assert!(error.contains("AccessDenied"), "{error}");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM user_logins").await,
+        10,
+        "what was recorded stays recorded (and is skipped when it comes back)"
+    );
+    assert!(seen.lock().unwrap().deleted.is_empty());
 }

@@ -76,15 +76,29 @@ impl DatabaseSettings {
     }
 
     /// The same settings, logging in as `login` says. An IAM token is a
-    /// bearer credential: it is refused unless every connection is
-    /// encrypted.
+    /// bearer credential, valid 15 minutes for anyone who holds it: it is
+    /// sent only to a server whose certificate was verified, `verify-full`
+    /// (the name too) or `verify-ca` (the chain only; logged as weaker).
+    /// Under `require` a server in the middle gets the token.
     pub fn with_login(mut self, login: Login) -> Result<Self, ConfigError> {
-        if matches!(login, Login::Iam(_)) && !self.tls.mode.always_encrypted() {
-            return Err(ConfigError(format!(
-                "RDS IAM authentication sends a token that must not travel in clear, and \
-                 sslmode={} may: set sslmode=verify-full and sslrootcert (RDS: global-bundle.pem)",
-                self.tls.mode.name()
-            )));
+        if matches!(login, Login::Iam(_)) {
+            match self.tls.mode {
+                SslMode::VerifyFull => {}
+                SslMode::VerifyCa => tracing::warn!(
+                    "RDS IAM authentication with sslmode=verify-ca: the certificate's chain is checked \
+                     but not its name, so any server with a certificate from the same CA (any RDS \
+                     instance, with the RDS bundle) could take the token; use verify-full unless the \
+                     host name cannot match (a tunnel, an IP address)"
+                ),
+                mode => {
+                    return Err(ConfigError(format!(
+                        "RDS IAM authentication sends a bearer token that must go only to a verified \
+                         server, and sslmode={} does not verify it (a server in the middle would get the \
+                         token): set sslmode=verify-full and sslrootcert (RDS: global-bundle.pem)",
+                        mode.name()
+                    )))
+                }
+            }
         }
         self.login = login;
         Ok(self)

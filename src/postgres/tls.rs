@@ -78,14 +78,6 @@ impl SslMode {
             SslMode::VerifyFull => "verify-full",
         }
     }
-
-    /// Whether this mode never sends anything in clear.
-    pub fn always_encrypted(self) -> bool {
-        matches!(
-            self,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        )
-    }
 }
 
 /// Where trusted root certificates come from.

@@ -94,8 +94,8 @@ fn iam_tokens_equal_botocores_for_fixed_inputs() {
 }
 
 #[test]
-fn iam_authentication_is_refused_where_tls_may_be_off() {
-    for sslmode in ["disable", "allow", "prefer"] {
+fn iam_authentication_is_refused_unless_the_server_is_verified() {
+    for sslmode in ["disable", "allow", "prefer", "require"] {
         let url = format!("postgres://veil@db.example:5432/d?sslmode={sslmode}");
 
         let output = veil(
@@ -106,7 +106,7 @@ fn iam_authentication_is_refused_where_tls_may_be_off() {
 
         let stdout = text(&output.stdout);
         assert!(
-            stdout.contains("must not travel in clear") && stdout.contains("verify-full"),
+            stdout.contains("must go only to a verified server") && stdout.contains("verify-full"),
             "{sslmode}: {stdout}"
         );
     }
@@ -115,7 +115,7 @@ fn iam_authentication_is_refused_where_tls_may_be_off() {
             "run",
             "--database-iam-auth",
             "--database-url",
-            "postgres://veil@db.example/d?sslmode=prefer",
+            "postgres://veil@db.example/d?sslmode=require",
         ],
         "",
         &[],

@@ -399,6 +399,18 @@ pub struct RetireArgs {
     /// The id of the key to remove.
     #[arg(long, value_name = "ID")]
     pub key_id: String,
+
+    /// The database whose masks and quarantined bodies are counted first:
+    /// retiring a key that still made some would leave them impossible to
+    /// reveal, find or forget (`veil rekey` moves them to the active key).
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Retire the key even though masks or quarantined bodies made by it
+    /// remain (or the database cannot be asked): they can then never be
+    /// opened again.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options of `veil rekey`.

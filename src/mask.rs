@@ -109,10 +109,25 @@ fn cipher(key: &MaskKey) -> Aes256Siv {
 /// The HMAC key for irreversible masks, derived so that the AES-SIV and
 /// HMAC uses of one key material never share a key.
 fn hmac_key(key: &MaskKey) -> Zeroizing<Vec<u8>> {
+    derive_key(key, b"veil/hmac-mask-key/v1")
+}
+
+/// A key for one purpose, derived from a key's material with HMAC-SHA256.
+fn derive_key(key: &MaskKey, purpose: &[u8]) -> Zeroizing<Vec<u8>> {
     let mut derive =
         <Hmac<Sha256> as Mac>::new_from_slice(key.material()).expect("HMAC accepts any key length");
-    derive.update(b"veil/hmac-mask-key/v1");
+    derive.update(purpose);
     Zeroizing::new(derive.finalize().into_bytes().to_vec())
+}
+
+/// Prefix of the audit's fingerprints of looked-up values.
+pub const FINGERPRINT_PREFIX: &str = "fp1";
+
+/// The key of audit fingerprints, derived by purpose so that a fingerprint
+/// never equals a mask (rows cannot be joined to the audit, and nothing in
+/// the audit opens).
+fn fingerprint_key(key: &MaskKey) -> Zeroizing<Vec<u8>> {
+    derive_key(key, b"veil/audit-fingerprint-key/v1")
 }
 
 /// The AES-SIV mask (`siv1.`) of a value under one key.
@@ -151,6 +166,28 @@ impl Keyring {
             MaskMode::Siv => self.mask(field, value),
             MaskMode::Hmac => self.mask_irreversibly(field, value),
         }
+    }
+
+    /// A keyed one-way fingerprint of a looked-up value, for the audit of
+    /// `find` and `forget`: `fp1.<key id>.<base64url>`, HMAC-SHA256 (128
+    /// bits kept) of the field and the value under a key derived from the
+    /// active key for this purpose alone. It cannot be opened, matches no
+    /// mask, and says nothing without the key; a key holder can check
+    /// whether a given value was looked up by computing it again.
+    pub fn audit_fingerprint(&self, field: &str, value: &str) -> String {
+        let key = self.active();
+        let derived = fingerprint_key(key);
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&derived).expect("HMAC accepts any key length");
+        mac.update(field.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        format!(
+            "{FINGERPRINT_PREFIX}.{}.{}",
+            key.id(),
+            URL_SAFE_NO_PAD.encode(&digest[..16])
+        )
     }
 
     /// An irreversible HMAC-SHA256 mask (`hmac1.`) with the active key.
@@ -352,6 +389,25 @@ mod tests {
             b"{\"ip\":\"1.2.3.4\"}"
         );
         assert!(ring.open_body(ring.active().id(), &one[1..]).is_err());
+    }
+
+    #[test]
+    fn audit_fingerprints_are_keyed_one_way_and_match_no_mask() {
+        let ring = Keyring::generate();
+        let fingerprint = ring.audit_fingerprint("ip", "10.0.0.1");
+        assert_eq!(fingerprint, ring.audit_fingerprint("ip", "10.0.0.1"));
+        assert!(fingerprint.starts_with(&format!("fp1.{}.", ring.active().id())));
+        assert_ne!(fingerprint, ring.audit_fingerprint("ip", "10.0.0.2"));
+        assert_ne!(fingerprint, ring.audit_fingerprint("device_id", "10.0.0.1"));
+        assert_ne!(
+            fingerprint,
+            Keyring::generate().audit_fingerprint("ip", "10.0.0.1")
+        );
+        assert!(ring.reveal(&fingerprint).is_err());
+        assert!(!ring
+            .masks_under_every_key(Field::Ip, "10.0.0.1")
+            .iter()
+            .any(|mask| mask.ends_with(fingerprint.rsplit('.').next().unwrap())));
     }
 
     #[test]

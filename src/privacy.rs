@@ -1,9 +1,10 @@
 //! Lookup and erasure by value (`veil find`, `veil forget`): what one
 //! person's IP, device id or user id looks like in veil's tables. Masks
 //! are deterministic, so the value masked under every key of the keyring
-//! (both modes) matches its rows without opening any other; a quarantined
-//! body holds it if its field says so, or, when the body is not a JSON
-//! object, if the value stands in it as a whole token. Pure: no I/O.
+//! (both modes) matches its rows without opening any other. A quarantined
+//! body is junk by definition, so it is searched everywhere: every leaf of
+//! its JSON, JSON inside strings, and its text, an IP in any spelling
+//! (`Target::held_by`). Pure: no I/O.
 
 use crate::error::ConfigError;
 use crate::event::canonical_ip;
@@ -69,21 +70,16 @@ impl Target {
         }
     }
 
-    /// What the audit records of the search: the field and the value's
-    /// mask under the active key (never the PII itself; a user id is
-    /// stored as it is, so it is recorded as it is).
+    /// What the audit records of the search: the field and a keyed
+    /// one-way fingerprint of the value (`fp1.`, see
+    /// `Keyring::audit_fingerprint`), never the value, a mask that opens,
+    /// or a raw user id.
     pub fn audit_description(&self, keyring: &Keyring) -> String {
-        match self {
-            Target::Ip(ip) => format!("masked_ip of {}", keyring.mask(Field::Ip, ip)),
-            Target::DeviceId(id) => {
-                format!("masked_device_id of {}", keyring.mask(Field::DeviceId, id))
-            }
-            Target::UserId(id) => format!("user_id = {id}"),
-        }
-    }
-
-    fn json_field(&self) -> &'static str {
-        self.field_name()
+        format!(
+            "{} fingerprint {}",
+            self.field_name(),
+            keyring.audit_fingerprint(self.field_name(), self.value())
+        )
     }
 
     fn value(&self) -> &str {
@@ -92,23 +88,147 @@ impl Target {
         }
     }
 
-    /// Whether a quarantined body holds the value. A JSON object holds it
-    /// in its field (an IP in any spelling); anything else (not JSON, an
-    /// array, truncated text) holds it where it stands as a whole token,
-    /// not as part of a longer word or number.
-    pub fn held_by(&self, body: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(body);
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(&text) {
-            return match fields.get(self.json_field()) {
-                Some(serde_json::Value::String(found)) => match self {
-                    Target::Ip(ip) => canonical_ip(found.trim()).as_deref() == Some(ip.as_str()),
-                    _ => found == self.value(),
-                },
-                _ => false,
-            };
+    /// Whether a quarantined body holds the value, wherever it stands: any
+    /// string or number of a JSON body (nested objects and arrays, every
+    /// value of a duplicated key, under any key, object keys too), JSON
+    /// text inside a string (an SNS envelope), and any text (a body that is
+    /// not JSON, a string that is not JSON) where the value stands as a
+    /// whole token; an IP in any spelling (IPv6 uncompressed or upper case,
+    /// IPv4-mapped). A body that is not UTF-8 cannot be read as text, so
+    /// nothing can be said of it: `Undecided`.
+    pub fn held_by(&self, body: &[u8]) -> Holding {
+        match std::str::from_utf8(body) {
+            Ok(text) if self.held_by_text(text, JSON_DEPTH) => Holding::Yes,
+            Ok(_) => Holding::No,
+            Err(_) => Holding::Undecided,
         }
-        contains_token(&text, self.value())
     }
+
+    fn held_by_text(&self, text: &str, depth: u8) -> bool {
+        if depth > 0 {
+            if let Some(leaves) = json_leaves(text) {
+                if leaves.iter().any(|leaf| self.held_by_text(leaf, depth - 1)) {
+                    return true;
+                }
+            }
+        }
+        match self {
+            Target::Ip(ip) => ip_tokens(text).any(|found| found == *ip),
+            _ => contains_token(text, self.value()),
+        }
+    }
+}
+
+/// Whether a quarantined body holds a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// It does.
+    Yes,
+    /// It does not.
+    No,
+    /// It cannot be read (not UTF-8): report it, never skip it silently.
+    Undecided,
+}
+
+/// How deep JSON text inside JSON strings is opened.
+const JSON_DEPTH: u8 = 8;
+
+/// Every string, number and object key of a JSON document, duplicated
+/// keys' values included (a map type would keep only the last); None when
+/// `text` is not JSON.
+fn json_leaves(text: &str) -> Option<Vec<String>> {
+    use serde::de::DeserializeSeed;
+    let mut leaves = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    Leaves(&mut leaves).deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(leaves)
+}
+
+/// A serde visitor that collects the leaves of any JSON value.
+struct Leaves<'a>(&'a mut Vec<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Leaves<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Leaves<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<(), E> {
+        self.0.push(value.to_string());
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<(), E> {
+        self.0.push(value.to_string());
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<(), E> {
+        self.0.push(value.to_string());
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<(), E> {
+        self.0.push(value.to_string());
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        while seq.next_element_seed(Leaves(&mut *out))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        while let Some(key) = map.next_key::<String>()? {
+            out.push(key);
+            map.next_value_seed(Leaves(&mut *out))?;
+        }
+        Ok(())
+    }
+}
+
+/// Every IP address written in `text`, canonical: runs of the characters
+/// an address is written with (hex digits, `:` and `.`), each as a whole,
+/// without a trailing `:port`, and the dotted IPv4 parts inside it (so
+/// `abc10.0.0.1` and `10.0.0.1:443` yield 10.0.0.1, `110.0.0.1` does not).
+fn ip_tokens(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == ':' || c == '.'))
+        .filter(|run| run.len() >= 2)
+        .flat_map(|run| {
+            let run = run.trim_matches(|c| c == '.' || c == ':');
+            let mut candidates = vec![run.to_string()];
+            if let Some((host, port)) = run.rsplit_once(':') {
+                if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                    candidates.push(host.to_string());
+                }
+            }
+            candidates.extend(
+                run.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .map(|part| part.trim_matches('.').to_string()),
+            );
+            candidates
+        })
+        .filter_map(|candidate| canonical_ip(&candidate))
 }
 
 /// Whether `needle` occurs in `haystack` with no letter or digit right
@@ -145,27 +265,70 @@ mod tests {
         assert!(Target::ip("203.0.113").is_err());
     }
 
+    fn holds(target: &Target, body: &str) -> bool {
+        target.held_by(body.as_bytes()) == Holding::Yes
+    }
+
     #[test]
-    fn a_json_body_holds_the_value_in_its_field_only() {
+    fn a_json_body_holds_the_value_wherever_it_stands() {
         let ip = Target::ip("203.0.113.7").unwrap();
-        let body = br#"{"user_id": "u1", "ip": "::ffff:203.0.113.7", "device_id": "d"}"#;
-        assert!(ip.held_by(body));
-        // The same text in another field is not this person's IP.
-        assert!(!ip.held_by(br#"{"ip": "10.0.0.1", "locale": "203.0.113.7"}"#));
-        let user = Target::UserId("1".into());
-        assert!(!user.held_by(br#"{"user_id": "12", "app_version": "1"}"#));
-        assert!(user.held_by(br#"{"user_id": "1", "app_version": "2"}"#));
+        for body in [
+            r#"{"user_id": "u1", "ip": "::ffff:203.0.113.7", "device_id": "d"}"#,
+            r#"{"event": {"client": {"addresses": ["10.0.0.1", "203.0.113.7"]}}}"#,
+            r#"{"IP": "203.0.113.7"}"#,
+            r#"{"ip": "10.0.0.1", "ip": "203.0.113.7"}"#,
+            r#"{"Type": "Notification", "Message": "{\"ip\": \"203.0.113.7\"}"}"#,
+            r#"{"log": "login from 203.0.113.7 at noon"}"#,
+            r#"{"203.0.113.7": true}"#,
+        ] {
+            assert!(holds(&ip, body), "{body}");
+        }
+        let v6 = Target::ip("2001:db8::1").unwrap();
+        for body in [
+            r#"{"ip": "2001:0DB8:0000:0000:0000:0000:0000:0001"}"#,
+            "client [2001:DB8::1]:443 refused",
+        ] {
+            assert!(holds(&v6, body), "{body}");
+        }
+        let user = Target::UserId("12345".into());
+        assert!(holds(&user, r#"{"user": {"id": 12345}}"#), "a number");
+        assert!(!holds(
+            &user,
+            r#"{"user_id": "123456", "app_version": "1"}"#
+        ));
+        let device = Target::DeviceId("593-47-5928".into());
+        assert!(holds(&device, r#"{"d": [{"x": "593-47-5928"}]}"#));
+        assert!(!holds(&device, r#"{"device_id": "593-47-59281"}"#));
+    }
+
+    #[test]
+    fn the_same_text_elsewhere_is_not_this_value() {
+        let ip = Target::ip("10.0.0.1").unwrap();
+        assert!(!holds(&ip, r#"{"ip": "110.0.0.1", "locale": "10.0.0.15"}"#));
+        assert!(!holds(&ip, "ip=10.0.0.15"));
+        assert!(!holds(
+            &Target::ip("::1").unwrap(),
+            "a::1b is not an address"
+        ));
+    }
+
+    #[test]
+    fn a_body_that_is_not_text_is_undecided() {
+        let ip = Target::ip("10.0.0.1").unwrap();
+        assert_eq!(ip.held_by(&[0xff, 0xfe, 0x00, 0x31]), Holding::Undecided);
     }
 
     #[test]
     fn other_bodies_hold_the_value_as_a_whole_token() {
         let ip = Target::ip("10.0.0.1").unwrap();
-        assert!(ip.held_by(br#"{"ip": "10.0.0.1", "user_id": "#));
-        assert!(ip.held_by(b"ip=10.0.0.1;"));
-        assert!(!ip.held_by(b"ip=110.0.0.1"));
-        assert!(!ip.held_by(b"ip=10.0.0.15"));
+        assert!(holds(&ip, r#"{"ip": "10.0.0.1", "user_id": "#));
+        assert!(holds(&ip, "ip=10.0.0.1;"));
+        assert!(holds(&ip, "from 10.0.0.1:8080"));
+        assert!(holds(&ip, "::FFFF:10.0.0.1 (mapped)"));
+        assert!(!holds(&ip, "ip=110.0.0.1"));
+        assert!(!holds(&ip, "ip=10.0.0.15"));
         let device = Target::DeviceId("593-47-5928".into());
-        assert!(device.held_by(br#"[{"device_id": "593-47-5928"}]"#));
-        assert!(!device.held_by(b"x593-47-5928"));
+        assert!(holds(&device, r#"[{"device_id": "593-47-5928"}]"#));
+        assert!(!holds(&device, "x593-47-5928"));
     }
 }

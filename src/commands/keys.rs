@@ -70,6 +70,14 @@ async fn new_in_secret(secret: &str, kms_key_id: Option<String>) -> anyhow::Resu
     Ok(())
 }
 
+/// How many masks and quarantined bodies key `args.key_id` made.
+async fn masks_made_by(args: &RetireArgs) -> anyhow::Result<i64> {
+    let settings = crate::config::database_from_args(&args.database)?;
+    let mut database = crate::postgres::Database::connect(settings).await?;
+    let made = crate::postgres::privacy::masks_by_key(&*database.client().await?).await?;
+    Ok(made.get(&args.key_id).copied().unwrap_or(0))
+}
+
 fn describe(protection: &Protection) -> String {
     match protection {
         Protection::Plain => "plain: the file is the secret".into(),
@@ -148,6 +156,25 @@ async fn retire(args: RetireArgs) -> anyhow::Result<()> {
     let path = keyring_file(&args.key)?;
     let (protection, mut keyring) = read(&path).await?;
     keyring.retire(&args.key_id).map_err(ConfigError)?;
+    if !args.force {
+        let still = masks_made_by(&args).await.map_err(|error| {
+            ConfigError(format!(
+                "cannot count what key {} still masks ({}); fix --database-url, or pass --force \
+                 to retire it without checking",
+                args.key_id,
+                crate::error::error_chain(&error)
+            ))
+        })?;
+        if still > 0 {
+            return Err(ConfigError(format!(
+                "key {} still made {still} mask(s) and quarantined bodies in the database: retired, \
+                 they could never be revealed, found or forgotten. Run `veil rekey` first (it moves \
+                 them to the active key), or pass --force",
+                args.key_id
+            ))
+            .into());
+        }
+    }
     keys::replace(&path, &keys::render(&keyring, &protection).await?)?;
     println!(
         "key {} removed from {}; masks it made can no longer be opened",

@@ -14,7 +14,7 @@ use crate::keyring::Keyring;
 use crate::postgres::audit::{self, AuditRecord};
 use crate::postgres::privacy::{self as sql, FoundRow};
 use crate::postgres::Database;
-use crate::privacy::Target;
+use crate::privacy::{Holding, Target};
 use crate::report::psql_table;
 
 /// Quarantine entries read (and locked) per page while `forget` checks them.
@@ -46,6 +46,35 @@ fn require_reason(reason: &str, why: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Refuses a keyring that lacks a key some masks or quarantined bodies
+/// were made with: the lookup would miss what they hold and report it
+/// absent.
+async fn require_every_key(
+    client: &impl tokio_postgres::GenericClient,
+    keyring: &Keyring,
+    command: &str,
+) -> anyhow::Result<()> {
+    let made = sql::masks_by_key(client)
+        .await
+        .context("reading which keys made the masks")?;
+    let missing: Vec<String> = made
+        .iter()
+        .filter(|(id, _)| keyring.find(id).is_none())
+        .map(|(id, count)| format!("{id} ({count})"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "masks and quarantined messages were made by key(s) this keyring lacks: {} (with how many); \
+         `veil {command}` would miss what they hold and report it absent. Use the keyring that holds \
+         every key still in use (`veil keys list`; retired keys must not be), then `veil rekey` to move \
+         everything to the active key",
+        missing.join(", ")
+    ))
+    .into())
+}
+
 /// The audit row of a `find` or `forget` of `target`, `count` values.
 async fn audit_lookup(
     client: &impl tokio_postgres::GenericClient,
@@ -75,6 +104,7 @@ pub async fn find(args: FindArgs) -> anyhow::Result<()> {
     let keyring = keys::load(&key_location(&args.key)?, false).await?;
     let mut database = Database::connect(database_from_args(&args.database)?).await?;
     let client = database.client().await?;
+    require_every_key(&*client, &keyring, "find").await?;
     let (rows, total) = sql::find_rows(
         &*client,
         target.column(),
@@ -83,13 +113,93 @@ pub async fn find(args: FindArgs) -> anyhow::Result<()> {
     )
     .await
     .context("looking the value up in user_logins")?;
+    let quarantine = search_quarantine(&*client, &keyring, &target, false).await?;
     let query = target.audit_description(&keyring);
-    audit_lookup(client, "find", &target, total, &args.reason, &query)
+    let count = total + quarantine.holding.len() as i64;
+    audit_lookup(client, "find", &target, count, &args.reason, &query)
         .await
         .context("writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was shown")?;
-    tracing::info!(rows = total, field = target.field_name(), "find audited");
+    tracing::info!(
+        rows = total,
+        quarantined = quarantine.holding.len(),
+        field = target.field_name(),
+        "find audited"
+    );
     print!("{}", found_table(&rows, target.field_name(), total));
-    Ok(())
+    println!(
+        "{} quarantined message(s) hold it{}",
+        quarantine.holding.len(),
+        listed(&quarantine.holding)
+    );
+    quarantine.report_undecided()
+}
+
+/// `: id, id, ...` for a non-empty list of message ids.
+fn listed(ids: &[String]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", ids.join(", "))
+    }
+}
+
+/// What a search of the quarantine found.
+struct QuarantineSearch {
+    /// Messages whose bodies hold the value.
+    holding: Vec<String>,
+    /// Messages whose bodies could not be read or opened.
+    undecided: Vec<String>,
+}
+
+impl QuarantineSearch {
+    /// An error naming every body nothing could be said of (they must be
+    /// looked at by hand), or Ok when there is none.
+    fn report_undecided(&self) -> anyhow::Result<()> {
+        if self.undecided.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{} quarantined message(s) could not be checked (not text, or not opened by this keyring): {}; \
+             look at them with `veil reveal` and delete them by hand if they hold the value",
+            self.undecided.len(),
+            self.undecided.join(", ")
+        )
+    }
+}
+
+/// Opens every quarantined body and checks it for the value; with `lock`,
+/// the entries stay locked until the transaction ends.
+async fn search_quarantine(
+    client: &impl tokio_postgres::GenericClient,
+    keyring: &Keyring,
+    target: &Target,
+    lock: bool,
+) -> anyhow::Result<QuarantineSearch> {
+    let mut search = QuarantineSearch {
+        holding: Vec::new(),
+        undecided: Vec::new(),
+    };
+    let mut after = String::new();
+    loop {
+        let page = sql::quarantine_page(client, &after, QUARANTINE_PAGE_ROWS, lock)
+            .await
+            .context("reading the quarantine")?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.message_id.clone();
+        for entry in page {
+            let holding = keyring
+                .open_body(&entry.key_id, &entry.body_sealed)
+                .map_or(Holding::Undecided, |body| target.held_by(&body));
+            match holding {
+                Holding::Yes => search.holding.push(entry.message_id),
+                Holding::No => {}
+                Holding::Undecided => search.undecided.push(entry.message_id),
+            }
+        }
+    }
+    Ok(search)
 }
 
 fn found_table(rows: &[FoundRow], field: &str, total: i64) -> String {
@@ -125,8 +235,7 @@ fn found_table(rows: &[FoundRow], field: &str, total: i64) -> String {
 /// What `forget` found and erased.
 struct Erased {
     rows: u64,
-    quarantined: Vec<String>,
-    unreadable: u64,
+    quarantine: QuarantineSearch,
 }
 
 /// `veil forget`.
@@ -137,13 +246,14 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     let mut database = Database::connect(database_from_args(&args.database)?).await?;
     let client = database.client().await?;
     let transaction = client.transaction().await?;
+    require_every_key(&transaction, &keyring, "forget").await?;
     let erased = erase(&transaction, &keyring, &target, args.dry_run).await?;
     let query = format!(
         "{}{}",
         if args.dry_run { "dry run: " } else { "" },
         target.audit_description(&keyring)
     );
-    let count = erased.rows + erased.quarantined.len() as u64;
+    let count = erased.rows + erased.quarantine.holding.len() as u64;
     let count = i64::try_from(count).unwrap_or(i64::MAX);
     audit_lookup(&transaction, "forget", &target, count, &args.reason, &query)
         .await
@@ -154,7 +264,7 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
         .context("committing the erasure")?;
     tracing::info!(
         rows = erased.rows,
-        quarantined = erased.quarantined.len(),
+        quarantined = erased.quarantine.holding.len(),
         dry_run = args.dry_run,
         "forget audited"
     );
@@ -164,18 +274,13 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
         "deleted"
     };
     println!(
-        "{verb} {} row(s) of user_logins and {} quarantined message(s) holding the {}",
+        "{verb} {} row(s) of user_logins and {} quarantined message(s) holding the {}{}",
         erased.rows,
-        erased.quarantined.len(),
-        target.field_name()
+        erased.quarantine.holding.len(),
+        target.field_name(),
+        listed(&erased.quarantine.holding)
     );
-    if erased.unreadable > 0 {
-        eprintln!(
-            "warning: {} quarantined message(s) are sealed by keys this keyring no longer holds and could not be checked",
-            erased.unreadable
-        );
-    }
-    Ok(())
+    erased.quarantine.report_undecided()
 }
 
 async fn erase(
@@ -192,33 +297,11 @@ async fn erase(
     )
     .await
     .context("erasing rows of user_logins")?;
-    let mut quarantined = Vec::new();
-    let mut unreadable = 0;
-    let mut after = String::new();
-    loop {
-        let page = sql::quarantine_page(transaction, &after, QUARANTINE_PAGE_ROWS)
-            .await
-            .context("reading the quarantine")?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.message_id.clone();
-        for entry in page {
-            match keyring.open_body(&entry.key_id, &entry.body_sealed) {
-                Ok(body) if target.held_by(&body) => quarantined.push(entry.message_id),
-                Ok(_) => {}
-                Err(_) => unreadable += 1,
-            }
-        }
-    }
-    if !dry_run && !quarantined.is_empty() {
-        sql::delete_quarantined(transaction, &quarantined)
+    let quarantine = search_quarantine(transaction, keyring, target, true).await?;
+    if !dry_run && !quarantine.holding.is_empty() {
+        sql::delete_quarantined(transaction, &quarantine.holding)
             .await
             .context("erasing quarantined messages")?;
     }
-    Ok(Erased {
-        rows,
-        quarantined,
-        unreadable,
-    })
+    Ok(Erased { rows, quarantine })
 }

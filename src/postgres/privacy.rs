@@ -115,20 +115,21 @@ pub struct SealedEntry {
     pub body_sealed: Vec<u8>,
 }
 
-/// The quarantine after `after` (by message id), `page_rows` at a time,
-/// locked against concurrent changes until the transaction ends.
+/// The quarantine after `after` (by message id), `page_rows` at a time;
+/// with `lock`, locked against concurrent changes until the transaction
+/// ends (`forget`; `find` only reads).
 pub async fn quarantine_page(
     client: &impl GenericClient,
     after: &str,
     page_rows: i64,
+    lock: bool,
 ) -> Result<Vec<SealedEntry>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT message_id, key_id, body_sealed FROM veil.quarantine
-              WHERE message_id > $1 ORDER BY message_id LIMIT $2 FOR UPDATE",
-            &[&after, &page_rows],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT message_id, key_id, body_sealed FROM veil.quarantine
+          WHERE message_id > $1 ORDER BY message_id LIMIT $2{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let rows = client.query(&sql, &[&after, &page_rows]).await?;
     Ok(rows
         .iter()
         .map(|row| SealedEntry {
@@ -150,4 +151,25 @@ pub async fn delete_quarantined(
             &[&message_ids],
         )
         .await
+}
+
+/// How many masks of `user_logins` (both mask columns) and quarantined
+/// bodies each key id made, so a lookup can refuse a keyring that lacks
+/// some of them (it would miss what they hold). Reads every row once.
+pub async fn masks_by_key(
+    client: &impl GenericClient,
+) -> Result<std::collections::BTreeMap<String, i64>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT key_id, count(*) FROM (
+                 SELECT split_part(m, '.', 2) AS key_id
+                   FROM (SELECT masked_ip AS m FROM user_logins
+                         UNION ALL SELECT masked_device_id FROM user_logins) masks
+                  WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
+                 UNION ALL SELECT key_id FROM veil.quarantine) made
+              GROUP BY key_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }

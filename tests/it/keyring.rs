@@ -67,6 +67,33 @@ async fn rotation_then_rekey_makes_masks_that_straddle_it_equal_again() {
         text(&revealed.stderr)
     );
 
+    // Retiring the old key now would strand its masks: refused.
+    let retire = || {
+        veil(
+            &[
+                "keys",
+                "retire",
+                "--key-file",
+                key_file,
+                "--key-id",
+                &old_id,
+                "--database-url",
+                &db.url,
+            ],
+            "",
+            &[],
+        )
+    };
+    let early = retire();
+    assert_eq!(early.status.code(), Some(2), "{}", text(&early.stderr));
+    assert!(
+        text(&early.stderr).contains("still made 3 mask(s)")
+            && text(&early.stderr).contains("veil rekey"),
+        "{}",
+        text(&early.stderr)
+    );
+    assert!(load_keyring_file(&key.path).find(&old_id).is_some(), "kept");
+
     let rekeyed = veil(
         &["rekey", "--key-file", key_file, "--database-url", &db.url],
         "",
@@ -98,18 +125,7 @@ async fn rotation_then_rekey_makes_masks_that_straddle_it_equal_again() {
         std::slice::from_ref(&new_id)
     );
 
-    let retired = veil(
-        &[
-            "keys",
-            "retire",
-            "--key-file",
-            key_file,
-            "--key-id",
-            &old_id,
-        ],
-        "",
-        &[],
-    );
+    let retired = retire();
     assert!(retired.status.success(), "{}", text(&retired.stderr));
     let listed = text(&veil(&["keys", "list", "--key-file", key_file], "", &[]).stdout);
     assert!(

@@ -244,3 +244,151 @@ async fn forget_erases_rows_and_quarantined_bodies_holding_the_value_and_audits(
     no_reason.extend(["--user-id", "x"]);
     assert_eq!(veil(&no_reason, "", &[]).status.code(), Some(2));
 }
+
+/// Quarantined bodies that hold 203.0.113.80 or 2001:db8::50 in every shape
+/// a producer or an envelope can give them, and one that holds neither.
+fn hidden_bodies() -> Vec<String> {
+    vec![
+        serde_json::json!({"event": {"client": {"addresses": ["10.0.0.1", "203.0.113.80"]}}})
+            .to_string(),
+        serde_json::json!({"Type": "Notification",
+                           "Message": "{\"user_id\": \"gina-1\", \"ip\": \"203.0.113.80\"}"})
+        .to_string(),
+        r#"{"IP": "203.0.113.80"}"#.to_string(),
+        r#"{"ip": "10.9.9.9", "ip": "203.0.113.80"}"#.to_string(),
+        "client ::FFFF:203.0.113.80 refused".to_string(),
+        serde_json::json!({"ip": "2001:0DB8:0000:0000:0000:0000:0000:0050"}).to_string(),
+        "from [2001:DB8::50]:443".to_string(),
+        serde_json::json!({"ip": "203.0.113.81", "note": "203.0.113.800"}).to_string(),
+    ]
+}
+
+#[tokio::test]
+async fn forget_finds_the_value_wherever_a_quarantined_body_holds_it() {
+    let mut bodies = hidden_bodies();
+    bodies.push(login("gina-1", "203.0.113.80", "999-99-9999"));
+    let (db, _queue, key) = recorded(&bodies, &[]).await;
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.quarantine").await, 8);
+
+    let mut find = with_key_and_db("find", &key, &db);
+    find.extend(["--ip", "203.0.113.80", "--reason", "DSR-1"]);
+    let found = veil(&find, "", &[]);
+    assert!(found.status.success(), "{}", text(&found.stderr));
+    assert!(
+        text(&found.stdout).contains("5 quarantined message(s) hold it"),
+        "{}",
+        text(&found.stdout)
+    );
+
+    let mut v4 = with_key_and_db("forget", &key, &db);
+    v4.extend(["--ip", "203.0.113.80", "--reason", "DSR-1"]);
+    let output = veil(&v4, "", &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout)
+            .contains("deleted 1 row(s) of user_logins and 5 quarantined message(s)"),
+        "{}",
+        text(&output.stdout)
+    );
+    let mut v6 = with_key_and_db("forget", &key, &db);
+    v6.extend(["--ip", "2001:db8::50", "--reason", "DSR-2"]);
+    let output = veil(&v6, "", &[]);
+    assert!(
+        text(&output.stdout).contains("and 2 quarantined message(s)"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM veil.quarantine").await,
+        1,
+        "only the body with other addresses is left"
+    );
+}
+
+#[tokio::test]
+async fn a_quarantined_body_forget_cannot_open_is_reported_by_id_and_fails() {
+    let (db, _queue, key) = recorded(&["not json 203.0.113.90".to_string()], &[]).await;
+    let id = db.strings("SELECT message_id FROM veil.quarantine").await[0].clone();
+    db.client()
+        .await
+        .batch_execute("UPDATE veil.quarantine SET body_sealed = '\\x00010203'")
+        .await
+        .unwrap();
+
+    let mut forget = with_key_and_db("forget", &key, &db);
+    forget.extend(["--ip", "203.0.113.90", "--reason", "DSR-3"]);
+    let output = veil(&forget, "", &[]);
+
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(&id) && text(&output.stderr).contains("could not be checked"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_audit_of_find_and_forget_holds_no_reversible_form_and_no_user_id() {
+    let (db, _queue, key) = recorded(
+        &[
+            login("hana-1", "203.0.113.70", "123-12-1234"),
+            "junk for hana-1".to_string(),
+        ],
+        &[],
+    )
+    .await;
+    for lookup in [
+        vec!["find", "--ip", "203.0.113.70"],
+        vec!["forget", "--device-id", "123-12-1234", "--dry-run"],
+        vec!["forget", "--user-id", "hana-1"],
+    ] {
+        let mut args = with_key_and_db(lookup[0], &key, &db);
+        args.extend(&lookup[1..]);
+        args.extend(["--reason", "DSR-4"]);
+        let output = veil(&args, "", &[]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+
+    let keyring = load_keyring_file(&key.path);
+    let queries = db.strings("SELECT query FROM veil.audit ORDER BY id").await;
+    assert_eq!(queries.len(), 3);
+    for query in &queries {
+        assert!(query.contains("fingerprint fp1."), "{query}");
+        for secret in ["hana-1", "203.0.113.70", "123-12-1234", "siv1.", "hmac1."] {
+            assert!(!query.contains(secret), "{secret} in {query}");
+        }
+        for token in query.split_whitespace() {
+            assert!(keyring.reveal(token).is_err(), "{token} opens");
+        }
+    }
+    assert_eq!(
+        queries[2],
+        format!(
+            "user_id fingerprint {}",
+            keyring.audit_fingerprint("user_id", "hana-1")
+        ),
+        "a key holder can check which value was looked up"
+    );
+}
+
+#[tokio::test]
+async fn find_and_forget_refuse_a_keyring_that_lacks_a_key_in_use() {
+    let (db, _queue, key) = recorded(&[login("ivan-1", "203.0.113.60", "321-32-4321")], &[]).await;
+    let other = TestKey::create();
+    let old_id = key.keyring.active().id().to_string();
+
+    for command in ["find", "forget"] {
+        let mut args = with_key_and_db(command, &other, &db);
+        args.extend(["--ip", "203.0.113.60", "--reason", "DSR-5"]);
+        let output = veil(&args, "", &[]);
+
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains(&old_id),
+            "names the missing key: {}",
+            text(&output.stderr)
+        );
+    }
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.audit").await, 0);
+}

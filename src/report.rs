@@ -1,5 +1,9 @@
 //! The end-of-run report of `veil run --until-empty`: counts, rate, and the
 //! rows written, laid out the way psql prints a table. Masked values only.
+//! Every cell is printed with its control characters escaped: producers
+//! control `user_id`, `device_type` and `locale`, and a CR, an ESC sequence
+//! or a C1 control would otherwise rewrite the operator's terminal or
+//! break the table. Stored data is unchanged.
 
 use std::fmt::Write;
 
@@ -92,6 +96,39 @@ pub fn masked_rows_table(rows: &[MaskedRow], total: u64) -> String {
     psql_table(&HEADERS, &cells, &[5], total)
 }
 
+/// `text` with its control characters written out: `\r`, `\n`, `\t`, and
+/// `\xNN` for the rest of C0, DEL and C1 (U+0080 to U+009F), so nothing a
+/// producer sent can move the cursor, clear the screen or fake a line.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// C1 controls (U+0080 to U+009F) as JSON escapes; serde_json leaves them
+/// raw, and a terminal obeys some of them.
+pub fn escape_c1_in_json(json: &str) -> String {
+    json.chars()
+        .map(|c| match u32::from(c) {
+            code @ 0x80..=0x9f => format!("\\u{code:04x}"),
+            _ => c.to_string(),
+        })
+        .collect()
+}
+
 /// A table in psql's aligned format: centered headers, `right_aligned`
 /// columns (numbers) flush right, and a row-count footer that says when
 /// only the first rows of `total` are shown.
@@ -101,7 +138,20 @@ pub fn psql_table<H: AsRef<str>>(
     right_aligned: &[usize],
     total: u64,
 ) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.as_ref().chars().count()).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| escape_control(cell).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = &rows;
+    let headers: Vec<String> = headers
+        .iter()
+        .map(|h| escape_control(h.as_ref()).into_owned())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -111,7 +161,7 @@ pub fn psql_table<H: AsRef<str>>(
     let header: Vec<String> = headers
         .iter()
         .zip(&widths)
-        .map(|(h, w)| format!(" {:^w$} ", h.as_ref()))
+        .map(|(h, w)| format!(" {h:^w$} "))
         .collect();
     out.push_str(header.join("|").trim_end());
     out.push('\n');
@@ -162,6 +212,27 @@ mod tests {
             app_version: 12,
             create_date: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
         }
+    }
+
+    #[test]
+    fn control_characters_are_written_out_and_nothing_else_changes() {
+        assert_eq!(
+            escape_control("a\u{1b}[2J\r\nb\tc\u{85}d\u{7f}"),
+            "a\\x1b[2J\\r\\nb\\tc\\x85d\\x7f"
+        );
+        assert!(matches!(
+            escape_control("plain ünïcödé"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_c1_in_json("{\"body\":\"x\u{9b}31m\"}"),
+            r#"{"body":"x\u009b31m"}"#
+        );
+        let mut evil = row(Some("RU"));
+        evil.user_id = "u\r\n fake | row \u{1b}[31m".into();
+        let table = masked_rows_table(&[evil], 1);
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(!table.chars().any(|c| c.is_control() && c != '\n'));
     }
 
     #[test]

@@ -95,7 +95,8 @@ async fn reveal_stdin(
     .await?;
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     for value in &values {
-        writeln!(stdout, "{value}")?;
+        // One line per mask, whatever the value holds.
+        writeln!(stdout, "{}", crate::report::escape_control(value))?;
     }
     stdout.flush()?;
     if let Some((line, error)) = failure {
@@ -234,7 +235,7 @@ async fn reveal_quarantine(
     )
     .await?;
     for line in lines {
-        println!("{line}");
+        println!("{}", crate::report::escape_c1_in_json(&line.to_string()));
     }
     Ok(())
 }

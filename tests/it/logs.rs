@@ -1,5 +1,7 @@
-//! No data in logs: a Postgres error's DETAIL quotes the failing row (user
-//! ids, masks), so veil prints errors without it, at every level.
+//! What veil prints: no data in logs (a Postgres error's DETAIL quotes the
+//! failing row, user ids and masks, so errors are printed without it), and
+//! nothing a producer sent can drive the operator's terminal (control
+//! characters are escaped in every table).
 
 use veil::sqs::ProtocolChoice;
 
@@ -90,4 +92,81 @@ async fn postgres_errors_are_logged_without_their_detail() {
             );
         }
     }
+}
+
+/// What a producer can put in a text field to take over a terminal.
+const HOSTILE_USER_ID: &str = "mallory\u{1b}[2J\r\nfake | row\u{9b}31m\u{7}";
+
+/// Whether `output` carries a control character other than line ends.
+fn has_raw_controls(output: &str) -> bool {
+    output.chars().any(|c| c.is_control() && c != '\n')
+}
+
+#[tokio::test]
+async fn producers_control_characters_are_escaped_in_every_table_and_stored_as_sent() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let body = serde_json::json!({"user_id": HOSTILE_USER_ID, "app_version": "1.0.0",
+        "device_type": "ios\u{1b}]0;title\u{7}", "ip": "203.0.113.44", "locale": "RU",
+        "device_id": "444-44-4444"})
+    .to_string();
+    queue.send(&[body]).await;
+    let mut args = run_args(&queue, &db, &key);
+    args.push("--until-empty".into());
+    let drained = run_logged(&args);
+    let key_file = key.path.to_str().unwrap();
+    let find = crate::cli::veil(
+        &[
+            "find",
+            "--key-file",
+            key_file,
+            "--database-url",
+            &db.url,
+            "--ip",
+            "203.0.113.44",
+            "--reason",
+            "T-1",
+        ],
+        "",
+        &[],
+    );
+    let reveal = crate::cli::veil(
+        &[
+            "reveal",
+            "--key-file",
+            key_file,
+            "--database-url",
+            &db.url,
+            "--reason",
+            "T-2",
+            "--sql",
+            "SELECT user_id, device_type, masked_ip FROM user_logins",
+        ],
+        "",
+        &[],
+    );
+
+    for (command, output) in [
+        ("run", &drained),
+        ("find", &find),
+        ("reveal --sql", &reveal),
+    ] {
+        let stdout = text(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{command}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            stdout.contains("mallory\\x1b[2J\\r\\nfake | row\\x9b31m\\x07"),
+            "{command}: {stdout:?}"
+        );
+        assert!(!has_raw_controls(&stdout), "{command}: {stdout:?}");
+    }
+    assert_eq!(
+        db.strings("SELECT user_id FROM user_logins").await,
+        [HOSTILE_USER_ID],
+        "stored as sent"
+    );
 }

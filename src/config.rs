@@ -152,7 +152,7 @@ pub fn queue_settings(args: &QueueArgs) -> Result<QueueSettings, ConfigError> {
 /// one is ambiguous, so refused.
 pub fn key_location(args: &KeyArgs) -> Result<KeyLocation, ConfigError> {
     // Empty counts as unset: compose passes `VEIL_KEY: ${VEIL_KEY:-}` through.
-    let from_env = std::env::var_os(VEIL_KEY_ENV).is_some_and(|value| !value.is_empty());
+    let from_env = crate::keyring::env_key().is_some();
     let given = [
         args.key_file
             .is_some()

@@ -12,6 +12,8 @@ use veil::{commands, outcome, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: the environment is not thread-safe.
+    veil::keyring::take_env_key();
     telemetry::init(cli.log_format);
     let runtime = match runtime(&cli.command) {
         Ok(runtime) => runtime,

@@ -1,8 +1,8 @@
 //! Keyring files on disk: created with mode 0600 and never overwritten,
-//! replaced atomically (a 0600 sibling, then a rename), and read into a
-//! zeroizing buffer. A keyring that group or others can read is refused,
-//! with the `chmod` that fixes it: anyone who can read it can reveal every
-//! mask.
+//! replaced atomically (a 0600 sibling, then a rename), and read straight
+//! into a zeroizing buffer. A keyring that group or others can read is
+//! refused, with the `chmod` that fixes it: anyone who can read it can
+//! reveal every mask; so is one another user owns (they could swap it).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,16 @@ pub enum KeyFileError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The file belongs to another user, who could replace the keys.
+    #[error("key file {path} is owned by uid {owner}, not by the user veil runs as (uid {running}) or root; whoever owns it can swap the keys. Fix: chown {running} {path}")]
+    WrongOwner {
+        /// The file in question.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The user veil runs as.
+        running: u32,
+    },
     /// Refused to overwrite an existing key file.
     #[error("key file {0} already exists; refusing to overwrite a key (masks made with it would become unreadable)")]
     Exists(PathBuf),
@@ -49,27 +59,59 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> KeyFileError + '_ {
     }
 }
 
-/// The text of a key file, in a buffer zeroed on drop. Refused when group
-/// or others can read the file.
+/// The text of a key file, in a buffer zeroed on drop, read straight
+/// into it (no intermediate buffer that would be freed unzeroed). The
+/// mode and the owner are checked on the open file, so a file swapped
+/// between the check and the read cannot slip through: refused when group
+/// or others can read it, or when it belongs to a user other than the one
+/// veil runs as (or root).
 pub fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let metadata = file.metadata().map_err(io(path))?;
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(io(path))?
-            .permissions()
-            .mode()
-            & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyFileError::TooOpen {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-    }
-    std::fs::read_to_string(path)
+    check_access(path, &metadata)?;
+    let expected = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
+    // One more byte than the file holds, so reading to the end never grows
+    // (and reallocates) the buffer unless the file grew meanwhile.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(expected.saturating_add(1)));
+    file.read_to_end(&mut bytes).map_err(io(path))?;
+    let invalid = || KeyFileError::Invalid {
+        path: path.to_path_buf(),
+        reason: "it is not UTF-8 text".into(),
+    };
+    std::str::from_utf8(&bytes).map_err(|_| invalid())?;
+    // The checked bytes move into the String: no copy is made.
+    String::from_utf8(std::mem::take(&mut *bytes))
         .map(Zeroizing::new)
-        .map_err(io(path))
+        .map_err(|error| {
+            drop(Zeroizing::new(error.into_bytes()));
+            invalid()
+        })
+}
+
+/// Mode and owner checks of an open key file.
+#[cfg(unix)]
+fn check_access(path: &Path, metadata: &std::fs::Metadata) -> Result<(), KeyFileError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let running = unsafe { libc::geteuid() };
+    let owner = metadata.uid();
+    if owner != running && owner != 0 {
+        return Err(KeyFileError::WrongOwner {
+            path: path.to_path_buf(),
+            owner,
+            running,
+        });
+    }
+    Ok(())
 }
 
 /// Creates `path` with mode 0600 (and its directory) and writes `bytes`.
@@ -128,11 +170,33 @@ mod tests {
             Err(KeyFileError::Exists(_))
         ));
         replace(&path, "two").unwrap();
-        assert_eq!(read_key_file(&path).unwrap().as_str(), "two");
+        let read = read_key_file(&path).unwrap();
+        assert_eq!(read.as_str(), "two");
+        assert_eq!(read.capacity(), 4, "read into one buffer that never grew");
         assert_eq!(mode(&path), 0o600);
         assert_eq!(
             std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
             1
+        );
+    }
+
+    #[test]
+    fn a_key_file_another_user_owns_is_refused_with_the_chown_that_fixes_it() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // only root can give a file away
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        write_private_file(&path, b"{}").unwrap();
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+
+        let error = read_key_file(&path).unwrap_err().to_string();
+
+        assert!(error.contains("owned by uid 65534"), "{error}");
+        assert!(
+            error.contains(&format!("chown 0 {}", path.display())),
+            "{error}"
         );
     }
 

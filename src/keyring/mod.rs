@@ -17,4 +17,4 @@ pub use envelope::{list, parse, protection_of, render, KeyInfo, Protection, ENCR
 pub use file::{read_key_file, replace, write_private_file, KeyFileError};
 pub(crate) use ring::fill_random;
 pub use ring::{json_problem, Keyring, MaskKey, KEY_BYTES, MAX_KEY_ID_CHARS};
-pub use source::{load, read_text, KeyLocation, VEIL_KEY_ENV};
+pub use source::{env_key, load, read_text, take_env_key, KeyLocation, VEIL_KEY_ENV};

@@ -232,8 +232,15 @@ impl Keyring {
             active: self.active.id.clone(),
             keys,
         };
+        // Written into one zeroizing buffer, sized so that it never grows:
+        // a growing Vec would free its old, unzeroed copies of the keys.
+        // Each key takes under 200 bytes pretty-printed.
+        let mut buffer = Zeroizing::new(Vec::with_capacity(256 + 256 * file.keys.len()));
         // Serializing plain strings to JSON cannot fail.
-        Zeroizing::new(serde_json::to_string_pretty(&file).expect("keyring serializes") + "\n")
+        serde_json::to_writer_pretty(&mut *buffer, &file).expect("keyring serializes");
+        buffer.push(b'\n');
+        // serde_json writes UTF-8; the bytes move into the String.
+        Zeroizing::new(String::from_utf8(std::mem::take(&mut *buffer)).expect("JSON is UTF-8"))
     }
 }
 
@@ -318,6 +325,25 @@ mod tests {
             let error = Keyring::from_json(&with_ids(bad), path).unwrap_err();
             assert!(matches!(error, KeyFileError::Invalid { .. }), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_json_is_written_into_one_buffer_that_never_grew() {
+        let mut ring = Keyring::generate();
+        for _ in 0..5 {
+            ring.rotate();
+        }
+        let json = ring.to_json();
+        // Grown, the Vec would have moved to a larger allocation and
+        // freed the old one with the keys in it.
+        assert_eq!(json.capacity(), 256 + 256 * 6);
+        assert_eq!(
+            Keyring::from_json(&json, Path::new("k"))
+                .unwrap()
+                .keys()
+                .count(),
+            6
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Any of them may hold a plain keyring or a KMS envelope (`envelope`).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -23,6 +24,55 @@ use crate::error::ConfigError;
 
 /// Environment variable holding a whole keyring file, base64-encoded.
 pub const VEIL_KEY_ENV: &str = "VEIL_KEY";
+
+/// `VEIL_KEY` as `take_env_key` took it out of the environment.
+static TAKEN_ENV_KEY: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
+
+/// Takes `VEIL_KEY` out of the process environment into a zeroizing
+/// buffer: the value is overwritten in place, so `/proc/<pid>/environ`
+/// (what `ps e` shows, and what a child process would inherit) no longer
+/// holds it, then the variable is removed. Call once, first thing, while
+/// the process has one thread (the environment is not thread-safe).
+pub fn take_env_key() {
+    TAKEN_ENV_KEY.get_or_init(|| {
+        let value = Zeroizing::new(std::env::var(VEIL_KEY_ENV).ok()?);
+        scrub_environment_value(VEIL_KEY_ENV);
+        std::env::remove_var(VEIL_KEY_ENV);
+        Some(value)
+    });
+}
+
+/// Overwrites the bytes of variable `name`'s value where the environment
+/// block holds them.
+fn scrub_environment_value(name: &str) {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return;
+    };
+    // SAFETY: getenv returns null or a pointer to the NUL-terminated value
+    // inside this process's environment, which is writable memory owned by
+    // the process (the initial block on the stack, or what setenv
+    // allocated). strlen stays within that string, and write_bytes covers
+    // exactly its bytes, not the terminator. Only one thread runs here
+    // (see take_env_key), so no getenv elsewhere reads it meanwhile.
+    unsafe {
+        let value = libc::getenv(name.as_ptr());
+        if !value.is_null() {
+            let length = libc::strlen(value);
+            std::ptr::write_bytes(value, 0, length);
+        }
+    }
+}
+
+/// The value of `VEIL_KEY`: what `take_env_key` took, else the
+/// environment as it is (library callers that never took it); None when
+/// unset or empty (compose passes `VEIL_KEY: ${VEIL_KEY:-}` through).
+pub fn env_key() -> Option<Zeroizing<String>> {
+    let value = match TAKEN_ENV_KEY.get() {
+        Some(taken) => taken.clone(),
+        None => std::env::var(VEIL_KEY_ENV).ok().map(Zeroizing::new),
+    };
+    value.filter(|value| !value.is_empty())
+}
 
 /// Where the keyring comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +130,7 @@ pub async fn load(location: &KeyLocation, create_default: bool) -> anyhow::Resul
 pub async fn read_text(location: &KeyLocation) -> anyhow::Result<(Zeroizing<String>, PathBuf)> {
     let path = match location {
         KeyLocation::Env => {
-            let encoded = Zeroizing::new(std::env::var(VEIL_KEY_ENV).unwrap_or_default());
+            let encoded = env_key().unwrap_or_default();
             let bytes = Zeroizing::new(STANDARD.decode(encoded.trim()).map_err(|_| {
                 ConfigError(format!("{VEIL_KEY_ENV} is not base64 of a keyring file"))
             })?);

@@ -346,6 +346,50 @@ async fn veil_key_variable_and_key_file_give_the_same_masks() {
 }
 
 #[tokio::test]
+async fn veil_key_leaves_the_process_environment_once_read() {
+    let key = TestKey::create();
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&key.path).unwrap());
+    let db = crate::cli::migrated_db().await;
+    let queue = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
+    let mut args = run_args(&queue, &db, &key);
+    let at = args.iter().position(|a| a == "--key-file").unwrap();
+    args.drain(at..at + 2);
+    let child = std::process::Command::new(veil_binary())
+        .args(&args)
+        .env("VEIL_KEY", &encoded)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    queue.send(&[login("10.4.4.5", "444-55-6667")]).await;
+    wait_until("the event recorded with the key", || async {
+        recorded(&db).await == 1
+    })
+    .await;
+
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    let output = stop_with_sigterm(child).await;
+
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        !environ.contains(&encoded),
+        "the value is gone from /proc/<pid>/environ"
+    );
+    assert!(
+        !environ
+            .split('\0')
+            .any(|variable| variable.starts_with("VEIL_KEY=") && variable.len() > 9),
+        "no VEIL_KEY with a value"
+    );
+    assert!(
+        environ.contains("PATH="),
+        "the rest of the environment is there"
+    );
+}
+
+#[tokio::test]
 async fn every_reveal_is_audited_and_a_reason_is_required() {
     let db = TestDb::create().await;
     let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;

@@ -13,7 +13,7 @@ use crate::mask::{Field, MaskMode};
 use crate::postgres::{MaskedRow, Prepared, QuarantineEntry, Record};
 use crate::sqs::{QueueMessage, Receipt};
 
-use super::flight::Delivery;
+use super::flight::{Delivery, InFlight};
 
 /// One received message, parsed and masked, on its way to a writer.
 pub struct Item {
@@ -37,6 +37,15 @@ impl Item {
             bytes: delivery_bytes(&self.receipt),
             receipt: self.receipt,
         }
+    }
+
+    /// Items that will not be recorded (shutdown, a fatal error, no writer
+    /// left) become deliveries to give back: each first returns to the
+    /// bound the bytes only its body and row used, so that finishing the
+    /// deliveries frees everything the items held.
+    pub fn give_up(items: Vec<Item>, flight: &InFlight) -> Vec<Delivery> {
+        flight.shrink(items.iter().map(Item::droppable_bytes).sum());
+        items.into_iter().map(Item::into_delivery).collect()
     }
 
     /// Bytes freed when only the receipt is kept.
@@ -194,6 +203,30 @@ mod tests {
 
     const EVENT: &str = r#"{"user_id": "u", "app_version": "2.3.0", "device_type": "ios",
         "ip": "10.0.0.1", "locale": null, "device_id": "593-47-5928"}"#;
+
+    #[tokio::test]
+    async fn items_given_up_give_all_their_bytes_back_once_finished() {
+        let keyring = Keyring::generate();
+        let flight = InFlight::new(10, 1 << 20, Default::default());
+        let items: Vec<Item> = ["m-1", "m-2"]
+            .iter()
+            .map(|id| {
+                let mut message = message(EVENT, 1);
+                message.receipt.message_id = id.to_string();
+                message.receipt.receipt_handle = format!("r-{id}");
+                prepare(&keyring, MaskMode::Siv, None, message)
+            })
+            .collect();
+        let reservation = flight.reserve(2, 1 << 16).await;
+        let held: Vec<(&Receipt, usize)> = items.iter().map(|i| (&i.receipt, i.bytes)).collect();
+        flight.hold(reservation, &held).await;
+        assert!(flight.bytes_in_use() > 0);
+
+        let deliveries = Item::give_up(items, &flight);
+        flight.finish(&deliveries);
+
+        assert_eq!((flight.held(), flight.bytes_in_use()), (0, 0));
+    }
 
     #[test]
     fn a_valid_event_keeps_its_body_until_commit_and_junk_keeps_only_the_seal() {

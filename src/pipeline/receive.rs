@@ -107,9 +107,10 @@ pub async fn receive_loop(
         let mut items = items.into_iter();
         while let Some(item) = items.next() {
             if let Err(unsent) = sender.send(item).await {
-                // Every writer is gone: give back what cannot be written.
-                let rest = std::iter::once(unsent.0).chain(items);
-                ack::release(&shared, rest.map(Item::into_delivery).collect()).await;
+                // Every writer is gone: give back what cannot be written,
+                // with all the bytes it held.
+                let rest: Vec<Item> = std::iter::once(unsent.0).chain(items).collect();
+                ack::release(&shared, Item::give_up(rest, &shared.flight)).await;
                 return;
             }
         }

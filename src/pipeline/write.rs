@@ -219,7 +219,5 @@ fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], start
 }
 
 async fn release(shared: &Shared, batch: Vec<Item>) {
-    let freed: usize = batch.iter().map(Item::droppable_bytes).sum();
-    shared.flight.shrink(freed);
-    ack::release(shared, batch.into_iter().map(Item::into_delivery).collect()).await;
+    ack::release(shared, Item::give_up(batch, &shared.flight)).await;
 }

@@ -10,6 +10,11 @@
 #   server.pem, server.key  the server certificate, for DNS:localhost and IP:127.0.0.1
 #   other-ca.pem            a second CA that signed nothing here: "the wrong CA" for tests
 #   data/                   the cluster: ssl=on, hostssl + scram-sha-256 only, plain TCP rejected
+# CERT picks the server certificate (for libpq's name and anchor rules):
+#   ca (default)   CA-signed, subjectAltName DNS:localhost, IP:127.0.0.1
+#   cn-only        CA-signed, no subjectAltName: only CN=localhost names the host
+#   self-signed    the PostgreSQL documentation's recipe (openssl req -x509 -subj /CN=localhost):
+#                  self-signed, CA:TRUE, no subjectAltName; clients trust server.pem itself
 # Login: user postgres, password $PASSWORD (default veil-tls), port $PORT (default 5439), e.g.
 #   psql "postgres://postgres:veil-tls@localhost:5439/postgres?sslmode=verify-full&sslrootcert=/tmp/veil-pg-tls/ca.pem"
 # As root, the cluster runs as the postgres user (initdb refuses root); otherwise as the caller.
@@ -17,6 +22,7 @@ set -euo pipefail
 PORT="${PORT:-5439}"
 DIR="${DIR:-/tmp/veil-pg-tls}"
 PASSWORD="${PASSWORD:-veil-tls}"
+CERT="${CERT:-ca}"
 TAG="[postgres-tls]"
 
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -35,11 +41,22 @@ certificates() {
   mkdir -p "$DIR"
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=veil test CA" \
     -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-    -keyout "$DIR/server.key" -out "$DIR/server.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$DIR/server.ext"
-  openssl x509 -req -in "$DIR/server.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial \
-    -days 30 -extfile "$DIR/server.ext" -out "$DIR/server.pem" 2>/dev/null
+  case "$CERT" in
+    ca) printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$DIR/server.ext" ;;
+    cn-only) printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$DIR/server.ext" ;;
+    self-signed) ;;
+    *) echo "$TAG ERROR: CERT=$CERT: use ca, cn-only or self-signed" >&2; exit 2 ;;
+  esac
+  if [[ "$CERT" == self-signed ]]; then
+    # https://www.postgresql.org/docs/current/ssl-tcp.html#SSL-CERTIFICATE-CREATION
+    openssl req -new -x509 -days 30 -nodes -subj "/CN=localhost" \
+      -keyout "$DIR/server.key" -out "$DIR/server.pem" 2>/dev/null
+  else
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$DIR/server.key" -out "$DIR/server.csr" 2>/dev/null
+    openssl x509 -req -in "$DIR/server.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial \
+      -days 30 -extfile "$DIR/server.ext" -out "$DIR/server.pem" 2>/dev/null
+  fi
   openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=some other CA" \
     -keyout "$DIR/other-ca.key" -out "$DIR/other-ca.pem" 2>/dev/null
   chmod 644 "$DIR/ca.pem" "$DIR/other-ca.pem" "$DIR/server.pem"

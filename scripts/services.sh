@@ -6,7 +6,9 @@
 #   legacy    LocalStack 0.14.3 (SQS, query protocol only, like the reference image)
 #             on 127.0.0.1:${LEGACY_PORT:-4510}
 #   tls       a private TLS-only PostgreSQL cluster on 127.0.0.1:${TLS_PORT:-5439}, for the TLS and
-#             Secrets Manager tests (scripts/postgres-tls.sh; under /tmp/veil-pg-tls)
+#             Secrets Manager tests (scripts/postgres-tls.sh; under /tmp/veil-pg-tls), and two
+#             more for libpq's certificate rules: a CN-only certificate on ${TLS_CN_ONLY_PORT:-5441},
+#             the PostgreSQL documentation's self-signed one on ${TLS_SELF_SIGNED_PORT:-5442}
 # Usage: scripts/services.sh up|down|status [postgres] [modern] [legacy] [tls]   (default: all four)
 #
 # What it changes on this machine, and nothing else:
@@ -23,6 +25,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODERN_PORT="${MODERN_PORT:-4566}"
 LEGACY_PORT="${LEGACY_PORT:-4510}"
 TLS_PORT="${TLS_PORT:-5439}"
+TLS_CN_ONLY_PORT="${TLS_CN_ONLY_PORT:-5441}"
+TLS_SELF_SIGNED_PORT="${TLS_SELF_SIGNED_PORT:-5442}"
 # The services the tests use; `make demo` asks for sqs,kms only (a faster start).
 MODERN_SERVICES="${MODERN_SERVICES:-sqs,kms,secretsmanager,iam,sts,cloudformation,ssm,logs,cloudwatch,ec2,scheduler}"
 TAG="[services]"
@@ -75,7 +79,10 @@ up() {
       postgres) postgres_up ;;
       modern) PORT="$MODERN_PORT" SERVICES="$MODERN_SERVICES" "$here/localstack-modern.sh" start ;;
       legacy) PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" start ;;
-      tls) PORT="$TLS_PORT" "$here/postgres-tls.sh" start ;;
+      tls) PORT="$TLS_PORT" "$here/postgres-tls.sh" start
+           # libpq's certificate rules: a CN-only certificate, and the documentation's self-signed one
+           PORT="$TLS_CN_ONLY_PORT" DIR=/tmp/veil-pg-tls-cn-only CERT=cn-only "$here/postgres-tls.sh" start
+           PORT="$TLS_SELF_SIGNED_PORT" DIR=/tmp/veil-pg-tls-self-signed CERT=self-signed "$here/postgres-tls.sh" start ;;
       *) echo "$TAG unknown service $service (postgres, modern, legacy, tls)" >&2; exit 2 ;;
     esac
   done
@@ -87,7 +94,9 @@ down() {
       postgres) echo "$TAG leaving PostgreSQL running (it is the machine's)" ;;
       modern) PORT="$MODERN_PORT" "$here/localstack-modern.sh" stop ;;
       legacy) PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" stop ;;
-      tls) PORT="$TLS_PORT" "$here/postgres-tls.sh" stop ;;
+      tls) PORT="$TLS_PORT" "$here/postgres-tls.sh" stop
+           PORT="$TLS_CN_ONLY_PORT" DIR=/tmp/veil-pg-tls-cn-only "$here/postgres-tls.sh" stop
+           PORT="$TLS_SELF_SIGNED_PORT" DIR=/tmp/veil-pg-tls-self-signed "$here/postgres-tls.sh" stop ;;
       *) echo "$TAG unknown service $service (postgres, modern, legacy, tls)" >&2; exit 2 ;;
     esac
   done
@@ -99,6 +108,8 @@ status() {
   PORT="$MODERN_PORT" "$here/localstack-modern.sh" status || rc=1
   PORT="$LEGACY_PORT" "$here/localstack-legacy.sh" status || rc=1
   PORT="$TLS_PORT" "$here/postgres-tls.sh" status || rc=1
+  PORT="$TLS_CN_ONLY_PORT" DIR=/tmp/veil-pg-tls-cn-only "$here/postgres-tls.sh" status || rc=1
+  PORT="$TLS_SELF_SIGNED_PORT" DIR=/tmp/veil-pg-tls-self-signed "$here/postgres-tls.sh" status || rc=1
   return $rc
 }
 

@@ -18,6 +18,7 @@ pub mod privacy;
 pub mod rights;
 mod schema;
 mod tls;
+mod tls_names;
 
 pub use batch::{
     record_batch, MaskedRow, Prepared, QuarantineEntry, Record, Recorded, WriterStatements,

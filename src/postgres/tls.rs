@@ -15,6 +15,10 @@
 //! `system` for the operating system's store, which, as in libpq 16, is
 //! refused with any mode but `verify-full`. Without `sslrootcert`,
 //! `~/.postgresql/root.crt` is used when it exists, as libpq does.
+//! Where webpki is stricter than libpq, libpq's rule applies
+//! (`tls_names`): a certificate with no `dNSName` is checked against its
+//! Common Name, and a server certificate that is itself in `sslrootcert`
+//! (a self-signed one, even with `CA:TRUE`) is trusted as it is.
 //! Differences: client certificates (`sslcert`, `sslkey`), `sslcrl` and
 //! `sslpassword` are not supported and refused by name; rustls speaks TLS
 //! 1.2 and 1.3 only.
@@ -30,6 +34,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::tls_names::CertificateNames;
 use crate::error::ConfigError;
 
 /// libpq's `sslmode`.
@@ -161,14 +166,15 @@ impl TlsSettings {
         let verifier: Arc<dyn ServerCertVerifier> = match self.verification() {
             Verification::None => Arc::new(AnyCertificate(provider)),
             check => {
-                let roots = self.root_store()?;
+                let (roots, anchors) = self.root_store()?;
                 let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                     .build()
                     .map_err(|e| ConfigError(format!("TLS set-up: {e}")))?;
-                match check {
-                    Verification::Chain => Arc::new(ChainOnly(webpki)),
-                    _ => webpki,
-                }
+                Arc::new(Libpq {
+                    webpki,
+                    anchors,
+                    check_name: check == Verification::Full,
+                })
             }
         };
         let config = builder
@@ -178,8 +184,11 @@ impl TlsSettings {
         Ok(MakeRustlsConnect::new(config))
     }
 
-    fn root_store(&self) -> Result<RootCertStore, ConfigError> {
+    /// The trusted roots, and the certificates of `sslrootcert` as they are
+    /// (a server certificate found among them is trusted itself).
+    fn root_store(&self) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), ConfigError> {
         let mut store = RootCertStore::empty();
+        let mut anchors = Vec::new();
         match &self.roots {
             Some(RootCertificates::File(path)) => {
                 let certificates: Vec<CertificateDer<'static>> =
@@ -191,6 +200,7 @@ impl TlsSettings {
                                 path.display()
                             ))
                         })?;
+                anchors.clone_from(&certificates);
                 let (added, _) = store.add_parsable_certificates(certificates);
                 if added == 0 {
                     return Err(ConfigError(format!(
@@ -211,7 +221,7 @@ impl TlsSettings {
             }
             None => {}
         }
-        Ok(store)
+        Ok((store, anchors))
     }
 
     /// One line for logs and `veil doctor`: the mode and the check.
@@ -225,12 +235,50 @@ impl TlsSettings {
     }
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name on the
-/// certificate is not compared with the host (libpq's meaning).
+/// `verify-ca` and `verify-full` as libpq means them: webpki's chain check,
+/// with libpq's rules where webpki is stricter (`tls_names`). `verify-ca`
+/// does not compare the certificate's name with the host.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Libpq {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The certificates of `sslrootcert`, as DER.
+    anchors: Vec<CertificateDer<'static>>,
+    /// `verify-full`: the certificate must name the host.
+    check_name: bool,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl Libpq {
+    fn names_host(end_entity: &CertificateDer<'_>, server_name: &ServerName<'_>) -> bool {
+        let host = match server_name {
+            ServerName::DnsName(name) => name.as_ref().to_string(),
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            _ => return false,
+        };
+        CertificateNames::parse(end_entity).is_some_and(|names| names.names_host(&host))
+    }
+
+    /// A server certificate that is itself a trusted one: valid now, and
+    /// under `verify-full` naming the host.
+    fn trusted_as_it_is(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{BadEncoding, Expired, NotValidForName};
+        let names = CertificateNames::parse(end_entity)
+            .ok_or(rustls::Error::InvalidCertificate(BadEncoding))?;
+        if !names.valid_at(now.as_secs()) {
+            return Err(rustls::Error::InvalidCertificate(Expired));
+        }
+        if self.check_name && !Self::names_host(end_entity, server_name) {
+            return Err(rustls::Error::InvalidCertificate(NotValidForName));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+}
+
+impl ServerCertVerifier for Libpq {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -240,13 +288,26 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Err(rustls::Error::InvalidCertificate(
                 NotValidForName | NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name || Self::names_host(end_entity, server_name) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(_)
+                if self
+                    .anchors
+                    .iter()
+                    .any(|anchor| anchor.as_ref() == end_entity.as_ref()) =>
+            {
+                self.trusted_as_it_is(end_entity, server_name, now)
+            }
             other => other,
         }
     }
@@ -257,7 +318,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -266,11 +327,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 

@@ -254,3 +254,93 @@ async fn pgsslmode_and_pgsslrootcert_apply_without_a_url() {
     );
     assert_eq!(db.scalar("SELECT count(*) FROM user_logins"), "5");
 }
+
+/// One of the clusters for libpq's certificate rules (scripts/services.sh
+/// up tls): the CN-only certificate's, or the self-signed one's.
+struct RuleCluster {
+    port: u16,
+    dir: &'static str,
+}
+
+const CN_ONLY: RuleCluster = RuleCluster {
+    port: 5441,
+    dir: "/tmp/veil-pg-tls-cn-only",
+};
+const SELF_SIGNED: RuleCluster = RuleCluster {
+    port: 5442,
+    dir: "/tmp/veil-pg-tls-self-signed",
+};
+
+impl RuleCluster {
+    /// `veil migrate` against a fresh database of this cluster, reached as
+    /// `host` with `sslmode` and `sslrootcert` (a file of the cluster's
+    /// directory); the database is dropped afterwards.
+    fn migrate(&self, host: &str, sslmode: &str, root: &str) -> std::process::Output {
+        let name = format!("veil_rule_{}", rand::random::<u32>());
+        let admin = format!(
+            "postgres://postgres:{TLS_PASSWORD}@localhost:{}/postgres?sslmode=require",
+            self.port
+        );
+        let run = |sql: &str| {
+            let status = Command::new("psql")
+                .args([&admin, "-qc", sql])
+                .status()
+                .expect("psql");
+            assert!(status.success(), "{sql} (scripts/services.sh up tls)");
+        };
+        run(&format!("CREATE DATABASE {name}"));
+        let url = format!(
+            "postgres://postgres:{TLS_PASSWORD}@{host}:{}/{name}?sslmode={sslmode}&sslrootcert={}/{root}",
+            self.port, self.dir
+        );
+        let output = veil(&["migrate", "--database-url", &url], "", &[]);
+        run(&format!("DROP DATABASE {name} WITH (FORCE)"));
+        output
+    }
+}
+
+#[test]
+fn a_certificate_with_only_a_common_name_is_checked_against_it_as_libpq_does() {
+    let named = CN_ONLY.migrate("localhost", "verify-full", "ca.pem");
+    assert!(named.status.success(), "{}", text(&named.stderr));
+    assert!(text(&named.stdout).contains("schema ready"));
+
+    let other_name = CN_ONLY.migrate("127.0.0.1", "verify-full", "ca.pem");
+    assert_eq!(
+        other_name.status.code(),
+        Some(1),
+        "{}",
+        text(&other_name.stderr)
+    );
+    assert!(
+        text(&other_name.stderr).contains("name"),
+        "{}",
+        text(&other_name.stderr)
+    );
+    let chain_only = CN_ONLY.migrate("127.0.0.1", "verify-ca", "ca.pem");
+    assert!(chain_only.status.success(), "{}", text(&chain_only.stderr));
+}
+
+#[test]
+fn a_self_signed_server_certificate_that_is_its_own_trust_anchor_is_accepted() {
+    for sslmode in ["verify-full", "verify-ca"] {
+        let output = SELF_SIGNED.migrate("localhost", sslmode, "server.pem");
+        assert!(
+            output.status.success(),
+            "{sslmode}: {}",
+            text(&output.stderr)
+        );
+    }
+    let other_name = SELF_SIGNED.migrate("127.0.0.1", "verify-full", "server.pem");
+    assert_eq!(
+        other_name.status.code(),
+        Some(1),
+        "{}",
+        text(&other_name.stderr)
+    );
+    let chain_only = SELF_SIGNED.migrate("127.0.0.1", "verify-ca", "server.pem");
+    assert!(chain_only.status.success(), "{}", text(&chain_only.stderr));
+    // Trusting another certificate still refuses it.
+    let wrong = SELF_SIGNED.migrate("localhost", "verify-full", "ca.pem");
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong.stderr));
+}

@@ -1,6 +1,9 @@
 //! Sends COUNT bodies of BYTES bytes each (junk: `x` repeated, so veil
 //! quarantines them as `too_large`) to a queue, for `scripts/bench-memory.sh`.
 //! One body per call: ten large bodies exceed SendMessageBatch's size limit.
+//! Bodies over 256 KiB need a queue that takes them: it is created with
+//! `MaximumMessageSize` 1 MiB (SQS's largest) through LocalStack's JSON
+//! protocol (LocalStack does not check signatures).
 //!
 //! `cargo run --release --example send_large -- QUEUE_URL COUNT BYTES`
 
@@ -14,6 +17,20 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: send_large QUEUE_URL COUNT BYTES");
     };
     let (count, bytes): (usize, usize) = (count.parse()?, bytes.parse()?);
+    if bytes > 256 * 1024 {
+        // SendMessageBatch is limited to 256 KiB whatever the queue takes.
+        create_for_large_bodies(queue_url).await?;
+        for _ in 0..count {
+            local_call(
+                queue_url,
+                "SendMessage",
+                serde_json::json!({"QueueUrl": queue_url, "MessageBody": "x".repeat(bytes)}),
+            )
+            .await?;
+        }
+        println!("sent {count} bodies of {bytes} bytes to {queue_url}");
+        return Ok(());
+    }
     let sqs = SqsClient::connect(&QueueSettings::new(queue_url, ProtocolChoice::Auto)).await?;
     sqs.create_queue().await?;
     let body = "x".repeat(bytes);
@@ -27,5 +44,39 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(sent == count, "SQS accepted {sent} of {count}");
     println!("sent {count} bodies of {bytes} bytes to {queue_url}");
+    Ok(())
+}
+
+/// CreateQueue with a 1 MiB MaximumMessageSize, on LocalStack.
+async fn create_for_large_bodies(queue_url: &str) -> anyhow::Result<()> {
+    let name = queue_url.rsplit('/').next().unwrap_or_default();
+    local_call(
+        queue_url,
+        "CreateQueue",
+        serde_json::json!({"QueueName": name, "Attributes": {"MaximumMessageSize": "1048576"}}),
+    )
+    .await
+}
+
+/// One JSON-protocol SQS call to LocalStack, which does not check signatures.
+async fn local_call(queue_url: &str, action: &str, body: serde_json::Value) -> anyhow::Result<()> {
+    let url = url::Url::parse(queue_url)?;
+    let endpoint = format!("{}/", url.origin().ascii_serialization());
+    let reply = reqwest::Client::new()
+        .post(endpoint)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("AmazonSQS.{action}"))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(body.to_string())
+        .send()
+        .await?;
+    anyhow::ensure!(
+        reply.status().is_success(),
+        "{action}: {}",
+        reply.text().await?
+    );
     Ok(())
 }

@@ -3,7 +3,9 @@
 # bodies of BYTES bytes (default 400 x 250 KB: junk that is quarantined, sealed, as too_large),
 # side by side with a BASELINE veil binary on the same input, in interleaved rounds.
 #   BASELINE=path/to/older/veil scripts/bench-memory.sh
-# Env: COUNT (400), BYTES (250000), ROUNDS (3), PORT (4566), BASELINE (optional)
+# Env: COUNT (400), BYTES (250000; above 262144 the queue is made with SQS's 1 MiB limit),
+#      ROUNDS (3), PORT (4566), BASELINE (optional), RUN_FLAGS (extra `veil run` flags, e.g.
+#      "--max-in-flight-bytes 12582912" for the bound in bytes)
 # Needs: scripts/services.sh up postgres modern (this script runs it). Release build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,15 +27,16 @@ drain() {
   local q="http://localhost:$PORT/000000000000/bench-mem-$2-$$-$RANDOM" db
   "$SEND" "$q" "$COUNT" "$BYTES" >/dev/null
   db=$(fresh_db "veil_bench_mem_$2")
+  # shellcheck disable=SC2086 # RUN_FLAGS is a list of flags
   RUST_LOG=warn /usr/bin/time -f "%M %e" -o "$log/$2.time" "$1" run --until-empty --quiet --show-rows 0 \
-    --queue-url "$q" --database-url "$db" > "$log/$2.out"
+    --queue-url "$q" --database-url "$db" ${RUN_FLAGS:-} > "$log/$2.out"
   local recorded; recorded=$(psql "$db" -Atc "select count(*) from veil.quarantine")
   [[ "$recorded" == "$COUNT" ]] || { echo "$2 recorded $recorded of $COUNT" >&2; exit 1; }
   cat "$log/$2.time"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "machine: $(nproc) cores; drain $COUNT bodies of $BYTES bytes, default settings, $ROUNDS interleaved rounds"
+echo "machine: $(nproc) cores; drain $COUNT bodies of $BYTES bytes, settings: ${RUN_FLAGS:-defaults}, $ROUNDS interleaved rounds"
 for round in $(seq 1 "$ROUNDS"); do
   read -r kib wall < <(drain "$VEIL" veil)
   echo "$kib" >> "$log/veil.kib"

@@ -24,7 +24,7 @@ url="postgres://postgres:postgres@127.0.0.1:5432/$DB"
 psql "$url" -qc "DROP ROLE IF EXISTS $ROLE" 2>/dev/null || true
 psql "$url" -q -v ON_ERROR_STOP=1 -f sql/roles.sql -v pipeline="$ROLE" -v analyst=veil_soak_analyst -v revealer=veil_soak_revealer
 psql "$url" -qc "ALTER ROLE $ROLE LOGIN PASSWORD 'soak'"
-"$VEIL" seed --count 0 --queue-url "$QUEUE" >/dev/null
+RUST_LOG=warn "$VEIL" seed --count 0 --queue-url "$QUEUE" >/dev/null
 
 RUST_LOG=info "$VEIL" run --queue-url "$QUEUE" --housekeeping-interval-secs 2 \
   --database-url "postgres://$ROLE:soak@127.0.0.1:5432/$DB" 2> "$log/veil.log" &
@@ -33,7 +33,7 @@ sent=0; valid=0
 deadline=$(( $(date +%s) + MINUTES * 60 ))
 while (( $(date +%s) < deadline )); do
   kill -0 "$pid" 2>/dev/null || { echo "veil exited during the soak:" >&2; tail -5 "$log/veil.log" >&2; exit 1; }
-  out=$("$VEIL" seed --count "$WAVE" --bad-ratio 0.05 --queue-url "$QUEUE")
+  out=$(RUST_LOG=warn "$VEIL" seed --count "$WAVE" --bad-ratio 0.05 --queue-url "$QUEUE")
   junk=$(sed -n 's/^sent [0-9]* messages (\([0-9]*\) junk).*/\1/p' <<< "$out")
   sent=$((sent + WAVE)); valid=$((valid + WAVE - junk))
   for _ in $(seq 1 600); do   # each wave recorded within 60 s

@@ -137,7 +137,7 @@ impl Signer {
         let reply = read_reply(&mut response)
             .await
             .map_err(|e| SqsError::Transient(format!("{action}: reading reply: {e}")))?;
-        Ok((status, reply))
+        Ok((status, bytes::Bytes::from(reply)))
     }
 }
 
@@ -145,7 +145,7 @@ impl Signer {
 /// Content-Length. Collecting the chunks first and then copying them (what
 /// `Response::bytes` does) holds two copies at once: for a receive of ten
 /// 1 MiB bodies, 20 MiB that the in-flight bound does not see.
-async fn read_reply(response: &mut reqwest::Response) -> reqwest::Result<bytes::Bytes> {
+pub async fn read_reply(response: &mut reqwest::Response) -> reqwest::Result<Vec<u8>> {
     // A length above SQS's largest reply (ten 1 MiB messages, escaped) is
     // not believed for the allocation; the buffer grows if it must.
     const LARGEST_PLAUSIBLE_REPLY: u64 = 64 << 20;
@@ -157,7 +157,7 @@ async fn read_reply(response: &mut reqwest::Response) -> reqwest::Result<bytes::
     while let Some(chunk) = response.chunk().await? {
         reply.extend_from_slice(&chunk);
     }
-    Ok(bytes::Bytes::from(reply))
+    Ok(reply)
 }
 
 /// The HTTP client for our own SQS calls. SQS never redirects, and veil

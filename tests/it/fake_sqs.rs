@@ -209,3 +209,41 @@ async fn a_delete_refused_for_good_is_fatal_not_a_warning() {
     );
     assert!(seen.lock().unwrap().deleted.is_empty());
 }
+
+#[tokio::test]
+async fn a_reply_is_read_into_one_buffer_of_its_length_however_it_is_chunked() {
+    // 10 MiB in 64 KiB chunks, as a receive of ten 1 MiB bodies arrives.
+    const LENGTH: usize = 10 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = service_fn(|_request: Request<Incoming>| async {
+            let chunks = (0..LENGTH / 65536).map(|_| {
+                Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(vec![b'x'; 65536])))
+            });
+            let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .header("content-length", LENGTH)
+                    .body(body)
+                    .unwrap(),
+            )
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+
+    let mut response = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    let reply = veil::sqs::read_reply(&mut response).await.unwrap();
+
+    assert_eq!(reply.len(), LENGTH);
+    assert_eq!(
+        reply.capacity(),
+        LENGTH,
+        "one allocation of the announced length: no second copy, no regrowth"
+    );
+}

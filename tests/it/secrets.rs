@@ -135,6 +135,34 @@ fn secret_args(queue: &TestQueue, db_secret: &str, key_secret: &str) -> Vec<Stri
     .to_vec()
 }
 
+/// Starts `veil` with these arguments, Secrets Manager on LocalStack, and
+/// neither VEIL_KEY nor DATABASE_URL; output piped.
+fn spawn_with_secrets(args: &[String]) -> std::process::Child {
+    std::process::Command::new(veil_binary())
+        .args(args)
+        .envs(secrets_endpoint())
+        .env_remove("VEIL_KEY")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Entries in the ledger of `db` (0 before veil made it).
+fn ledger_entries(db: &TlsDb) -> i64 {
+    let made = psql(
+        &db.name,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'veil' AND tablename = 'ledger'",
+    );
+    if made != "1" {
+        return 0;
+    }
+    psql(&db.name, "SELECT count(*) FROM veil.ledger")
+        .parse()
+        .unwrap_or(0)
+}
+
 fn secrets_endpoint() -> Vec<(String, String)> {
     vec![(
         "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_string(),
@@ -210,26 +238,10 @@ async fn a_rotated_password_is_followed_by_reading_the_secret_again() {
         ]
         .map(String::from),
     );
-    let child = std::process::Command::new(veil_binary())
-        .args(&args)
-        .envs(secrets_endpoint())
-        .env_remove("VEIL_KEY")
-        .env_remove("DATABASE_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let recorded = || {
-        psql(&db.name, "SELECT count(*) FROM veil.ledger")
-            .parse::<i64>()
-            .unwrap_or(0)
-    };
+    let child = spawn_with_secrets(&args);
+    let recorded = || ledger_entries(db);
     wait_until("some rows before the rotation", || async {
-        psql(
-            &db.name,
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'veil' AND tablename = 'ledger'",
-        ) == "1"
-            && recorded() >= 40
+        recorded() >= 40
     })
     .await;
 
@@ -335,20 +347,8 @@ async fn a_rotation_seen_before_the_secret_changes_is_ridden_out_and_fatal_only_
     let mut args = secret_args(&queue, db_secret, key_secret);
     args.retain(|arg| arg != "--until-empty");
     args.extend(["--http-addr".into(), format!("127.0.0.1:{port}")]);
-    let child = std::process::Command::new(veil_binary())
-        .args(&args)
-        .envs(secrets_endpoint())
-        .env_remove("VEIL_KEY")
-        .env_remove("DATABASE_URL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let recorded = || {
-        psql(&db.name, "SELECT count(*) FROM veil.ledger")
-            .parse::<i64>()
-            .unwrap_or(0)
-    };
+    let child = spawn_with_secrets(&args);
+    let recorded = || ledger_entries(db);
     let ready = || async {
         reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
             .await
@@ -356,14 +356,7 @@ async fn a_rotation_seen_before_the_secret_changes_is_ridden_out_and_fatal_only_
             .map(|response| response.status().as_u16())
     };
     queue.seed(10, 0.0, 151).await;
-    wait_until("the first wave", || async {
-        psql(
-            &db.name,
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'veil' AND tablename = 'ledger'",
-        ) == "1"
-            && recorded() == 10
-    })
-    .await;
+    wait_until("the first wave", || async { recorded() == 10 }).await;
 
     // The role's password changes first; the secret lags behind (RDS sets
     // the password, then finishes the secret). The sessions end.

@@ -15,7 +15,8 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use zeroize::Zeroizing;
 
-use crate::postgres::IAM_TOKEN_LIFETIME;
+/// How long an RDS IAM authentication token is valid.
+pub const IAM_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Where a signature is valid: one service in one region.
 #[derive(Debug, Clone, Copy)]

@@ -12,6 +12,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::batch::WriterStatements;
+use super::failure::WriteError;
 use super::login::Login;
 use super::tls::{SslMode, TlsSettings};
 use crate::error::ConfigError;
@@ -49,6 +50,20 @@ pub enum ConnectError {
         #[source]
         error: tokio_postgres::Error,
     },
+}
+
+/// What a failed connection means for a writer.
+impl From<ConnectError> for WriteError {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::Postgres(error) => error.into(),
+            ConnectError::Login(error) => WriteError::Login(error),
+            // A rotation under way: back off and read the secret again.
+            refused @ ConnectError::SecretRefused { .. } => {
+                WriteError::Login(anyhow::Error::new(refused))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for DatabaseSettings {

@@ -41,19 +41,6 @@ pub enum WriteError {
     Login(anyhow::Error),
 }
 
-impl From<super::ConnectError> for WriteError {
-    fn from(error: super::ConnectError) -> Self {
-        match error {
-            super::ConnectError::Postgres(error) => error.into(),
-            super::ConnectError::Login(error) => WriteError::Login(error),
-            // A rotation under way: back off and read the secret again.
-            refused @ super::ConnectError::SecretRefused { .. } => {
-                WriteError::Login(anyhow::Error::new(refused))
-            }
-        }
-    }
-}
-
 impl WriteError {
     /// Whether the same batch may succeed on a later attempt.
     pub fn is_transient(&self) -> bool {

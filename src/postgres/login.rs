@@ -12,7 +12,7 @@
 //! Secret values live in zeroizing buffers and are never logged.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use tokio_postgres::Config;
 use zeroize::Zeroizing;
 
 /// How long an RDS IAM token is valid.
-pub const IAM_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+pub use crate::sigv4::IAM_TOKEN_LIFETIME;
 
 /// Where the login comes from.
 #[derive(Clone, Debug, Default)]
@@ -293,6 +293,7 @@ pub fn region_of_rds_host(host: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn an_rds_secret_fills_the_connection_and_takes_ports_as_numbers_or_text() {

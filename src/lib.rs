@@ -18,7 +18,8 @@
 //!   own small signed clients), with protocol detection.
 //! - `postgres`: schema, reconnecting connection, batch writer + ledger,
 //!   the audit, the partitions of the growing tables and their
-//!   housekeeping (`partitions`, `maintain`), find/forget SQL.
+//!   housekeeping (`partitions`, `maintain`), find/forget SQL, and the
+//!   rights each feature needs, read from the catalog (`rights`).
 //! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown,
 //!   and the loops beside it (heartbeat, queue depth, housekeeping).
 //! - `commands`: one function per subcommand; `main.rs` only dispatches.

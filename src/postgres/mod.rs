@@ -4,7 +4,8 @@
 //! that records rows, quarantine entries and ledger entries in one
 //! transaction, what a failed write means (`failure`), the audit, and
 //! the partitions of the growing tables with their housekeeping
-//! (`partitions`, `maintain`).
+//! (`partitions`, `maintain`), and what the connected role may do
+//! (`rights`). TLS follows libpq where rustls is stricter (`tls_names`).
 
 pub mod audit;
 mod batch;

@@ -143,18 +143,23 @@ fn siv_mask(key: &MaskKey, field: Field, value: &str) -> String {
     )
 }
 
-/// The HMAC-SHA256 mask (`hmac1.`) of a value under one key.
-fn hmac_mask(key: &MaskKey, field: Field, value: &str) -> String {
-    let derived = hmac_key(key);
+/// HMAC-SHA256 under `derived` of `label`, a NUL, and `value`.
+fn keyed_digest(derived: &[u8], label: &[u8], value: &str) -> [u8; 32] {
     let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(&derived).expect("HMAC accepts any key length");
-    mac.update(field.associated_data());
+        <Hmac<Sha256> as Mac>::new_from_slice(derived).expect("HMAC accepts any key length");
+    mac.update(label);
     mac.update(&[0]);
     mac.update(value.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// The HMAC-SHA256 mask (`hmac1.`) of a value under one key.
+fn hmac_mask(key: &MaskKey, field: Field, value: &str) -> String {
+    let digest = keyed_digest(&hmac_key(key), field.associated_data(), value);
     format!(
         "{HMAC_PREFIX}.{}.{}",
         key.id(),
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        URL_SAFE_NO_PAD.encode(digest)
     )
 }
 
@@ -176,13 +181,7 @@ impl Keyring {
     /// whether a given value was looked up by computing it again.
     pub fn audit_fingerprint(&self, field: &str, value: &str) -> String {
         let key = self.active();
-        let derived = fingerprint_key(key);
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&derived).expect("HMAC accepts any key length");
-        mac.update(field.as_bytes());
-        mac.update(&[0]);
-        mac.update(value.as_bytes());
-        let digest = mac.finalize().into_bytes();
+        let digest = keyed_digest(&fingerprint_key(key), field.as_bytes(), value);
         format!(
             "{FINGERPRINT_PREFIX}.{}.{}",
             key.id(),

@@ -104,12 +104,13 @@ impl Target {
         }
     }
 
+    /// A JSON object or array is searched leaf by leaf (its text holds
+    /// nothing its leaves do not); anything else as text.
     fn held_by_text(&self, text: &str, depth: u8) -> bool {
-        if depth > 0 {
+        let container = text.trim_start().starts_with(['{', '[']);
+        if depth > 0 && container {
             if let Some(leaves) = json_leaves(text) {
-                if leaves.iter().any(|leaf| self.held_by_text(leaf, depth - 1)) {
-                    return true;
-                }
+                return leaves.iter().any(|leaf| self.held_by_text(leaf, depth - 1));
             }
         }
         match self {

@@ -279,7 +279,8 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     let report = postgres::maintain::maintain(client, &policy, wait).await?;
     if report.skipped {
         return Err(crate::error::LockHeld(format!(
-            "another veil held the housekeeping lock{}; nothing was done. It is doing the same pass;              pass --wait-secs to wait for it",
+            "another veil held the housekeeping lock{}; nothing was done. It is doing the same pass; \
+             pass --wait-secs to wait for it",
             if args.wait_secs > 0 {
                 format!(" for more than {} s", args.wait_secs)
             } else {

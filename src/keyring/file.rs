@@ -76,17 +76,15 @@ pub fn read_key_file(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
     // (and reallocates) the buffer unless the file grew meanwhile.
     let mut bytes = Zeroizing::new(Vec::with_capacity(expected.saturating_add(1)));
     file.read_to_end(&mut bytes).map_err(io(path))?;
-    let invalid = || KeyFileError::Invalid {
-        path: path.to_path_buf(),
-        reason: "it is not UTF-8 text".into(),
-    };
-    std::str::from_utf8(&bytes).map_err(|_| invalid())?;
-    // The checked bytes move into the String: no copy is made.
+    // The bytes move into the String, no copy; refused, they are zeroed.
     String::from_utf8(std::mem::take(&mut *bytes))
         .map(Zeroizing::new)
         .map_err(|error| {
             drop(Zeroizing::new(error.into_bytes()));
-            invalid()
+            KeyFileError::Invalid {
+                path: path.to_path_buf(),
+                reason: "it is not UTF-8 text".into(),
+            }
         })
 }
 

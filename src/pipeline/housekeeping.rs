@@ -37,51 +37,48 @@ fn delegate(metrics: &Metrics, lacking: &Lacking) {
         return;
     }
     let owner = lacking.who_may();
+    let role = if lacking.role.is_empty() {
+        "this role".to_string()
+    } else {
+        format!("role {}", lacking.role)
+    };
     tracing::warn!(
         role = %lacking.role,
         lacks = %lacking.list(),
-        "housekeeping delegated: role {} lacks {}, so this veil leaves partitions to `veil maintain` \
+        "housekeeping delegated: {role} lacks {}, so this veil leaves partitions to `veil maintain` \
          run by {owner} (a cron job, a Kubernetes CronJob, a scheduled ECS task). \
          veil keeps recording; until maintain runs, rows of days without a partition land in the default \
          partitions and nothing old is dropped",
-        lacking.role,
         lacking.list(),
     );
 }
 
-/// One pass on `client`; logs and counts it. Returns false when
-/// housekeeping is delegated (the role lacks the rights), so the caller
-/// stops trying.
+/// One pass on `client`; logs and counts it. When the role lacks the
+/// rights, housekeeping becomes delegated (`Metrics::housekeeping_delegated`)
+/// and later passes do nothing.
 pub async fn pass(
     client: &mut tokio_postgres::Client,
     policy: &HousekeepingPolicy,
     metrics: &Metrics,
-) -> bool {
+) {
     if metrics.housekeeping_delegated.load(Ordering::Relaxed) {
-        return false;
+        return;
     }
     match missing_rights(client, policy).await {
-        Ok(lacking) if !lacking.is_empty() => {
-            delegate(metrics, &lacking);
-            return false;
-        }
+        Ok(lacking) if !lacking.is_empty() => return delegate(metrics, &lacking),
         Ok(_) => {}
         Err(error) => {
             metrics.housekeeping_runs.add("failed", 1);
             tracing::warn!(error = %crate::error::error_chain(&error), "housekeeping could not read its rights; trying again at the next interval");
-            return true;
+            return;
         }
     }
     match maintain(client, policy, Duration::ZERO).await {
         Ok(report) if report.skipped => {
             metrics.housekeeping_runs.add("skipped", 1);
             tracing::debug!("{}", describe(&report));
-            true
         }
-        Ok(report) => {
-            count(metrics, &report);
-            true
-        }
+        Ok(report) => count(metrics, &report),
         Err(error) if lacks_privilege(&error) => {
             metrics.housekeeping_runs.add("failed", 1);
             let lacking = Lacking {
@@ -89,12 +86,10 @@ pub async fn pass(
                 ..Lacking::default()
             };
             delegate(metrics, &lacking);
-            false
         }
         Err(error) => {
             metrics.housekeeping_runs.add("failed", 1);
             tracing::warn!(error = %crate::error::error_chain(&error), "housekeeping failed; trying again at the next interval");
-            true
         }
     }
 }
@@ -186,7 +181,7 @@ pub async fn housekeeping_loop(
                 continue;
             }
         };
-        // A delegated pass parks the loop at the top of the next round.
+        // A pass that delegated parks the loop at the top of the next round.
         pass(client, &policy, &metrics).await;
     }
 }

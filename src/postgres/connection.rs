@@ -127,13 +127,9 @@ impl DatabaseSettings {
     /// Opens one connection, TLS as `sslmode` says, logged in as the login
     /// says (a secret is read again once if Postgres refuses it), and
     /// drives it in the background.
-    pub async fn open(&self) -> Result<Client, ConnectError> {
-        Ok(self.open_described().await?.0)
-    }
-
-    /// `open`, and `host:port/dbname as user` of the endpoint it connected
-    /// to (a secret's host and port replace the URL's).
-    pub async fn open_described(&self) -> Result<(Client, String), ConnectError> {
+    /// Returns it with `host:port/dbname as user` of the endpoint it
+    /// connected to (a secret's host and port replace the URL's).
+    pub async fn open(&self) -> Result<(Client, String), ConnectError> {
         let mut config = self.config.clone();
         self.login
             .apply(&mut config, false)
@@ -290,7 +286,7 @@ impl Database {
     pub async fn client(&mut self) -> Result<&mut Client, ConnectError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.statements = None;
-            let (client, endpoint) = self.settings.open_described().await?;
+            let (client, endpoint) = self.settings.open().await?;
             if let Some(limits) = self.limits {
                 client.batch_execute(&limits.sql()).await?;
             }

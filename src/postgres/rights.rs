@@ -68,11 +68,31 @@ impl Right {
     }
 
     fn on_table(privilege: &str, table: &str) -> Right {
+        Right::on_relation(
+            format!("{privilege} on {table}"),
+            "has_table_privilege",
+            privilege,
+            table,
+        )
+    }
+
+    fn on_sequence(privilege: &str, sequence: &str) -> Right {
+        Right::on_relation(
+            format!("{privilege} on sequence {sequence}"),
+            "has_sequence_privilege",
+            privilege,
+            sequence,
+        )
+    }
+
+    /// A privilege on a relation, checked by `function` (a
+    /// `has_*_privilege` taking the relation's oid).
+    fn on_relation(what: String, function: &str, privilege: &str, name: &str) -> Right {
         Right {
-            what: format!("{privilege} on {table}"),
+            what,
             check: format!(
-                "has_table_privilege(to_regclass('{}')::oid, '{privilege}')",
-                literal(table)
+                "{function}(to_regclass('{}')::oid, '{privilege}')",
+                literal(name)
             ),
         }
     }
@@ -100,13 +120,6 @@ impl Right {
                 "has_schema_privilege(to_regnamespace('{}')::oid, '{privilege}')",
                 literal(schema)
             ),
-        }
-    }
-
-    fn on_sequence(privilege: &str, sequence: &str) -> Right {
-        Right {
-            what: format!("{privilege} on sequence {sequence}"),
-            check: format!("has_sequence_privilege(to_regclass('{sequence}')::oid, '{privilege}')"),
         }
     }
 }

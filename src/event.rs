@@ -64,11 +64,20 @@ pub enum RejectReason {
     DbRejected,
     /// Delivered more than --max-receives times without being recorded.
     TooManyReceives,
+    /// Matches no contract's `match` (a routed queue).
+    UnknownType,
+    /// A value not in its column's format: `pattern`, a date, a timestamp,
+    /// a uuid, a number in a string.
+    BadFormat,
+    /// A value outside its column's `enum`.
+    BadValue,
+    /// A number outside its column's `min`/`max` or its SQL type.
+    OutOfRange,
 }
 
 impl RejectReason {
     /// Every reason, for docs and metrics.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::NotJson,
         RejectReason::WrongShape,
         RejectReason::MissingField,
@@ -80,6 +89,10 @@ impl RejectReason {
         RejectReason::TooLarge,
         RejectReason::DbRejected,
         RejectReason::TooManyReceives,
+        RejectReason::UnknownType,
+        RejectReason::BadFormat,
+        RejectReason::BadValue,
+        RejectReason::OutOfRange,
     ];
 
     /// The stable code stored in `veil.quarantine.reason`.
@@ -96,6 +109,10 @@ impl RejectReason {
             RejectReason::TooLarge => "too_large",
             RejectReason::DbRejected => "db_rejected",
             RejectReason::TooManyReceives => "too_many_receives",
+            RejectReason::UnknownType => "unknown_type",
+            RejectReason::BadFormat => "bad_format",
+            RejectReason::BadValue => "bad_value",
+            RejectReason::OutOfRange => "out_of_range",
         }
     }
 }

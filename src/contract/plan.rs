@@ -1,0 +1,820 @@
+//! The compiled contract: what the parser, the masks, the writer and the
+//! commands use. `compile` is the one place a contract file's meaning is
+//! checked; it refuses unsafe or contradictory choices (a PII-looking
+//! column without a mask, a mask column too narrow for its mask, a `date`
+//! from a non-date source, two contracts that route the same bodies) with
+//! a message naming the contract, the column and the fix.
+
+use regex::Regex;
+
+use super::format::{ColumnFile, ContractFile};
+use crate::error::ConfigError;
+use crate::keyring::MAX_KEY_ID_CHARS;
+
+/// Longest plaintext (bytes) of an AES-SIV column when the contract gives
+/// no `max_bytes`: its mask then fits varchar(256) with any key id.
+pub const DEFAULT_SIV_MAX_BYTES: usize = crate::mask::MAX_MASKED_VALUE_BYTES;
+
+/// Every contract veil runs with, in routing order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The contracts; a body goes to the first whose `match` holds.
+    pub contracts: Vec<Contract>,
+}
+
+/// One compiled contract.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: u32,
+    /// Where its rows go.
+    pub table: TableName,
+    /// Which bodies it takes (`None`: every body that reaches it).
+    pub route: Option<Route>,
+    /// Its columns, in table order.
+    pub columns: Vec<Column>,
+    /// The order columns are checked in: required ones first (missing data
+    /// is the most useful reason), each group in table order.
+    pub check_order: Vec<usize>,
+}
+
+/// A table name, optionally schema-qualified; both parts are plain
+/// identifiers (checked), so they are quoted as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    /// The schema (`None`: the first of `search_path`).
+    pub schema: Option<String>,
+    /// The table.
+    pub name: String,
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// `match`: the value at `pointer` must be the string `equals`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// A JSON pointer into the body.
+    pub pointer: String,
+    /// The discriminator's value.
+    pub equals: String,
+}
+
+/// One column, checked.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Its name in the table.
+    pub name: String,
+    /// Where its value comes from.
+    pub source: ColumnSource,
+    /// The value's type.
+    pub column_type: ColumnType,
+    /// Absent, null or empty is `missing_field`.
+    pub required: bool,
+    /// Accept another JSON type that converts exactly.
+    pub coerce: bool,
+    /// What is done to a text before its checks.
+    pub normalize: Normalize,
+    /// Most characters.
+    pub max_chars: Option<usize>,
+    /// Most UTF-8 bytes.
+    pub max_bytes: Option<usize>,
+    /// The whole value must match.
+    pub pattern: Option<Regex>,
+    /// The only values allowed.
+    pub allowed: Option<Vec<String>>,
+    /// Smallest number allowed.
+    pub min: Option<f64>,
+    /// Largest number allowed.
+    pub max: Option<f64>,
+    /// The mask, for a PII column.
+    pub pii: Option<Pii>,
+    /// The column's SQL type.
+    pub sql_type: String,
+}
+
+/// Where a column's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnSource {
+    /// An RFC 6901 JSON pointer into the body.
+    Body(String),
+    /// The SQS message id.
+    MessageId,
+    /// The SQS SentTimestamp.
+    SentTimestamp,
+}
+
+/// A column's value type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// A JSON string.
+    Text,
+    /// A JSON integer within int4.
+    Integer,
+    /// A JSON integer within int8.
+    Bigint,
+    /// Any JSON number.
+    Numeric,
+    /// true or false.
+    Boolean,
+    /// "YYYY-MM-DD", or the UTC date of an SQS timestamp.
+    Date,
+    /// RFC 3339, or an SQS timestamp.
+    Timestamptz,
+    /// A UUID string, stored lower-case.
+    Uuid,
+    /// An IPv4 or IPv6 address, canonicalized.
+    Ip,
+    /// The first number of a dotted version ("2.3.0" -> 2).
+    VersionMajor,
+    /// Any JSON value but null, stored as it is.
+    Jsonb,
+}
+
+impl ColumnType {
+    /// Every type with its name in the contract file.
+    pub const ALL: [(ColumnType, &'static str); 11] = [
+        (ColumnType::Text, "text"),
+        (ColumnType::Integer, "integer"),
+        (ColumnType::Bigint, "bigint"),
+        (ColumnType::Numeric, "numeric"),
+        (ColumnType::Boolean, "boolean"),
+        (ColumnType::Date, "date"),
+        (ColumnType::Timestamptz, "timestamptz"),
+        (ColumnType::Uuid, "uuid"),
+        (ColumnType::Ip, "ip"),
+        (ColumnType::VersionMajor, "version_major"),
+        (ColumnType::Jsonb, "jsonb"),
+    ];
+
+    /// The name in the contract file.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map_or("text", |(_, name)| name)
+    }
+
+    fn of_name(name: &str) -> Option<ColumnType> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
+    }
+
+    fn is_number(self) -> bool {
+        matches!(
+            self,
+            ColumnType::Integer | ColumnType::Bigint | ColumnType::Numeric
+        )
+    }
+
+    /// The SQL type of an unmasked column.
+    fn default_sql_type(self, max_chars: Option<usize>) -> String {
+        match self {
+            ColumnType::Text => max_chars.map_or("text".to_string(), |n| format!("varchar({n})")),
+            ColumnType::Integer | ColumnType::VersionMajor => "integer".into(),
+            ColumnType::Bigint => "bigint".into(),
+            ColumnType::Numeric => "numeric".into(),
+            ColumnType::Boolean => "boolean".into(),
+            ColumnType::Date => "date".into(),
+            ColumnType::Timestamptz => "timestamptz".into(),
+            ColumnType::Uuid => "uuid".into(),
+            ColumnType::Ip => "inet".into(),
+            ColumnType::Jsonb => "jsonb".into(),
+        }
+    }
+}
+
+/// What is done to a text before it is checked and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    /// Nothing.
+    None,
+    /// Lower-cased (Unicode).
+    Lowercase,
+    /// Leading and trailing white space removed.
+    Trim,
+}
+
+/// How a PII column is masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskKind {
+    /// AES-SIV: deterministic, reversible with the key.
+    Siv,
+    /// HMAC-SHA256: deterministic, irreversible.
+    Hmac,
+}
+
+/// A PII column's mask: its kind and the domain bound into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pii {
+    /// AES-SIV or HMAC.
+    pub kind: MaskKind,
+    /// Masks of one domain compare equal across columns and contracts.
+    pub domain: String,
+    /// `veil/<domain>/v1`: the associated data (AES-SIV) or label (HMAC).
+    pub associated_data: Vec<u8>,
+}
+
+/// Words that, in a column's name or its pointer's last part, say the
+/// value is personal data: such a column needs `pii`, or `pii: none` to
+/// store it in clear on purpose.
+const PII_WORDS: [&str; 16] = [
+    "email",
+    "phone",
+    "ip",
+    "ip_address",
+    "ssn",
+    "device_id",
+    "address",
+    "street",
+    "first_name",
+    "last_name",
+    "full_name",
+    "birth_date",
+    "date_of_birth",
+    "card_number",
+    "iban",
+    "passport",
+];
+
+/// The longest mask of a value of `max_bytes` bytes (any key id).
+pub fn mask_chars(kind: MaskKind, max_bytes: usize) -> usize {
+    let header = crate::mask::SIV_PREFIX
+        .len()
+        .max(crate::mask::HMAC_PREFIX.len())
+        + MAX_KEY_ID_CHARS
+        + 2;
+    match kind {
+        // base64url without padding of the 16-byte tag and the ciphertext
+        MaskKind::Siv => header + (16 + max_bytes).div_ceil(3) * 4,
+        MaskKind::Hmac => header + 43,
+    }
+}
+
+impl Plan {
+    /// Compiles and checks contracts, in routing order.
+    pub fn compile(files: &[(String, ContractFile)]) -> Result<Plan, ConfigError> {
+        if files.is_empty() {
+            return Err(ConfigError("no contract given".into()));
+        }
+        let contracts = files
+            .iter()
+            .map(|(origin, file)| {
+                compile_contract(file).map_err(|problem| {
+                    ConfigError(format!(
+                        "contract {:?} ({origin}): {problem}",
+                        file.contract
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        check_together(&contracts)?;
+        Ok(Plan { contracts })
+    }
+
+    /// The contract named `name`.
+    pub fn contract(&self, name: &str) -> Option<&Contract> {
+        self.contracts.iter().find(|c| c.name == name)
+    }
+
+    /// Every PII domain of the plan with its kind, once each.
+    pub fn domains(&self) -> Vec<&Pii> {
+        let mut domains: Vec<&Pii> = Vec::new();
+        for pii in self
+            .contracts
+            .iter()
+            .flat_map(|c| c.columns.iter())
+            .filter_map(|c| c.pii.as_ref())
+        {
+            if !domains.iter().any(|d| d.domain == pii.domain) {
+                domains.push(pii);
+            }
+        }
+        domains
+    }
+}
+
+/// What holds across contracts: unique names and tables, routes that
+/// cannot take the same body, a catch-all only last, one kind per domain.
+fn check_together(contracts: &[Contract]) -> Result<(), ConfigError> {
+    for (index, contract) in contracts.iter().enumerate() {
+        let earlier = &contracts[..index];
+        if earlier.iter().any(|c| c.name == contract.name) {
+            return Err(ConfigError(format!(
+                "two contracts are named {:?}: names must be unique",
+                contract.name
+            )));
+        }
+        if let Some(other) = earlier.iter().find(|c| c.table == contract.table) {
+            return Err(ConfigError(format!(
+                "contracts {:?} and {:?} both write table {}: give each its own `table`",
+                other.name, contract.name, contract.table
+            )));
+        }
+        if let Some(catch_all) = earlier.iter().find(|c| c.route.is_none()) {
+            return Err(ConfigError(format!(
+                "contract {:?} has no `match`, so it takes every body and {:?} after it would never \
+                 get one: give {:?} a `match`, or put it last",
+                catch_all.name, contract.name, catch_all.name
+            )));
+        }
+        if let (Some(route), true) = (&contract.route, index > 0) {
+            let same = earlier.iter().find(|c| {
+                c.route
+                    .as_ref()
+                    .is_some_and(|r| r.pointer == route.pointer && r.equals == route.equals)
+            });
+            if let Some(other) = same {
+                return Err(ConfigError(format!(
+                    "contracts {:?} and {:?} both match {} = {:?}: a body can go to one contract only",
+                    other.name, contract.name, route.pointer, route.equals
+                )));
+            }
+        }
+    }
+    let all_pii = contracts
+        .iter()
+        .flat_map(|c| c.columns.iter().map(move |col| (c, col)));
+    let mut seen: Vec<(&Contract, &Column, &Pii)> = Vec::new();
+    for (contract, column) in all_pii {
+        let Some(pii) = &column.pii else { continue };
+        if let Some((other_contract, other, _)) = seen
+            .iter()
+            .find(|(_, _, p)| p.domain == pii.domain && p.kind != pii.kind)
+        {
+            return Err(ConfigError(format!(
+                "domain {:?} is masked with {} in {}.{} and {} in {}.{}: masks of one domain must be of one \
+                 kind to compare equal; use one `pii` for both, or give one its own `domain`",
+                pii.domain,
+                kind_name(other.pii.as_ref().map_or(MaskKind::Siv, |p| p.kind)),
+                other_contract.name,
+                other.name,
+                kind_name(pii.kind),
+                contract.name,
+                column.name
+            )));
+        }
+        seen.push((contract, column, pii));
+    }
+    Ok(())
+}
+
+/// The name of a mask kind in the contract file.
+pub fn kind_name(kind: MaskKind) -> &'static str {
+    match kind {
+        MaskKind::Siv => "siv",
+        MaskKind::Hmac => "hmac",
+    }
+}
+
+/// A plain SQL identifier: lower-case letters, digits, underscores, not
+/// starting with a digit, at most 63 bytes (Postgres truncates longer ones).
+fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && text.len() <= 63
+}
+
+fn identifier(what: &str, text: &str) -> Result<String, String> {
+    if is_identifier(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{what} {text:?} is not a plain SQL identifier: use lower-case letters, digits and _ \
+             (at most 63), starting with a letter"
+        ))
+    }
+}
+
+fn pointer(what: &str, text: &str) -> Result<String, String> {
+    if text.is_empty() || text.starts_with('/') {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{what} {text:?} is not a JSON pointer (RFC 6901): it starts with '/', as in /user/email"
+        ))
+    }
+}
+
+fn compile_contract(file: &ContractFile) -> Result<Contract, String> {
+    let name = identifier("the contract name", &file.contract)?;
+    let table = match &file.table {
+        None => TableName {
+            schema: None,
+            name: name.clone(),
+        },
+        Some(text) => match text.split_once('.') {
+            Some((schema, table)) => TableName {
+                schema: Some(identifier("the table's schema", schema)?),
+                name: identifier("the table name", table)?,
+            },
+            None => TableName {
+                schema: None,
+                name: identifier("the table name", text)?,
+            },
+        },
+    };
+    let route = match &file.match_rule {
+        Some(rule) => Some(Route {
+            pointer: pointer("match.field", &rule.field)?,
+            equals: rule.equals.clone(),
+        }),
+        None => None,
+    };
+    if file.columns.is_empty() {
+        return Err("it has no columns".into());
+    }
+    let mut columns: Vec<Column> = Vec::with_capacity(file.columns.len());
+    for column_file in &file.columns {
+        let column = compile_column(column_file)
+            .map_err(|problem| format!("column {:?}: {problem}", column_file.name))?;
+        if columns.iter().any(|c| c.name == column.name) {
+            return Err(format!("column {:?} appears twice", column.name));
+        }
+        columns.push(column);
+    }
+    if !columns
+        .iter()
+        .any(|c| matches!(c.source, ColumnSource::Body(_)))
+    {
+        return Err("no column reads the body (`from`): every event would look alike".into());
+    }
+    let check_order = (0..columns.len())
+        .filter(|&i| columns[i].required)
+        .chain((0..columns.len()).filter(|&i| !columns[i].required))
+        .collect();
+    Ok(Contract {
+        name,
+        version: file.version,
+        table,
+        route,
+        columns,
+        check_order,
+    })
+}
+
+fn compile_column(file: &ColumnFile) -> Result<Column, String> {
+    let name = identifier("the name", &file.name)?;
+    let column_type = ColumnType::of_name(&file.type_name).ok_or_else(|| {
+        let names: Vec<&str> = ColumnType::ALL.iter().map(|(_, n)| *n).collect();
+        format!(
+            "type {:?} is not one of {}",
+            file.type_name,
+            names.join(", ")
+        )
+    })?;
+    let source = source_of(file, column_type)?;
+    let normalize = match file.normalize.as_deref() {
+        None | Some("none") => Normalize::None,
+        Some("lowercase") => Normalize::Lowercase,
+        Some("trim") => Normalize::Trim,
+        Some(other) => {
+            return Err(format!(
+                "normalize {other:?} is not one of lowercase, trim, none"
+            ))
+        }
+    };
+    let text_only = |key: &str, set: bool| -> Result<(), String> {
+        if set && column_type != ColumnType::Text {
+            Err(format!(
+                "`{key}` applies to text columns only (this one is {})",
+                column_type.name()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    text_only("normalize", normalize != Normalize::None)?;
+    text_only("pattern", file.pattern.is_some())?;
+    text_only("enum", file.allowed.is_some())?;
+    if (file.max_chars.is_some() || file.max_bytes.is_some())
+        && !matches!(column_type, ColumnType::Text | ColumnType::Jsonb)
+    {
+        return Err(format!(
+            "`max_chars`/`max_bytes` apply to text and jsonb columns (this one is {})",
+            column_type.name()
+        ));
+    }
+    if (file.min.is_some() || file.max.is_some()) && !column_type.is_number() {
+        return Err(format!(
+            "`min`/`max` apply to integer, bigint and numeric columns (this one is {})",
+            column_type.name()
+        ));
+    }
+    if let (Some(min), Some(max)) = (file.min, file.max) {
+        if min > max {
+            return Err(format!("min {min} is above max {max}: no value could pass"));
+        }
+    }
+    if file.coerce && !matches!(source, ColumnSource::Body(_)) {
+        return Err("`coerce` applies to values read from the body".into());
+    }
+    let pattern = match &file.pattern {
+        Some(text) => Some(
+            Regex::new(&format!("^(?:{text})$")).map_err(|error| format!("pattern: {error}"))?,
+        ),
+        None => None,
+    };
+    let pii = pii_of(file, &name, column_type)?;
+    let max_bytes = match (&pii, file.max_bytes) {
+        (
+            Some(Pii {
+                kind: MaskKind::Siv,
+                ..
+            }),
+            None,
+        ) if column_type == ColumnType::Text => Some(DEFAULT_SIV_MAX_BYTES),
+        (_, max_bytes) => max_bytes,
+    };
+    let sql_type = sql_type_of(file, column_type, pii.as_ref(), max_bytes)?;
+    Ok(Column {
+        name,
+        source,
+        column_type,
+        required: file.required,
+        coerce: file.coerce,
+        normalize,
+        max_chars: file.max_chars,
+        max_bytes,
+        pattern,
+        allowed: file.allowed.clone(),
+        min: file.min,
+        max: file.max,
+        pii,
+        sql_type,
+    })
+}
+
+fn source_of(file: &ColumnFile, column_type: ColumnType) -> Result<ColumnSource, String> {
+    let source = match (&file.from, &file.sqs) {
+        (Some(from), None) => ColumnSource::Body(pointer("from", from)?),
+        (None, Some(fact)) => match fact.as_str() {
+            "message_id" => ColumnSource::MessageId,
+            "sent_timestamp" => ColumnSource::SentTimestamp,
+            "approximate_first_receive_timestamp" => return Err(
+                "sqs: approximate_first_receive_timestamp is not supported yet; use sent_timestamp"
+                    .into(),
+            ),
+            other if other.starts_with("attribute:") => {
+                return Err(
+                    "sqs: attribute:<name> (message attributes) is not supported yet".into(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "sqs {other:?} is not one of message_id, sent_timestamp"
+                ))
+            }
+        },
+        (Some(_), Some(_)) => return Err("give either `from` (the body) or `sqs`, not both".into()),
+        (None, None) => {
+            return Err(
+                "give `from` (a JSON pointer into the body) or `sqs` (message_id, sent_timestamp)"
+                    .into(),
+            )
+        }
+    };
+    let fits = match source {
+        ColumnSource::Body(_) => true,
+        ColumnSource::MessageId => column_type == ColumnType::Text,
+        ColumnSource::SentTimestamp => matches!(
+            column_type,
+            ColumnType::Date | ColumnType::Timestamptz | ColumnType::Bigint
+        ),
+    };
+    if !fits {
+        return Err(format!(
+            "a {} cannot come from sqs {}: message_id is text; sent_timestamp is date, timestamptz or bigint (ms)",
+            column_type.name(),
+            file.sqs.as_deref().unwrap_or_default()
+        ));
+    }
+    if file.required && !matches!(source, ColumnSource::Body(_)) {
+        return Err(
+            "`required` applies to values read from the body (SQS always gives these)".into(),
+        );
+    }
+    Ok(source)
+}
+
+fn pii_of(file: &ColumnFile, name: &str, column_type: ColumnType) -> Result<Option<Pii>, String> {
+    let kind = match file.pii.as_deref() {
+        Some("siv") => MaskKind::Siv,
+        Some("hmac") => MaskKind::Hmac,
+        Some("ipcrypt-pfx") => return Err(
+            "pii ipcrypt-pfx (prefix-preserving IP masks) is not supported yet; use siv or hmac"
+                .into(),
+        ),
+        Some("none") => {
+            if file.domain.is_some() {
+                return Err(
+                    "`domain` names a mask's domain, but `pii: none` stores the value in clear"
+                        .into(),
+                );
+            }
+            return Ok(None);
+        }
+        Some(other) => return Err(format!("pii {other:?} is not one of siv, hmac, none")),
+        None => {
+            if file.domain.is_some() {
+                return Err("`domain` without `pii`: say how to mask it (pii: siv or hmac)".into());
+            }
+            if let Some(word) = looks_like_pii(name, file.from.as_deref()) {
+                return Err(format!(
+                    "it looks like personal data ({word:?}) but has no mask: add `pii: siv` (reversible) or \
+                     `pii: hmac` (irreversible), or `pii: none` to store it in clear on purpose"
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    if matches!(
+        column_type,
+        ColumnType::Boolean | ColumnType::Jsonb | ColumnType::VersionMajor
+    ) {
+        return Err(format!(
+            "a {} column cannot be masked (a boolean has two values, a jsonb no one text): \
+             point `from` at the PII leaf instead",
+            column_type.name()
+        ));
+    }
+    let domain = identifier("the domain", file.domain.as_deref().unwrap_or(name))?;
+    let associated_data = format!("veil/{domain}/v1").into_bytes();
+    Ok(Some(Pii {
+        kind,
+        domain,
+        associated_data,
+    }))
+}
+
+fn looks_like_pii(name: &str, from: Option<&str>) -> Option<&'static str> {
+    let leaf = from
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    PII_WORDS.iter().copied().find(|word| {
+        let in_name = name == *word
+            || name.ends_with(&format!("_{word}"))
+            || name.starts_with(&format!("{word}_"));
+        in_name || leaf == *word
+    })
+}
+
+fn sql_type_of(
+    file: &ColumnFile,
+    column_type: ColumnType,
+    pii: Option<&Pii>,
+    max_bytes: Option<usize>,
+) -> Result<String, String> {
+    let Some(pii) = pii else {
+        return Ok(file
+            .sql_type
+            .clone()
+            .unwrap_or_else(|| column_type.default_sql_type(file.max_chars)));
+    };
+    let sql_type = file
+        .sql_type
+        .clone()
+        .unwrap_or_else(|| "varchar(256)".to_string());
+    let longest = match (pii.kind, column_type) {
+        (MaskKind::Hmac, _) => mask_chars(MaskKind::Hmac, 0),
+        (MaskKind::Siv, ColumnType::Text) => {
+            mask_chars(MaskKind::Siv, max_bytes.unwrap_or(DEFAULT_SIV_MAX_BYTES))
+        }
+        // canonical IPv6 text is at most 39 bytes; a uuid 36; numbers and dates are short
+        (MaskKind::Siv, _) => mask_chars(MaskKind::Siv, 40),
+    };
+    let width = if sql_type == "text" || sql_type == "varchar" {
+        usize::MAX
+    } else {
+        sql_type
+            .strip_prefix("varchar(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .ok_or_else(|| format!("sql_type {sql_type:?}: a mask column is varchar(N) or text"))?
+    };
+    if width < longest {
+        return Err(format!(
+            "sql_type {sql_type} is too narrow for its mask: a value of {} bytes gives masks of up to {longest} \
+             characters; widen it to varchar({longest}) or lower max_bytes",
+            max_bytes.unwrap_or(DEFAULT_SIV_MAX_BYTES)
+        ));
+    }
+    Ok(sql_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::format::{parse_documents, Source};
+
+    fn compile(text: &str) -> Result<Plan, ConfigError> {
+        let source = Source {
+            origin: "t.yaml".into(),
+            text: text.into(),
+        };
+        let files = parse_documents(&source)?
+            .into_iter()
+            .map(|f| ("t.yaml".to_string(), f))
+            .collect::<Vec<_>>();
+        Plan::compile(&files)
+    }
+
+    fn refusal(text: &str) -> String {
+        compile(text).unwrap_err().to_string()
+    }
+
+    const HEAD: &str = "contract: signups\nversion: 1\ncolumns:\n";
+
+    #[test]
+    fn a_pii_looking_column_without_a_mask_is_refused() {
+        let text = format!("{HEAD}  - {{name: email, from: /user/email, type: text}}\n");
+        assert!(refusal(&text).contains("pii: siv"), "{}", refusal(&text));
+        let explicit =
+            format!("{HEAD}  - {{name: email, from: /user/email, type: text, pii: none}}\n");
+        assert!(compile(&explicit).is_ok());
+    }
+
+    #[test]
+    fn a_mask_column_too_narrow_for_its_mask_is_refused() {
+        let text = format!("{HEAD}  - {{name: masked_email, from: /email, type: text, pii: siv, sql_type: varchar(64)}}\n");
+        let problem = refusal(&text);
+        assert!(
+            problem.contains("too narrow") && problem.contains("masked_email"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_date_from_a_non_date_source_is_refused() {
+        let text = format!("{HEAD}  - {{name: a, from: /a, type: text}}\n  - {{name: d, sqs: message_id, type: date}}\n");
+        assert!(refusal(&text).contains("cannot come from sqs message_id"));
+    }
+
+    #[test]
+    fn two_contracts_routing_the_same_bodies_are_refused() {
+        let one = "contract: a\nversion: 1\nmatch: {field: /type, equals: x}\ncolumns: [{name: v, from: /v, type: text}]\n";
+        let two = "contract: b\nversion: 1\nmatch: {field: /type, equals: x}\ncolumns: [{name: v, from: /v, type: text}]\n";
+        assert!(refusal(&format!("{one}---\n{two}")).contains("both match"));
+    }
+
+    #[test]
+    fn a_catch_all_before_another_contract_is_refused() {
+        let one = "contract: a\nversion: 1\ncolumns: [{name: v, from: /v, type: text}]\n";
+        let two = "contract: b\nversion: 1\nmatch: {field: /type, equals: x}\ncolumns: [{name: v, from: /v, type: text}]\n";
+        assert!(refusal(&format!("{one}---\n{two}")).contains("put it last"));
+    }
+
+    #[test]
+    fn one_domain_with_two_mask_kinds_is_refused() {
+        let text = format!(
+            "{HEAD}  - {{name: a, from: /a, type: text, pii: siv, domain: email}}\n  - {{name: b, from: /b, type: text, pii: hmac, domain: email}}\n"
+        );
+        assert!(refusal(&text).contains("of one kind"));
+    }
+
+    #[test]
+    fn rules_on_the_wrong_type_are_refused() {
+        for column in [
+            "{name: n, from: /n, type: integer, pattern: 'a+'}",
+            "{name: n, from: /n, type: text, min: 1}",
+            "{name: n, from: /n, type: integer, min: 5, max: 1}",
+            "{name: n, from: /n, type: jsonb, pii: siv}",
+            "{name: n, from: n, type: text}",
+            "{name: N, from: /n, type: text}",
+            "{name: n, from: /n, type: texte}",
+        ] {
+            assert!(
+                compile(&format!("{HEAD}  - {column}\n")).is_err(),
+                "{column}"
+            );
+        }
+    }
+
+    #[test]
+    fn required_columns_are_checked_first_in_table_order() {
+        let text = format!(
+            "{HEAD}  - {{name: a, from: /a, type: text}}\n  - {{name: b, from: /b, type: text, required: true}}\n  - {{name: c, from: /c, type: text, required: true}}\n"
+        );
+        let plan = compile(&text).unwrap();
+        assert_eq!(plan.contracts[0].check_order, [1, 2, 0]);
+    }
+
+    #[test]
+    fn masks_of_the_longest_value_fit_the_computed_width() {
+        let keyring = crate::keyring::Keyring::generate();
+        let value = "x".repeat(DEFAULT_SIV_MAX_BYTES);
+        let mask = keyring.mask(crate::mask::Field::DeviceId, &value);
+        let long_id = MAX_KEY_ID_CHARS - keyring.active().id().len();
+        assert!(mask.len() + long_id <= mask_chars(MaskKind::Siv, DEFAULT_SIV_MAX_BYTES));
+        assert!(mask_chars(MaskKind::Siv, DEFAULT_SIV_MAX_BYTES) <= 256);
+    }
+}

@@ -181,7 +181,7 @@ async fn ledger_template(name: &str, history: usize, layout: Layout) {
 
 async fn write_all(url: &str, prepared: &[Prepared], batch: usize) -> Duration {
     let mut client = connect(url).await;
-    let statements = WriterStatements::prepare(&client).await.unwrap();
+    let statements = WriterStatements::prepare(&client, None).await.unwrap();
     client.batch_execute("CHECKPOINT").await.unwrap();
     let started = Instant::now();
     for chunk in prepared.chunks(batch) {
@@ -275,7 +275,7 @@ async fn bench_maintain() {
         let (url, writing, phase) = (url.clone(), writing.clone(), phase.clone());
         tokio::spawn(async move {
             let mut client = connect(&url).await;
-            let statements = WriterStatements::prepare(&client).await.unwrap();
+            let statements = WriterStatements::prepare(&client, None).await.unwrap();
             let now_ms = chrono::Utc::now().timestamp_millis();
             let (mut before, mut during) = (Vec::new(), Vec::new());
             let mut sent = now_ms;

@@ -143,7 +143,7 @@ async fn veil_writer(
     for _ in 0..writers {
         let (lane_client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
-        let statements = WriterStatements::prepare(&lane_client).await.unwrap();
+        let statements = WriterStatements::prepare(&lane_client, None).await.unwrap();
         clients.push((lane_client, statements));
     }
     checkpoint(&client).await;

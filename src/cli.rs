@@ -86,6 +86,52 @@ pub enum Command {
     /// bodies hold it (opened to check), under every key of the keyring.
     /// Audited; --reason required; --dry-run counts without deleting.
     Forget(ForgetArgs),
+    /// Contracts: any JSON event type, its table and its PII policy in one
+    /// YAML file (docs/contracts.md). Show the built-in login contract,
+    /// check a file, print its table's DDL or a JSON Schema of its bodies.
+    #[command(subcommand)]
+    Contract(ContractCommand),
+}
+
+/// Which contracts a command runs with.
+#[derive(Debug, Clone, Args)]
+pub struct ContractArgs {
+    /// A contract file (YAML, one or more contracts separated by ---) or a
+    /// directory of them (*.yaml, *.yml, in name order). Bodies go to the
+    /// first contract whose `match` holds; each lands in its contract's
+    /// table. Without it, the built-in login contract applies (user_logins).
+    #[arg(long, env = "VEIL_CONTRACT", value_name = "FILE|DIR")]
+    pub contract: Option<PathBuf>,
+}
+
+/// `veil contract ...`.
+#[derive(Debug, Subcommand)]
+pub enum ContractCommand {
+    /// Print the built-in login contract (what veil runs with no
+    /// --contract), as a starting point for your own.
+    Show,
+    /// Check contracts: the file's shape (with line and column), then
+    /// every rule (PII columns without a mask, mask columns too narrow,
+    /// sources of the wrong type, routes that overlap). Exit 2 on a
+    /// problem, naming the fix.
+    Check(ContractArgs),
+    /// Print the CREATE TABLE of each contract's table, with the analyst
+    /// indexes on its PII columns (what `veil migrate --contract` runs).
+    Ddl(ContractArgs),
+    /// Print a JSON Schema (draft 2020-12) of the bodies the contracts
+    /// accept, for producers.
+    Export(ContractExportArgs),
+}
+
+/// `veil contract export`.
+#[derive(Debug, Clone, Args)]
+pub struct ContractExportArgs {
+    #[command(flatten)]
+    pub contracts: ContractArgs,
+
+    /// Export a JSON Schema of the bodies (the only format so far).
+    #[arg(long, required = true)]
+    pub json_schema: bool,
 }
 
 /// Where the queue is and how to talk to it.
@@ -171,6 +217,9 @@ pub struct DatabaseArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
+
+    #[command(flatten)]
+    pub contracts: ContractArgs,
 
     #[command(flatten)]
     pub key: KeyArgs,
@@ -318,6 +367,11 @@ pub struct RevealArgs {
     #[command(flatten)]
     pub key: KeyArgs,
 
+    /// With a contract, masks open in its reversible domains, and --sql
+    /// opens its PII columns (instead of masked_ip and masked_device_id).
+    #[command(flatten)]
+    pub contracts: ContractArgs,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -445,6 +499,9 @@ pub struct DoctorArgs {
 pub struct MigrateArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub contracts: ContractArgs,
 
     /// Also add the analyst indexes (masked_ip, masked_device_id,
     /// create_date) to an existing user_logins, without blocking writers.

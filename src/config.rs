@@ -64,6 +64,18 @@ pub struct RunConfig {
     pub housekeeping: HousekeepingPolicy,
     /// How often housekeeping runs (None: never).
     pub housekeeping_interval: Option<Duration>,
+    /// The contracts of --contract (None: the built-in login path).
+    pub contracts: Option<std::sync::Arc<crate::contract::Plan>>,
+}
+
+/// The plan of `--contract`, checked (None: the built-in login path).
+pub fn contracts_from_args(
+    args: &crate::cli::ContractArgs,
+) -> Result<Option<std::sync::Arc<crate::contract::Plan>>, ConfigError> {
+    args.contract
+        .as_deref()
+        .map(|path| crate::contract::load(path).map(std::sync::Arc::new))
+        .transpose()
 }
 
 /// The housekeeping policy of the command line.
@@ -132,6 +144,7 @@ impl RunConfig {
             },
             until_empty: args.until_empty,
             show_rows: args.show_rows,
+            contracts: contracts_from_args(&args.contracts)?,
         })
     }
 }

@@ -57,6 +57,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Maintain(args) => commands::maintain(args).await,
         Command::Find(args) => commands::privacy::find(args).await,
         Command::Forget(args) => commands::privacy::forget(args).await,
+        Command::Contract(command) => commands::contract::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

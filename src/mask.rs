@@ -74,7 +74,8 @@ impl Field {
         }
     }
 
-    fn associated_data(self) -> &'static [u8] {
+    /// The associated data bound into its masks (`veil/<field>/v1`).
+    pub fn associated_data(self) -> &'static [u8] {
         match self {
             Field::Ip => b"veil/ip/v1",
             Field::DeviceId => b"veil/device_id/v1",
@@ -130,10 +131,11 @@ fn fingerprint_key(key: &MaskKey) -> Zeroizing<Vec<u8>> {
     derive_key(key, b"veil/audit-fingerprint-key/v1")
 }
 
-/// The AES-SIV mask (`siv1.`) of a value under one key.
-fn siv_mask(key: &MaskKey, field: Field, value: &str) -> String {
+/// The AES-SIV mask (`siv1.`) of a value under one key, bound to the
+/// associated data of its field or domain.
+fn siv_mask(key: &MaskKey, associated_data: &[u8], value: &str) -> String {
     let ciphertext = cipher(key)
-        .encrypt([field.associated_data()], value.as_bytes())
+        .encrypt([associated_data], value.as_bytes())
         // AES-SIV encryption only fails for more headers than S2V allows (126).
         .expect("AES-SIV encrypt with one header");
     format!(
@@ -154,8 +156,8 @@ fn keyed_digest(derived: &[u8], label: &[u8], value: &str) -> [u8; 32] {
 }
 
 /// The HMAC-SHA256 mask (`hmac1.`) of a value under one key.
-fn hmac_mask(key: &MaskKey, field: Field, value: &str) -> String {
-    let digest = keyed_digest(&hmac_key(key), field.associated_data(), value);
+fn hmac_mask(key: &MaskKey, associated_data: &[u8], value: &str) -> String {
+    let digest = keyed_digest(&hmac_key(key), associated_data, value);
     format!(
         "{HMAC_PREFIX}.{}.{}",
         key.id(),
@@ -170,6 +172,16 @@ impl Keyring {
         match mode {
             MaskMode::Siv => self.mask(field, value),
             MaskMode::Hmac => self.mask_irreversibly(field, value),
+        }
+    }
+
+    /// Masks one value of a contract's domain (`associated_data` is
+    /// `veil/<domain>/v1`, so the login contract's domains `ip` and
+    /// `device_id` give the masks of `mask_with`).
+    pub fn mask_domain(&self, mode: MaskMode, associated_data: &[u8], value: &str) -> String {
+        match mode {
+            MaskMode::Siv => siv_mask(self.active(), associated_data, value),
+            MaskMode::Hmac => hmac_mask(self.active(), associated_data, value),
         }
     }
 
@@ -191,12 +203,12 @@ impl Keyring {
 
     /// An irreversible HMAC-SHA256 mask (`hmac1.`) with the active key.
     pub fn mask_irreversibly(&self, field: Field, value: &str) -> String {
-        hmac_mask(self.active(), field, value)
+        hmac_mask(self.active(), field.associated_data(), value)
     }
 
     /// Masks one PII value with the active key (AES-SIV).
     pub fn mask(&self, field: Field, value: &str) -> String {
-        siv_mask(self.active(), field, value)
+        siv_mask(self.active(), field.associated_data(), value)
     }
 
     /// Every mask a value can have in a table this keyring wrote: under
@@ -205,12 +217,28 @@ impl Keyring {
     /// any other.
     pub fn masks_under_every_key(&self, field: Field, value: &str) -> Vec<String> {
         self.keys()
-            .flat_map(|key| [siv_mask(key, field, value), hmac_mask(key, field, value)])
+            .flat_map(|key| {
+                let data = field.associated_data();
+                [siv_mask(key, data, value), hmac_mask(key, data, value)]
+            })
             .collect()
     }
 
     /// Opens a mask made by any key in the ring, returning the field and value.
     pub fn reveal(&self, mask: &str) -> Result<(Field, String), RevealError> {
+        let fields = Field::ALL.map(|field| field.associated_data());
+        self.reveal_among(mask, &fields)
+            .map(|(index, value)| (Field::ALL[index], value))
+    }
+
+    /// Opens a mask bound to one of `associated_data` (the login fields, or
+    /// the `veil/<domain>/v1` of a contract's domains), returning which one
+    /// and the value.
+    pub fn reveal_among(
+        &self,
+        mask: &str,
+        associated_data: &[&[u8]],
+    ) -> Result<(usize, String), RevealError> {
         let mut parts = mask.trim().splitn(3, '.');
         let (Some(prefix), Some(key_id), Some(payload)) =
             (parts.next(), parts.next(), parts.next())
@@ -234,11 +262,11 @@ impl Keyring {
         let ciphertext = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))?;
-        for field in Field::ALL {
-            if let Ok(plaintext) = cipher(key).decrypt([field.associated_data()], &ciphertext) {
+        for (index, data) in associated_data.iter().enumerate() {
+            if let Ok(plaintext) = cipher(key).decrypt([*data], &ciphertext) {
                 let value = String::from_utf8(plaintext)
                     .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))?;
-                return Ok((field, value));
+                return Ok((index, value));
             }
         }
         Err(RevealError::NotAuthentic(key_id.to_string()))

@@ -1,6 +1,7 @@
 //! One function per subcommand: wires configuration, keys, SQS and Postgres
 //! together and reports. The work itself lives in the other modules.
 
+pub mod contract;
 pub mod doctor;
 pub mod keys;
 pub mod privacy;
@@ -71,7 +72,17 @@ pub async fn serve_observed(
             ledger_retention_too_short(config.housekeeping.ledger_retention_days, &facts).into(),
         );
     }
-    let schema = postgres::migrate(database.client().await?, Default::default()).await?;
+    let schema = match &config.contracts {
+        None => postgres::migrate(database.client().await?, Default::default()).await?,
+        Some(plan) => {
+            let changes =
+                postgres::contract_sql::migrate_contracts(database.client().await?, plan).await?;
+            for (table, change) in changes {
+                tracing::info!(table = %table, change = ?change, "contract table ready");
+            }
+            postgres::SchemaReport::default()
+        }
+    };
     if config.housekeeping_interval.is_some() {
         // Never fatal: a role without the rights parks housekeeping here.
         pipeline::housekeeping_pass(database.client().await?, &config.housekeeping, &metrics).await;
@@ -186,6 +197,7 @@ fn pipeline_settings(
         housekeeping: config.housekeeping,
         housekeeping_interval: config.housekeeping_interval,
         max_receives,
+        contracts: config.contracts.clone(),
     }
 }
 
@@ -196,10 +208,23 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     if policy.ledger_retention_days < 15 {
         confirm_short_retention(&args.queue_url, policy.ledger_retention_days).await?;
     }
+    let contracts = crate::config::contracts_from_args(&args.contracts)?;
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config.clone()).await?;
+    if let Some(plan) = contracts {
+        if args.partition_by.is_some() || args.indexes {
+            return Err(ConfigError(
+                "--partition-by and --indexes apply to user_logins, the built-in login contract's table; \
+                 drop them with --contract (contract tables get their indexes when created)"
+                    .into(),
+            )
+            .into());
+        }
+        return contract::migrate(&mut database, &plan, &policy).await;
+    }
     let options = postgres::MigrateOptions {
         partition_user_logins: args.partition_by,
+        for_contracts: false,
     };
     let report = postgres::migrate(database.client().await?, options).await?;
     let table = match (report.created_user_logins, report.user_logins_partitioned) {

@@ -10,9 +10,11 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::cli::RevealArgs;
 use crate::config::{database_from_args, key_location};
+use crate::contract::{MaskKind, Plan};
 use crate::error::ConfigError;
 use crate::keyring as keys;
 use crate::keyring::Keyring;
+use crate::mask::Field;
 use crate::postgres::audit::{self, AuditRecord};
 use crate::postgres::Database;
 use crate::report::psql_table;
@@ -22,19 +24,90 @@ pub async fn reveal(args: RevealArgs) -> anyhow::Result<()> {
     if args.reason.trim().is_empty() {
         return Err(ConfigError("--reason must say why PII is being revealed".into()).into());
     }
+    let domains = match crate::config::contracts_from_args(&args.contracts)? {
+        Some(plan) => Domains::of(&plan),
+        None => Domains::login(),
+    };
     let keyring = keys::load(&key_location(&args.key)?, false).await?;
     let mut database = Database::connect(database_from_args(&args.database)?).await?;
     let client = database.client().await?;
+    let opener = Opener {
+        keyring: &keyring,
+        domains: &domains,
+    };
     if let Some(sql) = &args.sql {
-        reveal_query(client, &keyring, sql, &args.mask_column, &args.reason).await
+        reveal_query(client, &opener, sql, &args.mask_column, &args.reason).await
     } else if !args.quarantine.is_empty() {
         reveal_quarantine(client, &keyring, &args.quarantine, &args.reason).await
     } else {
-        reveal_stdin(client, &keyring, &args.reason).await
+        reveal_stdin(client, &opener, &args.reason).await
     }
 }
 
-fn field_names(fields: &BTreeSet<&'static str>) -> Vec<&'static str> {
+/// What masks open as: the login fields, or a contract plan's reversible
+/// domains, with the columns `--sql` opens.
+struct Domains {
+    names: Vec<String>,
+    associated_data: Vec<Vec<u8>>,
+    mask_columns: Vec<String>,
+}
+
+impl Domains {
+    fn login() -> Self {
+        Domains {
+            names: Field::ALL.iter().map(|f| f.name().to_string()).collect(),
+            associated_data: Field::ALL
+                .iter()
+                .map(|f| f.associated_data().to_vec())
+                .collect(),
+            mask_columns: MASK_COLUMNS.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    fn of(plan: &Plan) -> Self {
+        let reversible: Vec<_> = plan
+            .domains()
+            .into_iter()
+            .filter(|pii| pii.kind == MaskKind::Siv)
+            .collect();
+        let mut mask_columns: Vec<String> = Vec::new();
+        for column in plan.contracts.iter().flat_map(|c| &c.columns) {
+            if column.pii.is_some() && !mask_columns.contains(&column.name) {
+                mask_columns.push(column.name.clone());
+            }
+        }
+        Domains {
+            names: reversible.iter().map(|p| p.domain.clone()).collect(),
+            associated_data: reversible
+                .iter()
+                .map(|p| p.associated_data.clone())
+                .collect(),
+            mask_columns,
+        }
+    }
+}
+
+/// A keyring and the domains its masks are opened in.
+struct Opener<'a> {
+    keyring: &'a Keyring,
+    domains: &'a Domains,
+}
+
+impl<'a> Opener<'a> {
+    /// The domain's name and the value of a mask.
+    fn open(&self, mask: &str) -> Result<(&'a str, String), crate::mask::RevealError> {
+        let data: Vec<&[u8]> = self
+            .domains
+            .associated_data
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        let (index, value) = self.keyring.reveal_among(mask, &data)?;
+        Ok((self.domains.names[index].as_str(), value))
+    }
+}
+
+fn field_names<'a>(fields: &BTreeSet<&'a str>) -> Vec<&'a str> {
     fields.iter().copied().collect()
 }
 
@@ -57,7 +130,7 @@ async fn write_audit(
 /// that cannot be opened, which then ends the command with an error.
 async fn reveal_stdin(
     client: &tokio_postgres::Client,
-    keyring: &Keyring,
+    opener: &Opener<'_>,
     reason: &str,
 ) -> anyhow::Result<()> {
     let mut values = Vec::new();
@@ -70,9 +143,9 @@ async fn reveal_stdin(
             values.push(String::new());
             continue;
         }
-        match keyring.reveal(mask) {
+        match opener.open(mask) {
             Ok((field, value)) => {
-                fields.insert(field.name());
+                fields.insert(field);
                 values.push(value);
             }
             Err(error) => {
@@ -116,7 +189,7 @@ pub const MASK_COLUMNS: [&str; 2] = ["masked_ip", "masked_device_id"];
 /// does not stop the others.
 async fn reveal_query(
     client: &mut tokio_postgres::Client,
-    keyring: &Keyring,
+    opener: &Opener<'_>,
     sql: &str,
     extra_mask_columns: &[String],
     reason: &str,
@@ -146,7 +219,7 @@ async fn reveal_query(
             headers = row.columns().iter().map(|c| c.name().to_string()).collect();
             masked = headers
                 .iter()
-                .map(|h| MASK_COLUMNS.contains(&h.as_str()) || extra_mask_columns.contains(h))
+                .map(|h| opener.domains.mask_columns.contains(h) || extra_mask_columns.contains(h))
                 .collect();
         }
         let mut cells = Vec::with_capacity(row.len());
@@ -156,9 +229,9 @@ async fn reveal_query(
                 cells.push(cell.to_string());
                 continue;
             }
-            match keyring.reveal(cell) {
+            match opener.open(cell) {
                 Ok((field, value)) => {
-                    fields.insert(field.name());
+                    fields.insert(field);
                     opened += 1;
                     cells.push(value);
                 }

@@ -54,7 +54,14 @@ pub async fn run(
 ) -> anyhow::Result<RunReport> {
     let mut writers = Vec::with_capacity(settings.writers);
     for _ in 0..settings.writers {
-        writers.push(Database::connect_writer(database.clone(), settings.session_limits).await?);
+        writers.push(
+            Database::connect_writer(
+                database.clone(),
+                settings.session_limits,
+                settings.contracts.clone(),
+            )
+            .await?,
+        );
     }
     let stop_receiving = shutdown.child_token();
     let shared = Arc::new(shared::Shared::new(

@@ -7,10 +7,13 @@
 
 use chrono::{DateTime, Utc};
 
+use std::borrow::Cow;
+
+use crate::contract::{self, Cell, MaskKind, ParsedEvent, Plan, SqsFacts};
 use crate::event::{self, RejectReason};
 use crate::keyring::Keyring;
 use crate::mask::{Field, MaskMode};
-use crate::postgres::{MaskedRow, Prepared, QuarantineEntry, Record};
+use crate::postgres::{EventRow, MaskedRow, Prepared, QuarantineEntry, Record};
 use crate::sqs::{QueueMessage, Receipt};
 
 use super::flight::{Delivery, InFlight};
@@ -27,6 +30,9 @@ pub struct Item {
     pub receive_count: Option<u32>,
     /// What this item counts against `--max-in-flight-bytes`.
     pub bytes: usize,
+    /// The contract of a valid event (contract mode), for its quarantine
+    /// entry should Postgres refuse the row.
+    pub contract: Option<String>,
 }
 
 impl Item {
@@ -57,7 +63,7 @@ impl Item {
     /// goes to the quarantine (`db_rejected`) with its original body.
     pub fn reject_by_database(&mut self, keyring: &Keyring) {
         let body = self.original.take().unwrap_or_default();
-        let entry = quarantine_entry(
+        let mut entry = quarantine_entry(
             keyring,
             body.as_bytes(),
             self.prepared.sent_ms,
@@ -65,6 +71,7 @@ impl Item {
             RejectReason::DbRejected,
             None,
         );
+        entry.contract = self.contract.take();
         self.prepared.record = Record::Quarantine(entry);
     }
 }
@@ -74,15 +81,20 @@ fn delivery_bytes(receipt: &Receipt) -> usize {
     std::mem::size_of::<Delivery>() + receipt.heap_bytes()
 }
 
-/// Prepares one message. A message delivered more than `max_receives`
+/// Prepares one message: by the built-in login path, or by `plan`'s
+/// contracts when given. A message delivered more than `max_receives`
 /// times is quarantined as `too_many_receives` whatever its body, so one
 /// that keeps failing cannot be redelivered forever.
 pub fn prepare(
     keyring: &Keyring,
     mode: MaskMode,
     max_receives: Option<u32>,
+    plan: Option<&Plan>,
     message: QueueMessage,
 ) -> Item {
+    if let Some(plan) = plan {
+        return prepare_by_contract(keyring, mode, max_receives, plan, message);
+    }
     let QueueMessage {
         receipt,
         body,
@@ -90,17 +102,14 @@ pub fn prepare(
         receive_count,
     } = message;
     let sent_ms = sent_timestamp_ms.unwrap_or(0);
-    let over_limit = max_receives
-        .zip(receive_count)
-        .is_some_and(|(max, count)| count > max);
-    let parsed = if over_limit {
-        tracing::warn!(message_id = %receipt.message_id, receive_count, "message received too many times; quarantining it");
+    let parsed = if over_limit(max_receives, receive_count, &receipt) {
         Err((RejectReason::TooManyReceives, None))
     } else {
         event::parse(body.as_bytes()).map_err(|rejection| (rejection.reason, rejection.field))
     };
     let (record, original) = match parsed {
         Ok(event) => {
+            // (the login path: see prepare_by_contract for contracts)
             let row = MaskedRow {
                 masked_ip: keyring.mask_with(mode, Field::Ip, &event.ip),
                 masked_device_id: keyring.mask_with(mode, Field::DeviceId, &event.device_id),
@@ -121,12 +130,35 @@ pub fn prepare(
                 sent_ms,
                 receive_count,
                 reason,
-                field,
+                field.map(Cow::Borrowed),
             );
             // The raw body is dropped here: only its sealed copy travels on.
             (Record::Quarantine(entry), None)
         }
     };
+    item(receipt, sent_ms, record, original, receive_count, None)
+}
+
+/// Delivered more than `max_receives` times: logged, to be quarantined.
+fn over_limit(max_receives: Option<u32>, receive_count: Option<u32>, receipt: &Receipt) -> bool {
+    let over = max_receives
+        .zip(receive_count)
+        .is_some_and(|(max, count)| count > max);
+    if over {
+        tracing::warn!(message_id = %receipt.message_id, receive_count, "message received too many times; quarantining it");
+    }
+    over
+}
+
+/// Wraps a prepared record with its receipt, counting its bytes.
+fn item(
+    receipt: Receipt,
+    sent_ms: i64,
+    record: Record,
+    original: Option<String>,
+    receive_count: Option<u32>,
+    contract: Option<String>,
+) -> Item {
     let prepared = Prepared {
         message_id: receipt.message_id.clone(),
         sent_ms,
@@ -142,6 +174,101 @@ pub fn prepare(
         original,
         receive_count,
         bytes,
+        contract,
+    }
+}
+
+/// `prepare` by a plan: the body is parsed by its contract, each PII
+/// column masked in its domain; a rejection names its contract and column.
+fn prepare_by_contract(
+    keyring: &Keyring,
+    mode: MaskMode,
+    max_receives: Option<u32>,
+    plan: &Plan,
+    message: QueueMessage,
+) -> Item {
+    let QueueMessage {
+        receipt,
+        body,
+        sent_timestamp_ms,
+        receive_count,
+    } = message;
+    let sent_ms = sent_timestamp_ms.unwrap_or(0);
+    let facts = SqsFacts {
+        message_id: &receipt.message_id,
+        sent_ms: sent_timestamp_ms,
+    };
+    let parsed = if over_limit(max_receives, receive_count, &receipt) {
+        Err(contract::ContractRejection {
+            reason: RejectReason::TooManyReceives,
+            contract: None,
+            column: None,
+        })
+    } else {
+        contract::parse(plan, body.as_bytes(), facts)
+    };
+    match parsed {
+        Ok(event) => {
+            let name = plan.contracts[event.contract].name.clone();
+            let record = Record::Event(masked(keyring, mode, plan, event));
+            item(
+                receipt,
+                sent_ms,
+                record,
+                Some(body),
+                receive_count,
+                Some(name),
+            )
+        }
+        Err(rejection) => {
+            let routed = rejection.contract.map(|index| &plan.contracts[index]);
+            let field = rejection
+                .column
+                .zip(routed)
+                .map(|(column, contract)| Cow::Owned(contract.columns[column].name.clone()));
+            let mut entry = quarantine_entry(
+                keyring,
+                body.as_bytes(),
+                sent_ms,
+                receive_count,
+                rejection.reason,
+                field,
+            );
+            entry.contract = routed.map(|contract| contract.name.clone());
+            item(
+                receipt,
+                sent_ms,
+                Record::Quarantine(entry),
+                None,
+                receive_count,
+                None,
+            )
+        }
+    }
+}
+
+/// A parsed event with each PII cell replaced by its mask. `--mask-mode
+/// hmac` makes every mask irreversible, as it does for login events.
+fn masked(keyring: &Keyring, mode: MaskMode, plan: &Plan, event: ParsedEvent) -> EventRow {
+    let contract = &plan.contracts[event.contract];
+    let cells = event
+        .cells
+        .into_iter()
+        .zip(&contract.columns)
+        .map(|(cell, column)| match (&column.pii, cell.mask_input()) {
+            (Some(pii), Some(value)) => {
+                let mode = match (mode, pii.kind) {
+                    (MaskMode::Siv, MaskKind::Siv) => MaskMode::Siv,
+                    _ => MaskMode::Hmac,
+                };
+                Cell::Text(keyring.mask_domain(mode, &pii.associated_data, &value))
+            }
+            _ => cell,
+        })
+        .collect();
+    EventRow {
+        contract: event.contract,
+        cells,
     }
 }
 
@@ -156,6 +283,7 @@ fn prepared_bytes(prepared: &Prepared) -> usize {
                     + row.masked_device_id.len()
                     + row.locale.as_ref().map_or(0, String::len)
             }
+            Record::Event(event) => event.cells.iter().map(Cell::heap_bytes).sum(),
             Record::Quarantine(entry) => entry.body_sealed.len() + entry.key_id.len(),
         }
 }
@@ -172,7 +300,7 @@ fn quarantine_entry(
     sent_ms: i64,
     receive_count: Option<u32>,
     reason: RejectReason,
-    field: Option<&'static str>,
+    field: Option<Cow<'static, str>>,
 ) -> QuarantineEntry {
     QuarantineEntry {
         reason: reason.code(),
@@ -182,6 +310,7 @@ fn quarantine_entry(
         key_id: keyring.active().id().to_string(),
         body_sealed: keyring.seal_body(body),
         body_bytes: i32::try_from(body.len()).unwrap_or(i32::MAX),
+        contract: None,
     }
 }
 
@@ -214,7 +343,7 @@ mod tests {
                 let mut message = message(EVENT, 1);
                 message.receipt.message_id = id.to_string();
                 message.receipt.receipt_handle = format!("r-{id}");
-                prepare(&keyring, MaskMode::Siv, None, message)
+                prepare(&keyring, MaskMode::Siv, None, None, message)
             })
             .collect();
         let reservation = flight.reserve(2, 1 << 16).await;
@@ -232,10 +361,11 @@ mod tests {
     fn a_valid_event_keeps_its_body_until_commit_and_junk_keeps_only_the_seal() {
         let keyring = Keyring::generate();
 
-        let row = prepare(&keyring, MaskMode::Siv, None, message(EVENT, 1));
+        let row = prepare(&keyring, MaskMode::Siv, None, None, message(EVENT, 1));
         let junk = prepare(
             &keyring,
             MaskMode::Siv,
+            None,
             None,
             message(&"x".repeat(5_000), 1),
         );
@@ -255,7 +385,7 @@ mod tests {
     #[test]
     fn too_many_receives_is_quarantined_whatever_the_body() {
         let keyring = Keyring::generate();
-        let item = prepare(&keyring, MaskMode::Siv, Some(3), message(EVENT, 4));
+        let item = prepare(&keyring, MaskMode::Siv, Some(3), None, message(EVENT, 4));
         let Record::Quarantine(entry) = &item.prepared.record else {
             panic!("quarantined")
         };
@@ -265,7 +395,7 @@ mod tests {
     #[test]
     fn a_row_postgres_refuses_goes_to_the_quarantine_with_its_original_body() {
         let keyring = Keyring::generate();
-        let mut item = prepare(&keyring, MaskMode::Siv, None, message(EVENT, 1));
+        let mut item = prepare(&keyring, MaskMode::Siv, None, None, message(EVENT, 1));
 
         item.reject_by_database(&keyring);
 
@@ -278,5 +408,76 @@ mod tests {
             .unwrap();
         assert_eq!(opened, EVENT.as_bytes());
         assert_eq!(item.prepared.message_id, "m-1", "the item stays whole");
+    }
+
+    /// A fixed key (64 bytes 0x00..0x3f) under id "pinned".
+    fn pinned_keyring() -> Keyring {
+        use base64::Engine;
+        let material: Vec<u8> = (0u8..64).collect();
+        let json = format!(
+            r#"{{"version":1,"active":"pinned","keys":[{{"id":"pinned","created_at":"","algorithm":"AES-256-SIV","material_base64":"{}"}}]}}"#,
+            base64::engine::general_purpose::STANDARD.encode(material)
+        );
+        Keyring::from_json(&json, std::path::Path::new("pinned")).unwrap()
+    }
+
+    #[test]
+    fn the_login_path_and_the_builtin_contract_make_todays_masks_and_rows() {
+        let keyring = pinned_keyring();
+        let body = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0",
+            "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
+        let plan = crate::contract::builtin_login();
+
+        let login = prepare(&keyring, MaskMode::Siv, None, None, message(body, 1));
+        let by_contract = prepare(&keyring, MaskMode::Siv, None, Some(&plan), message(body, 1));
+
+        let Record::Row(row) = &login.prepared.record else {
+            panic!("a row")
+        };
+        // Pinned: a change here changes every mask already stored. Computed
+        // independently with Python's `cryptography` (AESSIV(key).encrypt(
+        // value, [b"veil/ip/v1"]), base64url without padding).
+        assert_eq!(
+            row.masked_ip,
+            "siv1.pinned.4Ot3AL2cXmD2envd8ZooPFTOFcXOFXPkIu5wSJIbaQ"
+        );
+        assert_eq!(
+            row.masked_device_id,
+            "siv1.pinned.sjNK5sagNwm1gYL5B9-qKSXoT4pOynbsNFT4"
+        );
+        let Record::Event(event) = &by_contract.prepared.record else {
+            panic!("an event row")
+        };
+        let expected = vec![
+            Cell::Text(row.user_id.clone()),
+            Cell::Text(row.device_type.clone()),
+            Cell::Text(row.masked_ip.clone()),
+            Cell::Text(row.masked_device_id.clone()),
+            row.locale.clone().map_or(Cell::Null, Cell::Text),
+            Cell::Integer(row.app_version.into()),
+            Cell::Date(row.create_date),
+        ];
+        assert_eq!(event.cells, expected);
+    }
+
+    #[test]
+    fn a_contract_rejection_names_its_contract_and_column_in_the_quarantine_entry() {
+        let keyring = Keyring::generate();
+        let plan = crate::contract::builtin_login();
+        let bad = r#"{"user_id": "u", "app_version": "x", "device_type": "ios", "ip": "10.0.0.1", "device_id": "d"}"#;
+
+        let item = prepare(&keyring, MaskMode::Siv, None, Some(&plan), message(bad, 1));
+
+        let Record::Quarantine(entry) = &item.prepared.record else {
+            panic!("quarantined")
+        };
+        assert_eq!(
+            (
+                entry.reason,
+                entry.field.as_deref(),
+                entry.contract.as_deref()
+            ),
+            ("bad_version", Some("app_version"), Some("login"))
+        );
     }
 }

@@ -66,6 +66,9 @@ pub struct PipelineSettings {
     /// Quarantine messages delivered more often than this (`None`: no limit,
     /// e.g. because the queue has a redrive policy).
     pub max_receives: Option<u32>,
+    /// The contracts bodies are parsed, masked and recorded by (`None`:
+    /// the built-in login path).
+    pub contracts: Option<Arc<crate::contract::Plan>>,
 }
 
 /// What a run did.

@@ -160,7 +160,9 @@ fn write_isolating<'a>(
                 results.extend(write_isolating(shared, client, statements, second).await?);
                 Ok(results)
             }
-            Err(WriteError::Data(_)) if matches!(items[0].prepared.record, Record::Row(_)) => {
+            Err(WriteError::Data(_))
+                if matches!(items[0].prepared.record, Record::Row(_) | Record::Event(_)) =>
+            {
                 let culprit = &mut items[0];
                 tracing::warn!(message_id = %culprit.receipt.message_id, "Postgres rejected a value; quarantining the message");
                 shared.metrics.postgres_errors.add("data", 1);
@@ -198,7 +200,7 @@ fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], start
             .filter(|(_, result)| **result == Recorded::Written)
             .filter_map(|(item, _)| match &item.prepared.record {
                 Record::Row(row) => Some(row),
-                Record::Quarantine(_) => None,
+                Record::Event(_) | Record::Quarantine(_) => None,
             }),
     );
     tracing::info!(

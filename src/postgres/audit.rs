@@ -11,8 +11,8 @@ pub struct AuditRecord<'a> {
     pub action: &'static str,
     /// How many values will be printed.
     pub value_count: i32,
-    /// Which fields (ip, device_id, quarantine_body).
-    pub fields: Vec<&'static str>,
+    /// Which fields or domains (ip, device_id, email, quarantine_body).
+    pub fields: Vec<&'a str>,
     /// The operator's stated reason.
     pub reason: &'a str,
     /// The query, for `--sql`.

@@ -12,6 +12,7 @@
 //! into a staging table, then INSERT ... SELECT, was measured slower here:
 //! it writes every row twice.)
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,7 +21,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
+use super::contract_sql::ContractBatchSql;
 use super::failure::{classify, Class, WriteError};
+use crate::contract::{Cell, Plan};
 
 /// A row for `user_logins`, PII already masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +49,8 @@ pub struct MaskedRow {
 pub struct QuarantineEntry {
     /// Reason code (see `event::RejectReason::code`).
     pub reason: &'static str,
-    /// The offending field, if one.
-    pub field: Option<&'static str>,
+    /// The offending field (login) or column (a contract), if one.
+    pub field: Option<Cow<'static, str>>,
     /// When SQS accepted the message.
     pub sent_at: Option<DateTime<Utc>>,
     /// ApproximateReceiveCount at this delivery.
@@ -58,13 +61,27 @@ pub struct QuarantineEntry {
     pub body_sealed: Vec<u8>,
     /// Length of the original body in bytes.
     pub body_bytes: i32,
+    /// The contract the body was routed to (contract mode only; `None`
+    /// for the built-in login path and for bodies no contract took).
+    pub contract: Option<String>,
+}
+
+/// A row of a contract's table, PII already masked, in column order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Index of the contract in the plan.
+    pub contract: usize,
+    /// One cell per column.
+    pub cells: Vec<Cell>,
 }
 
 /// What to record for one message.
 #[derive(Debug, Clone)]
 pub enum Record {
-    /// A valid event.
+    /// A valid login event (the built-in path).
     Row(MaskedRow),
+    /// A valid event of a contract.
+    Event(EventRow),
     /// Bad input.
     Quarantine(QuarantineEntry),
 }
@@ -144,13 +161,31 @@ pub struct WriterStatements {
     /// `veil.ledger_v1` exists: ids are also checked against it (until an
     /// operator drops it).
     legacy_ledger: AtomicBool,
+    /// The plan's statements, when veil runs contracts.
+    contracts: Option<ContractStatements>,
+}
+
+/// A plan's batch statements and the column count of each contract.
+struct ContractStatements {
+    sql: ContractBatchSql,
+    widths: Vec<usize>,
 }
 
 impl WriterStatements {
     /// Prepares the batch statement on this connection (the schema must
-    /// exist: run `migrate` first).
-    pub async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
-        let record_all = client.prepare(RECORD_ALL_SQL).await?;
+    /// exist: run `migrate` first): the login statement, or the plan's.
+    pub async fn prepare(
+        client: &Client,
+        plan: Option<&Plan>,
+    ) -> Result<Self, tokio_postgres::Error> {
+        let contracts = plan.map(|plan| ContractStatements {
+            sql: ContractBatchSql::of(plan),
+            widths: plan.contracts.iter().map(|c| c.columns.len()).collect(),
+        });
+        let record_all = match &contracts {
+            Some(contracts) => client.prepare(&contracts.sql.record_all).await?,
+            None => client.prepare(RECORD_ALL_SQL).await?,
+        };
         let legacy_ledger = client
             .query_one("SELECT to_regclass('veil.ledger_v1') IS NOT NULL", &[])
             .await?
@@ -158,6 +193,7 @@ impl WriterStatements {
         Ok(WriterStatements {
             record_all,
             legacy_ledger: AtomicBool::new(legacy_ledger),
+            contracts,
         })
     }
 }
@@ -204,7 +240,9 @@ pub async fn record_batch(
     let items: Vec<&Prepared> = unique.iter().map(|&index| batch[index]).collect();
     let recorded = match record_all(client, statements, &items).await {
         Ok(recorded) => recorded,
-        Err(error) if is_already_recorded(&error) => record_free(client, &items).await?,
+        Err(error) if is_already_recorded(&error) => {
+            record_free(client, statements, &items).await?
+        }
         Err(error) => return Err(error.into()),
     };
     for (index, outcome) in unique.into_iter().zip(recorded) {
@@ -222,7 +260,7 @@ fn is_already_recorded(error: &tokio_postgres::Error) -> bool {
 /// What recording `item` means, if it is claimed.
 fn recorded(item: &Prepared) -> Recorded {
     match &item.record {
-        Record::Row(_) => Recorded::Written,
+        Record::Row(_) | Record::Event(_) => Recorded::Written,
         Record::Quarantine(entry) => Recorded::Quarantined(entry.reason),
     }
 }
@@ -233,6 +271,7 @@ struct Columns<'a> {
     ids: Vec<&'a str>,
     kinds: Vec<&'static str>,
     rows: Vec<&'a MaskedRow>,
+    events: Vec<&'a EventRow>,
     quarantine: Vec<(&'a str, &'a QuarantineEntry)>,
 }
 
@@ -243,6 +282,7 @@ impl<'a> Columns<'a> {
             ids: Vec::with_capacity(items.len()),
             kinds: Vec::with_capacity(items.len()),
             rows: Vec::with_capacity(items.len()),
+            events: Vec::new(),
             quarantine: Vec::new(),
         };
         for item in items {
@@ -258,6 +298,10 @@ impl<'a> Columns<'a> {
             Record::Row(row) => {
                 self.kinds.push("written");
                 self.rows.push(row);
+            }
+            Record::Event(event) => {
+                self.kinds.push("written");
+                self.events.push(event);
             }
             Record::Quarantine(entry) => {
                 self.kinds.push("quarantined");
@@ -305,16 +349,54 @@ impl<'a> RowArrays<'a> {
     }
 }
 
+/// The `unnest` arrays of contract rows: for each contract of the plan,
+/// one text array per column (empty for a contract with no row here).
+struct EventArrays {
+    columns: Vec<Vec<Vec<Option<String>>>>,
+    rows: Vec<usize>,
+}
+
+impl EventArrays {
+    fn of(widths: &[usize], events: &[&EventRow]) -> Self {
+        let mut columns: Vec<Vec<Vec<Option<String>>>> = widths
+            .iter()
+            .map(|&width| vec![Vec::new(); width])
+            .collect();
+        let mut rows = vec![0; widths.len()];
+        for event in events {
+            rows[event.contract] += 1;
+            for (column, cell) in columns[event.contract].iter_mut().zip(&event.cells) {
+                column.push(cell.sql_text());
+            }
+        }
+        EventArrays { columns, rows }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        (0..self.columns.len())
+            .flat_map(|index| self.params_of(index))
+            .collect()
+    }
+
+    fn params_of(&self, contract: usize) -> Vec<&(dyn ToSql + Sync)> {
+        self.columns[contract]
+            .iter()
+            .map(|column| column as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
 /// The `unnest` arrays of quarantine entries.
 struct QuarantineArrays<'a> {
     ids: Vec<&'a str>,
     reasons: Vec<&'static str>,
-    fields: Vec<Option<&'static str>>,
+    fields: Vec<Option<&'a str>>,
     sent: Vec<Option<DateTime<Utc>>>,
     counts: Vec<Option<i32>>,
     keys: Vec<&'a str>,
     bodies: Vec<&'a [u8]>,
     sizes: Vec<i32>,
+    contracts: Vec<Option<&'a str>>,
 }
 
 impl<'a> QuarantineArrays<'a> {
@@ -322,7 +404,7 @@ impl<'a> QuarantineArrays<'a> {
         QuarantineArrays {
             ids: entries.iter().map(|(id, _)| *id).collect(),
             reasons: entries.iter().map(|(_, e)| e.reason).collect(),
-            fields: entries.iter().map(|(_, e)| e.field).collect(),
+            fields: entries.iter().map(|(_, e)| e.field.as_deref()).collect(),
             sent: entries.iter().map(|(_, e)| e.sent_at).collect(),
             counts: entries.iter().map(|(_, e)| e.receive_count).collect(),
             keys: entries.iter().map(|(_, e)| e.key_id.as_str()).collect(),
@@ -331,7 +413,15 @@ impl<'a> QuarantineArrays<'a> {
                 .map(|(_, e)| e.body_sealed.as_slice())
                 .collect(),
             sizes: entries.iter().map(|(_, e)| e.body_bytes).collect(),
+            contracts: entries.iter().map(|(_, e)| e.contract.as_deref()).collect(),
         }
+    }
+
+    /// The nine parameters of contract mode: the eight and the contract.
+    fn params_with_contract(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params = self.params().to_vec();
+        params.push(&self.contracts);
+        params
     }
 
     fn params(&self) -> [&(dyn ToSql + Sync); 8] {
@@ -358,8 +448,18 @@ async fn record_all(
     let rows = RowArrays::of(&columns.rows);
     let quarantine = QuarantineArrays::of(&columns.quarantine);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&columns.sent, &columns.ids, &columns.kinds];
-    params.extend(rows.params());
-    params.extend(quarantine.params());
+    let events;
+    match &statements.contracts {
+        None => {
+            params.extend(rows.params());
+            params.extend(quarantine.params());
+        }
+        Some(contracts) => {
+            events = EventArrays::of(&contracts.widths, &columns.events);
+            params.extend(events.params());
+            params.extend(quarantine.params_with_contract());
+        }
+    }
     client.execute(&statements.record_all, &params).await?;
     Ok(items.iter().map(|item| recorded(item)).collect())
 }
@@ -369,6 +469,7 @@ async fn record_all(
 /// left as it is).
 async fn record_free(
     client: &mut Client,
+    statements: &WriterStatements,
     items: &[&Prepared],
 ) -> Result<Vec<Recorded>, WriteError> {
     let transaction = client.transaction().await?;
@@ -389,15 +490,32 @@ async fn record_free(
         let rows = RowArrays::of(&columns.rows);
         transaction.execute(INSERT_ROWS_SQL, &rows.params()).await?;
     }
+    if let Some(contracts) = &statements.contracts {
+        let events = EventArrays::of(&contracts.widths, &columns.events);
+        for (index, insert) in contracts.sql.inserts.iter().enumerate() {
+            if events.rows[index] > 0 {
+                transaction
+                    .execute(insert, &events.params_of(index))
+                    .await?;
+            }
+        }
+    }
     let mut quarantined = HashSet::new();
     if !columns.quarantine.is_empty() {
         let arrays = QuarantineArrays::of(&columns.quarantine);
-        quarantined = transaction
-            .query(INSERT_QUARANTINE_SQL, &arrays.params())
-            .await?
-            .iter()
-            .map(|row| row.get::<_, String>(0))
-            .collect();
+        let rows = match &statements.contracts {
+            None => {
+                transaction
+                    .query(INSERT_QUARANTINE_SQL, &arrays.params())
+                    .await?
+            }
+            Some(contracts) => {
+                transaction
+                    .query(&contracts.sql.quarantine, &arrays.params_with_contract())
+                    .await?
+            }
+        };
+        quarantined = rows.iter().map(|row| row.get::<_, String>(0)).collect();
     }
     transaction.commit().await?;
     Ok(items

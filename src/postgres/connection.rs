@@ -245,6 +245,8 @@ pub struct Database {
     client: Option<Client>,
     /// The batch writer's statements, prepared on `client` when first needed.
     statements: Option<WriterStatements>,
+    /// The contracts the writer records (None: the built-in login path).
+    plan: Option<std::sync::Arc<crate::contract::Plan>>,
     /// The endpoint of the last connection opened.
     endpoint: String,
 }
@@ -255,12 +257,16 @@ impl Database {
         Self::start(settings, None).await
     }
 
-    /// A writer's connection: every session it opens gets `limits`.
+    /// A writer's connection: every session it opens gets `limits`; its
+    /// batch statements record `plan`'s contracts (None: login events).
     pub async fn connect_writer(
         settings: DatabaseSettings,
         limits: SessionLimits,
+        plan: Option<std::sync::Arc<crate::contract::Plan>>,
     ) -> anyhow::Result<Self> {
-        Self::start(settings, Some(limits)).await
+        let mut database = Self::start(settings, Some(limits)).await?;
+        database.plan = plan;
+        Ok(database)
     }
 
     async fn start(
@@ -273,6 +279,7 @@ impl Database {
             limits,
             client: None,
             statements: None,
+            plan: None,
             endpoint: String::new(),
         };
         database
@@ -302,7 +309,7 @@ impl Database {
         self.client().await?;
         let client = self.client.as_mut().expect("client connected");
         if self.statements.is_none() {
-            self.statements = Some(WriterStatements::prepare(client).await?);
+            self.statements = Some(WriterStatements::prepare(client, self.plan.as_deref()).await?);
         }
         Ok((
             client,

@@ -10,6 +10,7 @@
 pub mod audit;
 mod batch;
 mod connection;
+pub mod contract_sql;
 mod dsn;
 mod failure;
 mod login;
@@ -22,7 +23,8 @@ mod tls;
 mod tls_names;
 
 pub use batch::{
-    record_batch, MaskedRow, Prepared, QuarantineEntry, Record, Recorded, WriterStatements,
+    record_batch, EventRow, MaskedRow, Prepared, QuarantineEntry, Record, Recorded,
+    WriterStatements,
 };
 pub use connection::{
     describe, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits, CONNECT_TIMEOUT,
@@ -32,6 +34,7 @@ pub use failure::{classify, Class, WriteError};
 pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
 pub use schema::{
     check_user_logins_shape, create_analyst_indexes, migrate, partitioned_user_logins,
-    user_logins_granularity, MigrateOptions, SchemaReport, ANALYST_INDEXES, USER_LOGINS_DDL,
+    user_logins_granularity, MigrateOptions, SchemaReport, ANALYST_INDEXES, MIGRATE_LOCK_SQL,
+    USER_LOGINS_DDL,
 };
 pub use tls::{certificate_problem, RootCertificates, SslMode, TlsSettings, Verification};

@@ -79,6 +79,8 @@ CREATE TABLE IF NOT EXISTS veil.quarantine(
 );
 COMMENT ON TABLE veil.quarantine IS 'messages that are not valid login events; body_sealed is AES-SIV encrypted (veil reveal)';
 CREATE INDEX IF NOT EXISTS quarantine_reason_idx ON veil.quarantine (reason, received_at);
+ALTER TABLE veil.quarantine ADD COLUMN IF NOT EXISTS contract text;
+COMMENT ON COLUMN veil.quarantine.contract IS 'the contract the body was routed to (NULL: the built-in login path, or no contract took it)';
 CREATE TABLE IF NOT EXISTS veil.audit(
     id            bigserial PRIMARY KEY,
     revealed_at   timestamptz NOT NULL DEFAULT now(),
@@ -132,12 +134,20 @@ const EXPECTED_COLUMNS: [(&str, &str); 7] = [
     ("create_date", "date"),
 ];
 
+/// Taken first in every migration transaction: one migration at a time.
+pub const MIGRATE_LOCK_SQL: &str = "SET LOCAL client_min_messages = warning;
+     SELECT pg_advisory_xact_lock(hashtext('veil.migrate'));";
+
 /// What `migrate` may create.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MigrateOptions {
     /// Create a missing `user_logins` partitioned by this (`migrate
     /// --partition-by`). An existing table is never altered.
     pub partition_user_logins: Option<Granularity>,
+    /// Contract mode: `user_logins` is left alone (a contract table is
+    /// made by `contract_sql::apply`), and the quarantine must have its
+    /// `contract` column.
+    pub for_contracts: bool,
 }
 
 /// What `migrate` found or did.
@@ -158,18 +168,14 @@ pub struct SchemaReport {
 /// (`postgres::maintain`).
 pub async fn migrate(client: &mut Client, options: MigrateOptions) -> anyhow::Result<SchemaReport> {
     let transaction = client.transaction().await?;
-    transaction
-        .batch_execute(
-            "SET LOCAL client_min_messages = warning;
-             SELECT pg_advisory_xact_lock(hashtext('veil.migrate'));",
-        )
-        .await?;
+    transaction.batch_execute(MIGRATE_LOCK_SQL).await?;
     let mut report = SchemaReport::default();
-    let existed: bool = transaction
-        .query_one("SELECT to_regclass('user_logins') IS NOT NULL", &[])
-        .await?
-        .get(0);
-    if existed {
+    let existed: bool = options.for_contracts
+        || transaction
+            .query_one("SELECT to_regclass('user_logins') IS NOT NULL", &[])
+            .await?
+            .get(0);
+    if existed && !options.for_contracts {
         check_user_logins_shape(&transaction).await?;
         report.user_logins_partitioned = user_logins_granularity(&transaction).await?;
         if let (Some(wanted), None) = (
@@ -217,6 +223,8 @@ pub async fn migrate(client: &mut Client, options: MigrateOptions) -> anyhow::Re
         .await?
         .get(0);
     let audit_current = current && audit_actions_current(&transaction).await?;
+    let current =
+        current && (!options.for_contracts || quarantine_names_contracts(&transaction).await?);
     if existed && current && ledger_partitioned && audit_current {
         transaction.commit().await?;
         return Ok(report);
@@ -244,6 +252,18 @@ pub async fn migrate(client: &mut Client, options: MigrateOptions) -> anyhow::Re
     }
     transaction.commit().await?;
     Ok(report)
+}
+
+/// The quarantine has its `contract` column (added for contracts).
+async fn quarantine_names_contracts(transaction: &Transaction<'_>) -> anyhow::Result<bool> {
+    Ok(transaction
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+              WHERE attrelid = 'veil.quarantine'::regclass AND attname = 'contract' AND NOT attisdropped)",
+            &[],
+        )
+        .await?
+        .get(0))
 }
 
 fn granularity_name(granularity: Granularity) -> &'static str {

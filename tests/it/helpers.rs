@@ -475,3 +475,30 @@ pub async fn stop_with_sigterm(child: std::process::Child) -> std::process::Outp
     assert!(status.success(), "kill -TERM");
     wait_for_exit(child, TEST_TIMEOUT).await
 }
+
+/// `rounds` times: starts `veil` with `args`, lets it record about `step`
+/// more messages (or end by itself), and kills it with SIGKILL. Nothing
+/// recorded before a kill may be lost.
+pub async fn kill_9_rounds(
+    db: &TestDb,
+    args: &[String],
+    rounds: usize,
+    step: std::ops::Range<i64>,
+) {
+    for round in 0..rounds {
+        let before = recorded(db).await;
+        let target = before + rand::random_range(step.clone());
+        let mut child = spawn_veil(args);
+        let child_id = child.id();
+        wait_until("some progress before the kill", || async {
+            // /proc/<pid> gone or a zombie: the run ended by itself.
+            let exited = std::fs::read_to_string(format!("/proc/{child_id}/stat"))
+                .map_or(true, |stat| stat.contains(") Z "));
+            recorded(db).await >= target || exited
+        })
+        .await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(recorded(db).await >= before, "round {round}");
+    }
+}

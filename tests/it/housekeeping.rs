@@ -206,7 +206,7 @@ async fn keep_writing(db_url: String, writer: usize, stop: CancellationToken) ->
         .await
         .unwrap();
     tokio::spawn(connection);
-    let statements = veil::postgres::WriterStatements::prepare(&client)
+    let statements = veil::postgres::WriterStatements::prepare(&client, None)
         .await
         .unwrap();
     let (mut recorded, mut transient) = (0, 0);

@@ -4,6 +4,7 @@
 //! Every test creates its own database and queue.
 
 mod cli;
+mod contracts;
 mod deploy;
 mod fake_sqs;
 mod first_run;

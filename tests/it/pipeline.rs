@@ -141,7 +141,7 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
         let messages = queue.client.receive(request).await.unwrap();
         let items: Vec<_> = messages
             .into_iter()
-            .map(|m| prepare(&key.keyring, MaskMode::Siv, None, m))
+            .map(|m| prepare(&key.keyring, MaskMode::Siv, None, None, m))
             .collect();
         let prepared: Vec<&Prepared> = items.iter().map(|item| &item.prepared).collect();
         let (client, statements) = database.writer().await.unwrap();

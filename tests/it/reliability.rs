@@ -34,22 +34,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_doubles_nothing() {
         .map(String::from),
     );
 
-    for round in 0..4 {
-        let before = recorded(&db).await;
-        let target = before + rand::random_range(15..90);
-        let mut child = spawn_veil(&args);
-        let child_id = child.id();
-        wait_until("some progress before the kill", || async {
-            // /proc/<pid> gone or a zombie: the run ended by itself.
-            let exited = std::fs::read_to_string(format!("/proc/{child_id}/stat"))
-                .map_or(true, |stat| stat.contains(") Z "));
-            recorded(&db).await >= target || exited
-        })
-        .await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        assert!(recorded(&db).await >= before, "round {round}");
-    }
+    kill_9_rounds(&db, &args, 4, 15..90).await;
     let finish = spawn_veil(&args).wait_with_output().unwrap();
 
     assert!(finish.status.success(), "{}", text(&finish.stderr));

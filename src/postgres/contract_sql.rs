@@ -1,0 +1,389 @@
+//! The SQL of contract tables: their `CREATE TABLE` (with the analyst
+//! indexes on PII columns), the batch statements the writer prepares for a
+//! plan, and the comparison of an existing table with its contract
+//! (additive changes applied, destructive ones refused with the reason).
+//!
+//! Every value travels as text and is cast to its column's type in SQL:
+//! one statement shape serves every contract, and the parser has already
+//! checked that each text casts.
+
+use tokio_postgres::GenericClient;
+
+use crate::contract::{Column, Contract, Plan, TableName};
+use crate::error::ConfigError;
+
+/// A quoted identifier (contract identifiers are checked to be plain, so
+/// quoting cannot be escaped out of; it keeps reserved words usable).
+fn quoted(identifier: &str) -> String {
+    format!("\"{identifier}\"")
+}
+
+/// The table's name as SQL.
+pub fn table_sql(table: &TableName) -> String {
+    match &table.schema {
+        Some(schema) => format!("{}.{}", quoted(schema), quoted(&table.name)),
+        None => quoted(&table.name),
+    }
+}
+
+/// The expression that turns the text parameter `u.cN` into the column's
+/// type. Text goes as it is: a varchar(n) column then refuses a longer
+/// value (`db_rejected`) instead of the cast cutting it silently.
+fn cast(column: &Column, index: usize) -> String {
+    let text_like = column.sql_type == "text" || column.sql_type.starts_with("varchar");
+    if text_like {
+        format!("u.c{index}")
+    } else {
+        format!("u.c{index}::{}", column.sql_type)
+    }
+}
+
+/// `INSERT INTO table (columns) SELECT casts FROM unnest($first.., ) AS u(c0..)`.
+fn insert_sql(contract: &Contract, first_param: usize) -> String {
+    let names: Vec<String> = contract.columns.iter().map(|c| quoted(&c.name)).collect();
+    let casts: Vec<String> = contract
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| cast(c, i))
+        .collect();
+    let params: Vec<String> = (0..contract.columns.len())
+        .map(|i| format!("${}::text[]", first_param + i))
+        .collect();
+    let aliases: Vec<String> = (0..contract.columns.len())
+        .map(|i| format!("c{i}"))
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+        table_sql(&contract.table),
+        names.join(", "),
+        casts.join(", "),
+        params.join(", "),
+        aliases.join(", ")
+    )
+}
+
+const QUARANTINE_COLUMNS: &str =
+    "(message_id, reason, field, sent_at, receive_count, key_id, body_sealed, body_bytes, contract)";
+
+fn quarantine_unnest(first: usize) -> String {
+    let types = [
+        "text",
+        "text",
+        "text",
+        "timestamptz",
+        "int4",
+        "text",
+        "bytea",
+        "int4",
+        "text",
+    ];
+    let params: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", first + i))
+        .collect();
+    format!("SELECT * FROM unnest({})", params.join(", "))
+}
+
+/// The batch statements of a plan, as the writer prepares them.
+#[derive(Debug, Clone)]
+pub struct ContractBatchSql {
+    /// Ledger, every contract's rows and the quarantine in one statement:
+    /// $1-$3 the ledger, then each contract's columns in plan order, then
+    /// the quarantine's nine.
+    pub record_all: String,
+    /// Each contract's insert alone, its columns from $1 (the slow path).
+    pub inserts: Vec<String>,
+    /// The quarantine insert alone, skipping ids already there.
+    pub quarantine: String,
+}
+
+impl ContractBatchSql {
+    /// The statements of `plan`.
+    pub fn of(plan: &Plan) -> Self {
+        let mut record_all = String::from(
+            "WITH claimed AS (
+    INSERT INTO veil.ledger (sent_ms, message_id, outcome)
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[])
+)",
+        );
+        let mut next = 4;
+        for (index, contract) in plan.contracts.iter().enumerate() {
+            record_all.push_str(&format!(
+                ", written_{index} AS (\n    {}\n)",
+                insert_sql(contract, next)
+            ));
+            next += contract.columns.len();
+        }
+        record_all.push_str(&format!(
+            "\nINSERT INTO veil.quarantine {QUARANTINE_COLUMNS}\n{}",
+            quarantine_unnest(next)
+        ));
+        ContractBatchSql {
+            record_all,
+            inserts: plan.contracts.iter().map(|c| insert_sql(c, 1)).collect(),
+            quarantine: format!(
+                "INSERT INTO veil.quarantine {QUARANTINE_COLUMNS}\n{}\n    ON CONFLICT (message_id) DO NOTHING\n    RETURNING message_id",
+                quarantine_unnest(1)
+            ),
+        }
+    }
+}
+
+/// `CREATE TABLE` of a contract, with an index on each PII column (the
+/// analysts' `GROUP BY masked_x`) and on its first date column.
+pub fn create_table_sql(contract: &Contract) -> String {
+    let table = table_sql(&contract.table);
+    let width = contract
+        .columns
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        + 2;
+    let columns: Vec<String> = contract
+        .columns
+        .iter()
+        .map(|c| format!("    {:<width$}  {}", quoted(&c.name), c.sql_type))
+        .collect();
+    let mut sql = match &contract.table.schema {
+        Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS {};\n", quoted(schema)),
+        None => String::new(),
+    };
+    sql.push_str(&format!(
+        "CREATE TABLE IF NOT EXISTS {table}(\n{}\n);\n",
+        columns.join(",\n")
+    ));
+    for column in index_columns(contract) {
+        sql.push_str(&format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {table} ({});\n",
+            quoted(&format!("{}_{}_idx", contract.table.name, column.name)),
+            quoted(&column.name)
+        ));
+    }
+    sql
+}
+
+fn index_columns(contract: &Contract) -> impl Iterator<Item = &Column> {
+    let first_date = contract
+        .columns
+        .iter()
+        .find(|c| c.sql_type == "date")
+        .map(|c| c.name.as_str());
+    contract
+        .columns
+        .iter()
+        .filter(move |c| c.pii.is_some() || Some(c.name.as_str()) == first_date)
+}
+
+/// The SQL type as `format_type` prints it, to compare with the catalog.
+fn catalog_type(sql_type: &str) -> String {
+    if let Some(width) = sql_type.strip_prefix("varchar") {
+        return format!("character varying{width}");
+    }
+    match sql_type {
+        "timestamptz" => "timestamp with time zone".into(),
+        "int4" => "integer".into(),
+        "int8" => "bigint".into(),
+        "bool" => "boolean".into(),
+        other => other.into(),
+    }
+}
+
+/// `veil migrate` for contracts: veil's own schema (with the quarantine's
+/// `contract` column), then each contract's table, under the migration lock.
+pub async fn migrate_contracts(
+    client: &mut tokio_postgres::Client,
+    plan: &Plan,
+) -> anyhow::Result<Vec<(String, TableChange)>> {
+    let options = super::MigrateOptions {
+        for_contracts: true,
+        ..Default::default()
+    };
+    super::migrate(client, options).await?;
+    let transaction = client.transaction().await?;
+    transaction.batch_execute(super::MIGRATE_LOCK_SQL).await?;
+    let changes = apply(&transaction, plan).await?;
+    transaction.commit().await?;
+    Ok(changes)
+}
+
+/// What `apply` did to one contract's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableChange {
+    /// The table was missing and is created.
+    Created,
+    /// The table had the contract's shape.
+    Unchanged,
+    /// These columns (nullable) were added.
+    Added(Vec<String>),
+}
+
+/// Creates the table of each contract, or brings an existing one to the
+/// contract by adding its missing (nullable) columns. A column of another
+/// type, or a table column the contract lacks, is refused (exit code 2):
+/// veil never changes or drops what holds data.
+pub async fn apply(
+    client: &impl GenericClient,
+    plan: &Plan,
+) -> anyhow::Result<Vec<(String, TableChange)>> {
+    let mut changes = Vec::new();
+    for contract in &plan.contracts {
+        let existing = table_columns(client, &contract.table).await?;
+        let change = match existing {
+            None => {
+                client
+                    .batch_execute(&create_table_sql(contract))
+                    .await
+                    .map_err(|error| {
+                        anyhow::Error::new(error).context(format!(
+                        "creating table {} of contract {:?}; the role needs CREATE on its schema",
+                        contract.table, contract.name
+                    ))
+                    })?;
+                TableChange::Created
+            }
+            Some(columns) => {
+                let added = additive_columns(contract, &columns)?;
+                for column in &added {
+                    client
+                        .batch_execute(&format!(
+                            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                            table_sql(&contract.table),
+                            quoted(&column.name),
+                            column.sql_type
+                        ))
+                        .await?;
+                }
+                match added.is_empty() {
+                    true => TableChange::Unchanged,
+                    false => TableChange::Added(added.iter().map(|c| c.name.clone()).collect()),
+                }
+            }
+        };
+        changes.push((contract.table.to_string(), change));
+    }
+    Ok(changes)
+}
+
+/// The contract's columns the table lacks; an error naming the first
+/// destructive difference.
+fn additive_columns<'a>(
+    contract: &'a Contract,
+    table: &[(String, String, bool)],
+) -> Result<Vec<&'a Column>, ConfigError> {
+    let refuse = |what: String| {
+        ConfigError(format!(
+            "table {} does not fit contract {:?} version {}: {what}. veil only adds nullable columns; \
+             change the table yourself (or the contract back), then run veil migrate again",
+            contract.table, contract.name, contract.version
+        ))
+    };
+    for (name, sql_type, not_null) in table {
+        match contract.columns.iter().find(|c| &c.name == name) {
+            None if *not_null => {
+                return Err(refuse(format!(
+                    "column {name} ({sql_type}, NOT NULL) is not in the contract, so every insert would fail"
+                )))
+            }
+            None => {
+                return Err(refuse(format!(
+                    "column {name} ({sql_type}) is not in the contract: removing a column is destructive"
+                )))
+            }
+            Some(column) if catalog_type(&column.sql_type) != *sql_type => {
+                return Err(refuse(format!(
+                    "column {name} is {sql_type} in the table but {} in the contract: changing a type is destructive",
+                    column.sql_type
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(contract
+        .columns
+        .iter()
+        .filter(|c| !table.iter().any(|(name, _, _)| name == &c.name))
+        .collect())
+}
+
+/// The table's columns (name, type as `format_type` prints it, NOT NULL),
+/// or None when it is missing. An unqualified name is looked up through
+/// `search_path`, as the writer's inserts find it.
+pub async fn table_columns(
+    client: &impl GenericClient,
+    table: &TableName,
+) -> anyhow::Result<Option<Vec<(String, String, bool)>>> {
+    let name = match &table.schema {
+        Some(schema) => format!("{}.{}", quoted(schema), quoted(&table.name)),
+        None => quoted(&table.name),
+    };
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull
+               FROM pg_attribute
+              WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
+              ORDER BY attnum",
+            &[&name],
+        )
+        .await?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_contract_ddl_is_the_reference_table() {
+        let plan = crate::contract::builtin_login();
+        let sql = create_table_sql(&plan.contracts[0]);
+        let columns: Vec<String> = sql
+            .lines()
+            .skip(1)
+            .take(7)
+            .map(|line| {
+                line.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .trim_end_matches(',')
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "\"user_id\" varchar(128)",
+                "\"device_type\" varchar(32)",
+                "\"masked_ip\" varchar(256)",
+                "\"masked_device_id\" varchar(256)",
+                "\"locale\" varchar(32)",
+                "\"app_version\" integer",
+                "\"create_date\" date",
+            ]
+        );
+        assert!(sql.contains("CREATE INDEX IF NOT EXISTS \"user_logins_masked_ip_idx\""));
+    }
+
+    #[test]
+    fn the_batch_statement_numbers_each_contracts_columns_after_the_ledgers() {
+        let plan = crate::contract::builtin_login();
+        let sql = ContractBatchSql::of(&plan);
+        assert!(sql.record_all.contains("unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"));
+        assert!(sql.record_all.contains("unnest($11::text[]"));
+        assert!(sql.record_all.contains("$19::text[])"));
+        assert!(sql.record_all.contains("u.c5::integer, u.c6::date"));
+    }
+}

@@ -1,0 +1,475 @@
+//! Contracts end to end: a routed queue of signups and purchases (the
+//! examples in examples/contracts/shop) through both LocalStacks into
+//! their tables, every rule quarantining with its column, masks that
+//! compare equal across contracts of one domain, exactly once under
+//! kill -9, and migrations that add a column or refuse a destructive one.
+
+use veil::sqs::ProtocolChoice;
+
+use crate::cli::{text, veil};
+use crate::helpers::*;
+
+const SHOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/contracts/shop");
+
+fn signup(id: u32, email: &str) -> String {
+    serde_json::json!({
+        "type": "signup",
+        "user": {
+            "id": format!("424cdd21-063a-43a7-b91b-{id:012}"),
+            "email": email,
+            "phone": "+44 20 7946 0958",
+            "address": {"street": "1 High St", "postcode": "SW1A 1AA", "country": "GB"}
+        },
+        "plan": "pro",
+        "marketing_opt_in": id.is_multiple_of(2),
+        "signed_up_at": "2026-12-04T09:30:00Z"
+    })
+    .to_string()
+}
+
+fn purchase(id: u32, email: &str) -> String {
+    serde_json::json!({
+        "type": "purchase",
+        "order_id": format!("A-{id}"),
+        "email": email,
+        "card": {"fingerprint": format!("fp_{}", id % 3)},
+        "amount": "49.90",
+        "currency": "EUR",
+        "items": 3,
+        "cart": [{"sku": "X1", "qty": 3}]
+    })
+    .to_string()
+}
+
+/// Bodies a contract refuses, each with the reason and column expected.
+fn refused() -> Vec<(
+    String,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+)> {
+    let with = |body: String, pointer: &str, value: serde_json::Value| {
+        let mut json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        *json.pointer_mut(pointer).unwrap() = value;
+        json.to_string()
+    };
+    use serde_json::json;
+    vec![
+        (
+            with(signup(1, "a@b.c"), "/plan", json!("gold")),
+            "bad_value",
+            Some("plan"),
+            Some("signups"),
+        ),
+        (
+            with(signup(2, "a@b.c"), "/user/address/country", json!("gb")),
+            "bad_format",
+            Some("country"),
+            Some("signups"),
+        ),
+        (
+            with(signup(3, "a@b.c"), "/user/id", json!("nope")),
+            "bad_format",
+            Some("user_id"),
+            Some("signups"),
+        ),
+        (
+            with(signup(4, "a@b.c"), "/user/email", json!("")),
+            "missing_field",
+            Some("masked_email"),
+            Some("signups"),
+        ),
+        (
+            with(signup(5, "a@b.c"), "/signed_up_at", json!(5)),
+            "bad_type",
+            Some("signed_up_at"),
+            Some("signups"),
+        ),
+        (
+            with(purchase(6, "a@b.c"), "/items", json!(0)),
+            "out_of_range",
+            Some("items"),
+            Some("purchases"),
+        ),
+        (
+            with(purchase(7, "a@b.c"), "/amount", json!("lots")),
+            "bad_format",
+            Some("amount"),
+            Some("purchases"),
+        ),
+        (
+            with(purchase(8, "a@b.c"), "/currency", json!("BTC")),
+            "bad_value",
+            Some("currency"),
+            Some("purchases"),
+        ),
+        (
+            with(purchase(9, "a@b.c"), "/order_id", json!("x".repeat(65))),
+            "too_long",
+            Some("order_id"),
+            Some("purchases"),
+        ),
+        (
+            json!({"type": "refund", "order_id": "A-1"}).to_string(),
+            "unknown_type",
+            None,
+            None,
+        ),
+        ("not json".to_string(), "not_json", None, None),
+        (
+            json!({"type": "purchase"}).to_string(),
+            "wrong_shape",
+            None,
+            Some("purchases"),
+        ),
+    ]
+}
+
+async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(endpoint, ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let mut bodies: Vec<String> = (0..20).map(|i| signup(i, "Ann@Example.com")).collect();
+    bodies.extend((0..15).map(|i| purchase(i, "ann@example.com")));
+    let refused = refused();
+    bodies.extend(refused.iter().map(|(body, ..)| body.clone()));
+    queue.send(&bodies).await;
+
+    let mut args = run_args(&queue, &db, &key);
+    args.extend(["--until-empty", "--contract", SHOP].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = veil(&args, "", &[]);
+
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let total = bodies.len() as i64;
+    assert!(
+        text(&output.stdout).contains(&format!("received {total}, written 35")),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.signups").await,
+        20
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.purchases").await,
+        15
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, total);
+    assert_eq!(queue.depth().await, Default::default(), "queue ends empty");
+    // Every reason, with its column and contract; nothing holds a value.
+    let quarantined = db
+        .strings(
+            "SELECT reason || '|' || coalesce(field, '-') || '|' || coalesce(contract, '-')
+               FROM veil.quarantine ORDER BY 1",
+        )
+        .await;
+    let mut expected: Vec<String> = refused
+        .iter()
+        .map(|(_, reason, field, contract)| {
+            format!(
+                "{reason}|{}|{}",
+                field.unwrap_or("-"),
+                contract.unwrap_or("-")
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(quarantined, expected);
+    // One email in two spellings, in two contracts of one domain: one mask.
+    let emails = db
+        .strings(
+            "SELECT DISTINCT masked_email FROM analytics.signups
+             UNION SELECT DISTINCT masked_email FROM analytics.purchases",
+        )
+        .await;
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert!(emails[0].starts_with("siv1.") && !emails[0].contains("example"));
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT masked_card) FROM analytics.purchases")
+            .await,
+        3
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.purchases WHERE masked_card LIKE 'hmac1.%'")
+            .await,
+        15
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM analytics.purchases WHERE amount = 49.90 AND cart->0->>'sku' = 'X1'").await, 15);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.signups WHERE marketing_opt_in")
+            .await,
+        10
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.signups WHERE received_on = current_date")
+            .await,
+        20
+    );
+    // The key opens the reversible masks of the contract's domains, audited.
+    let key_file = key.path.to_str().unwrap();
+    let reveal = |extra: &[&str], stdin: &str| {
+        let mut args = vec![
+            "reveal",
+            "--key-file",
+            key_file,
+            "--reason",
+            "T-1",
+            "--database-url",
+            &db.url,
+            "--contract",
+            SHOP,
+        ];
+        args.extend_from_slice(extra);
+        veil(&args, stdin, &[])
+    };
+    let opened = reveal(&[], &format!("{}\n", emails[0]));
+    assert!(opened.status.success(), "{}", text(&opened.stderr));
+    assert_eq!(text(&opened.stdout), "ann@example.com\n");
+    let query = reveal(&["--sql", "select order_id, masked_email, masked_card from analytics.purchases where order_id = 'A-1'"], "");
+    assert!(query.status.success(), "{}", text(&query.stderr));
+    assert!(
+        text(&query.stdout).contains("ann@example.com"),
+        "{}",
+        text(&query.stdout)
+    );
+    assert!(
+        text(&query.stdout).contains("hmac1."),
+        "an HMAC mask stays as it is"
+    );
+    assert!(
+        text(&query.stderr).contains("irreversible"),
+        "{}",
+        text(&query.stderr)
+    );
+    assert_eq!(
+        db.strings(
+            "SELECT action || ':' || array_to_string(fields, ',') FROM veil.audit ORDER BY id"
+        )
+        .await,
+        ["masks:email", "sql:email"]
+    );
+}
+
+#[tokio::test]
+async fn a_routed_queue_on_modern_localstack_lands_each_event_in_its_contracts_table() {
+    routed_queue_lands_each_event_in_its_table(&modern_endpoint()).await;
+}
+
+#[tokio::test]
+async fn a_routed_queue_on_legacy_localstack_lands_each_event_in_its_contracts_table() {
+    routed_queue_lands_each_event_in_its_table(&legacy_endpoint()).await;
+}
+
+#[tokio::test]
+async fn a_routed_queue_is_recorded_exactly_once_across_kill_9() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let bodies: Vec<String> = (0..400)
+        .map(|i| match i % 5 {
+            0 => signup(i, &format!("u{i}@example.com")),
+            1 => "junk".to_string(),
+            _ => purchase(i, &format!("u{i}@example.com")),
+        })
+        .collect();
+    queue.send(&bodies).await;
+    let mut args = run_args(&queue, &db, &key);
+    args.extend(
+        [
+            "--until-empty",
+            "--contract",
+            SHOP,
+            "--visibility-timeout-secs",
+            "2",
+            "--max-batch-rows",
+            "30",
+            "--max-batch-wait-ms",
+            "20",
+        ]
+        .map(String::from),
+    );
+
+    kill_9_rounds(&db, &args, 3, 30..60).await;
+    let finish = spawn_veil(&args).wait_with_output().unwrap();
+
+    assert!(finish.status.success(), "{}", text(&finish.stderr));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.signups").await,
+        80
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.purchases").await,
+        240
+    );
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT order_id) FROM analytics.purchases")
+            .await,
+        240
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.quarantine").await, 80);
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, 400);
+    assert_eq!(queue.depth().await, Default::default(), "queue ends empty");
+}
+
+fn contract_file(dir: &tempfile::TempDir, name: &str, columns: &str) -> String {
+    let path = dir.path().join(name);
+    let text =
+        format!("contract: tickets\nversion: 1\ntable: support.tickets\ncolumns:\n{columns}");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn migrate_adds_a_new_nullable_column_and_refuses_a_destructive_change() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = "  - {name: ticket_id, from: /id, type: text, max_chars: 32, required: true}\n  - {name: masked_email, from: /email, type: text, pii: siv, domain: email}\n";
+    let v1 = contract_file(&dir, "v1.yaml", base);
+    let v2 = contract_file(
+        &dir,
+        "v2.yaml",
+        &format!("{base}  - {{name: priority, from: /priority, type: integer}}\n"),
+    );
+    let narrowed = contract_file(
+        &dir,
+        "v3.yaml",
+        &base.replace("max_chars: 32", "max_chars: 16"),
+    );
+    let dropped = contract_file(
+        &dir,
+        "v4.yaml",
+        "  - {name: ticket_id, from: /id, type: text, max_chars: 32, required: true}\n",
+    );
+
+    let first = veil(
+        &["migrate", "--database-url", &db.url, "--contract", &v1],
+        "",
+        &[],
+    );
+    let again = veil(
+        &["migrate", "--database-url", &db.url, "--contract", &v1],
+        "",
+        &[],
+    );
+    let added = veil(
+        &["migrate", "--database-url", &db.url, "--contract", &v2],
+        "",
+        &[],
+    );
+    let type_change = veil(
+        &[
+            "migrate",
+            "--database-url",
+            &db.url,
+            "--contract",
+            &narrowed,
+        ],
+        "",
+        &[],
+    );
+    let removal = veil(
+        &["migrate", "--database-url", &db.url, "--contract", &dropped],
+        "",
+        &[],
+    );
+
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains("table support.tickets: created"),
+        "{}",
+        text(&first.stdout)
+    );
+    assert!(
+        text(&again.stdout).contains("already there"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert!(
+        text(&added.stdout).contains("added column(s) priority"),
+        "{}",
+        text(&added.stdout)
+    );
+    assert_eq!(
+        db.strings("SELECT attname::text FROM pg_attribute WHERE attrelid = 'support.tickets'::regclass AND attnum > 0 ORDER BY attnum").await,
+        ["ticket_id", "masked_email", "priority"]
+    );
+    assert_eq!(
+        type_change.status.code(),
+        Some(2),
+        "{}",
+        text(&type_change.stderr)
+    );
+    assert!(text(&type_change.stderr).contains("column ticket_id is character varying(32) in the table but varchar(16) in the contract"),
+        "{}", text(&type_change.stderr));
+    assert_eq!(removal.status.code(), Some(2));
+    assert!(
+        text(&removal.stderr)
+            .contains("column masked_email (character varying(256)) is not in the contract"),
+        "{}",
+        text(&removal.stderr)
+    );
+}
+
+#[tokio::test]
+async fn contract_commands_check_show_ddl_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let unsafe_file = contract_file(
+        &dir,
+        "unsafe.yaml",
+        "  - {name: email, from: /email, type: text}\n",
+    );
+    let misspelt = contract_file(
+        &dir,
+        "typo.yaml",
+        "  - {name: a, from: /a, type: text, requird: true}\n",
+    );
+
+    let show = veil(&["contract", "show"], "", &[]);
+    let shown = dir.path().join("shown.yaml");
+    std::fs::write(&shown, &show.stdout).unwrap();
+    let check_shown = veil(
+        &["contract", "check", "--contract", shown.to_str().unwrap()],
+        "",
+        &[],
+    );
+    let check_unsafe = veil(&["contract", "check", "--contract", &unsafe_file], "", &[]);
+    let check_typo = veil(&["contract", "check", "--contract", &misspelt], "", &[]);
+    let ddl = veil(&["contract", "ddl"], "", &[]);
+    let export = veil(
+        &["contract", "export", "--json-schema", "--contract", SHOP],
+        "",
+        &[],
+    );
+
+    assert!(
+        check_shown.status.success(),
+        "{}",
+        text(&check_shown.stderr)
+    );
+    assert_eq!(check_unsafe.status.code(), Some(2));
+    assert!(
+        text(&check_unsafe.stderr).contains("looks like personal data"),
+        "{}",
+        text(&check_unsafe.stderr)
+    );
+    assert_eq!(check_typo.status.code(), Some(2));
+    assert!(
+        text(&check_typo.stderr).contains("requird"),
+        "{}",
+        text(&check_typo.stderr)
+    );
+    assert!(
+        text(&ddl.stdout).contains("\"masked_device_id\"  varchar(256)"),
+        "{}",
+        text(&ddl.stdout)
+    );
+    let schema: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+    let branches = schema["oneOf"].as_array().unwrap();
+    assert_eq!(branches.len(), 2);
+    assert_eq!(branches[1]["properties"]["type"]["const"], "signup");
+    assert_eq!(
+        branches[1]["properties"]["user"]["properties"]["email"]["type"],
+        "string"
+    );
+}

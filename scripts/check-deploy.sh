@@ -6,6 +6,7 @@
 #                           cross-checks with veil and the stack, and a self-test of those checks
 #   deploy/prometheus       promtool check rules + test rules; deploy/grafana: queries via promtool
 #   .github/workflows       check-jsonschema vendor.github-workflows (+ every job has a timeout)
+#   examples/contracts      check-jsonschema against docs/contract.schema.json (the editors' schema)
 #   docker-compose.yml      compose-spec; its LocalStack healthcheck run against both LocalStacks
 #   Dockerfile, workflows   the Rust toolchain they name is Cargo.toml's rust-version
 # Installs the pinned tools first (scripts/deploy-tools.sh) and starts both LocalStacks
@@ -27,6 +28,7 @@ step "kubernetes manifests" python scripts/check-k8s.py
 step "kubernetes checks catch what they exist for" python scripts/check-k8s.py --self-test
 step "prometheus rules, their tests, the grafana dashboard" python scripts/check-prometheus.py
 step "github workflows" check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml .github/workflows/release.yml
+step "example contracts fit the editors' schema" check-jsonschema --schemafile docs/contract.schema.json examples/contracts/login.yaml examples/contracts/shop/signup.yaml examples/contracts/shop/purchase.yaml
 step "github workflows: every job has a timeout" check-jsonschema --builtin-schema custom.github-workflows-require-timeout .github/workflows/ci.yml .github/workflows/release.yml
 
 toolchain_agrees() {

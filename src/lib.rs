@@ -5,7 +5,13 @@
 //! # Layout
 //! - `cli`, `config`: the command line, then checked settings; `error`: the
 //!   configuration error any layer may raise (exit code 2).
-//! - `event`: message body -> validated `LoginEvent` or a `Rejection`.
+//! - `contract`: contracts, any event type's table and PII policy in one
+//!   YAML file: the format, its checks, the compiled `Plan`, the parser by
+//!   plan (body -> typed cells or a rejection), the JSON Schema export.
+//!   Domain code: no I/O but reading the files. Its SQL lives in
+//!   `postgres::contract_sql`.
+//! - `event`: message body -> validated `LoginEvent` or a `Rejection` (the
+//!   built-in login path, which the built-in contract reproduces).
 //! - `mask`: masks (AES-SIV, or HMAC when irreversible) and sealed
 //!   quarantine bodies. Pure: no I/O.
 //! - `keyring`: the keys, their file format, and where they come from

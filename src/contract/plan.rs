@@ -668,12 +668,42 @@ fn looks_like_pii(name: &str, from: Option<&str>) -> Option<&'static str> {
     })
 }
 
+/// A type name such as `varchar(64)`, `numeric(12, 2)`, `double precision`:
+/// nothing that could end the statement it is written into.
+fn is_plain_sql_type(text: &str) -> bool {
+    let (name, modifier) = match text.split_once('(') {
+        Some((name, rest)) => (name, Some(rest)),
+        None => (text, None),
+    };
+    let name_ok = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == ' ');
+    let modifier_ok = modifier.is_none_or(|rest| {
+        rest.strip_suffix(')').is_some_and(|inner| {
+            !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+        })
+    });
+    name_ok && modifier_ok && text.len() <= 64
+}
+
 fn sql_type_of(
     file: &ColumnFile,
     column_type: ColumnType,
     pii: Option<&Pii>,
     max_bytes: Option<usize>,
 ) -> Result<String, String> {
+    if let Some(sql_type) = &file.sql_type {
+        if !is_plain_sql_type(sql_type) {
+            return Err(format!(
+                "sql_type {sql_type:?} is not a plain SQL type name (letters, digits, _, spaces, \
+                 and an optional (n) or (p, s)): it goes into CREATE TABLE as written"
+            ));
+        }
+    }
     let Some(pii) = pii else {
         return Ok(file
             .sql_type
@@ -791,6 +821,7 @@ mod tests {
             "{name: n, from: n, type: text}",
             "{name: N, from: /n, type: text}",
             "{name: n, from: /n, type: texte}",
+            "{name: n, from: /n, type: text, sql_type: 'text); drop table x; --'}",
         ] {
             assert!(
                 compile(&format!("{HEAD}  - {column}\n")).is_err(),

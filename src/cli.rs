@@ -77,13 +77,17 @@ pub enum Command {
     /// Kubernetes CronJob, as the tables' owner; `veil run` does the same
     /// every --housekeeping-interval-secs. One veil at a time does it.
     Maintain(MaintainArgs),
-    /// List the rows of user_logins that hold an IP or a device id, without
-    /// revealing anything else: the value is masked under every key of the
-    /// keyring (both mask modes) and matched. Audited; --reason required.
+    /// List the rows of user_logins that hold an IP or a device id (or,
+    /// with --value, the rows of any contract's tables that hold a value of
+    /// a domain or column), without revealing anything else: the value is
+    /// masked under every key of the keyring (both mask modes) and matched.
+    /// Audited; --reason required.
     Find(FindArgs),
     /// Erase one person's data: delete the rows of user_logins that hold an
-    /// IP, a device id or a user id, and the quarantined messages whose
-    /// bodies hold it (opened to check), under every key of the keyring.
+    /// IP, a device id or a user id (or, with --value, the rows of any
+    /// contract's tables that hold a value of a domain or column), and the
+    /// quarantined messages whose bodies hold it (opened to check), under
+    /// every key of the keyring.
     /// Audited; --reason required; --dry-run counts without deleting.
     Forget(ForgetArgs),
     /// Contracts: any JSON event type, its table and its PII policy in one
@@ -582,6 +586,14 @@ pub struct LookupArgs {
     /// A device id, exactly as the producer sent it.
     #[arg(long, value_name = "ID")]
     pub device_id: Option<String>,
+
+    /// A value of a PII domain or a column of the contracts (--contract;
+    /// without it, the built-in login contract): NAME=VALUE, where NAME is
+    /// a domain (email: every column of that domain, in every contract) or
+    /// a column name (user_id). The value is normalized as its columns
+    /// normalize it, then masked under every key.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub value: Option<String>,
 }
 
 /// Options of `veil find`.
@@ -589,6 +601,9 @@ pub struct LookupArgs {
 pub struct FindArgs {
     #[command(flatten)]
     pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub contracts: ContractArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -620,6 +635,14 @@ pub struct ForgetTarget {
     /// A user id (stored as it is, so matched as it is).
     #[arg(long, value_name = "ID")]
     pub user_id: Option<String>,
+
+    /// A value of a PII domain or a column of the contracts (--contract;
+    /// without it, the built-in login contract): NAME=VALUE, where NAME is
+    /// a domain (email: every column of that domain, in every contract) or
+    /// a column name (user_id). The value is normalized as its columns
+    /// normalize it, then masked under every key.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub value: Option<String>,
 }
 
 /// Options of `veil forget`.
@@ -627,6 +650,9 @@ pub struct ForgetTarget {
 pub struct ForgetArgs {
     #[command(flatten)]
     pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub contracts: ContractArgs,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

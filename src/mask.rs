@@ -216,10 +216,17 @@ impl Keyring {
     /// find the value's rows (`veil find`, `veil forget`) without opening
     /// any other.
     pub fn masks_under_every_key(&self, field: Field, value: &str) -> Vec<String> {
+        self.domain_masks_under_every_key(field.associated_data(), value)
+    }
+
+    /// `masks_under_every_key` for a contract's domain (`veil/<domain>/v1`).
+    pub fn domain_masks_under_every_key(&self, associated_data: &[u8], value: &str) -> Vec<String> {
         self.keys()
             .flat_map(|key| {
-                let data = field.associated_data();
-                [siv_mask(key, data, value), hmac_mask(key, data, value)]
+                [
+                    siv_mask(key, associated_data, value),
+                    hmac_mask(key, associated_data, value),
+                ]
             })
             .collect()
     }

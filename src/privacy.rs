@@ -6,6 +6,7 @@
 //! its JSON, JSON inside strings, and its text, an IP in any spelling
 //! (`Target::held_by`). Pure: no I/O.
 
+use crate::contract::{ColumnType, Normalize, Plan, TableName};
 use crate::error::ConfigError;
 use crate::event::canonical_ip;
 use crate::keyring::Keyring;
@@ -21,6 +22,17 @@ pub enum Target {
     DeviceId(String),
     /// A user id, as sent (stored unmasked).
     UserId(String),
+    /// A value of a contract's domain or column (`--value NAME=VALUE`),
+    /// matched in quarantined bodies as a whole token; in any case when a
+    /// column of it lower-cases its values.
+    Value {
+        /// The domain or column named.
+        name: String,
+        /// The value, as given.
+        value: String,
+        /// Match in any letter case.
+        any_case: bool,
+    },
 }
 
 impl Target {
@@ -43,20 +55,21 @@ impl Target {
     }
 
     /// The field's name, for output and the audit.
-    pub fn field_name(&self) -> &'static str {
+    pub fn field_name(&self) -> &str {
         match self {
             Target::Ip(_) => "ip",
             Target::DeviceId(_) => "device_id",
             Target::UserId(_) => "user_id",
+            Target::Value { name, .. } => name,
         }
     }
 
-    /// The `user_logins` column that holds it.
+    /// The `user_logins` column that holds it (login targets).
     pub fn column(&self) -> Column {
         match self {
             Target::Ip(_) => Column::MaskedIp,
             Target::DeviceId(_) => Column::MaskedDeviceId,
-            Target::UserId(_) => Column::UserId,
+            Target::UserId(_) | Target::Value { .. } => Column::UserId,
         }
     }
 
@@ -66,7 +79,7 @@ impl Target {
         match self {
             Target::Ip(ip) => keyring.masks_under_every_key(Field::Ip, ip),
             Target::DeviceId(id) => keyring.masks_under_every_key(Field::DeviceId, id),
-            Target::UserId(id) => vec![id.clone()],
+            Target::UserId(id) | Target::Value { value: id, .. } => vec![id.clone()],
         }
     }
 
@@ -85,6 +98,7 @@ impl Target {
     fn value(&self) -> &str {
         match self {
             Target::Ip(value) | Target::DeviceId(value) | Target::UserId(value) => value,
+            Target::Value { value, .. } => value,
         }
     }
 
@@ -115,9 +129,115 @@ impl Target {
         }
         match self {
             Target::Ip(ip) => ip_tokens(text).any(|found| found == *ip),
+            Target::Value {
+                value,
+                any_case: true,
+                ..
+            } => contains_token(&text.to_lowercase(), &value.to_lowercase()),
             _ => contains_token(text, self.value()),
         }
     }
+}
+
+/// One table column of a plan that may hold a looked-up value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The contract.
+    pub contract: String,
+    /// Its table.
+    pub table: TableName,
+    /// The column.
+    pub column: String,
+    /// What to match there: every mask of the value (a PII column), or
+    /// the value as stored.
+    pub values: Vec<String>,
+    /// The table's columns `find` may show: none that holds PII.
+    pub shown: Vec<String>,
+}
+
+/// `--value NAME=VALUE` through a plan: the target quarantined bodies are
+/// checked for, and every column of every contract that may hold it.
+/// NAME is a domain (every column of it, in every contract) or a column
+/// name (that column, in every contract that has one).
+pub fn resolve(
+    plan: &Plan,
+    keyring: &Keyring,
+    name: &str,
+    value: &str,
+) -> Result<(Target, Vec<Place>), ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError(format!(
+            "--value {name}= needs a value after the ="
+        )));
+    }
+    let columns: Vec<_> = plan
+        .contracts
+        .iter()
+        .flat_map(|contract| {
+            contract
+                .columns
+                .iter()
+                .map(move |column| (contract, column))
+        })
+        .filter(|(_, column)| {
+            column.name == name || column.pii.as_ref().is_some_and(|pii| pii.domain == name)
+        })
+        .collect();
+    if columns.is_empty() {
+        let mut known: Vec<String> = plan
+            .domains()
+            .iter()
+            .map(|pii| pii.domain.clone())
+            .collect();
+        known.extend(
+            plan.contracts
+                .iter()
+                .flat_map(|c| c.columns.iter().map(|col| col.name.clone())),
+        );
+        known.dedup();
+        return Err(ConfigError(format!(
+            "--value {name}=...: {name:?} is neither a PII domain nor a column of the contracts; \
+             use one of: {}",
+            known.join(", ")
+        )));
+    }
+    let target = if columns
+        .iter()
+        .any(|(_, column)| column.column_type == ColumnType::Ip)
+    {
+        Target::ip(value)?
+    } else {
+        Target::Value {
+            name: name.to_string(),
+            value: value.trim().to_string(),
+            any_case: columns
+                .iter()
+                .any(|(_, column)| column.normalize == Normalize::Lowercase),
+        }
+    };
+    let places = columns
+        .into_iter()
+        .filter_map(|(contract, column)| {
+            let stored = crate::contract::stored_form(column, value)?;
+            let values = match &column.pii {
+                Some(pii) => keyring.domain_masks_under_every_key(&pii.associated_data, &stored),
+                None => vec![stored],
+            };
+            Some(Place {
+                contract: contract.name.clone(),
+                table: contract.table.clone(),
+                column: column.name.clone(),
+                values,
+                shown: contract
+                    .columns
+                    .iter()
+                    .filter(|c| c.pii.is_none())
+                    .map(|c| c.name.clone())
+                    .collect(),
+            })
+        })
+        .collect();
+    Ok((target, places))
 }
 
 /// Whether a quarantined body holds a value.

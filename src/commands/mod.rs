@@ -4,6 +4,7 @@
 pub mod contract;
 pub mod doctor;
 pub mod keys;
+pub mod lookup;
 pub mod privacy;
 pub mod reveal;
 

@@ -18,7 +18,21 @@ use crate::privacy::{Holding, Target};
 use crate::report::psql_table;
 
 /// Quarantine entries read (and locked) per page while `forget` checks them.
+/// (The `--value` path through contracts is `super::lookup`.)
 const QUARANTINE_PAGE_ROWS: i64 = 1000;
+
+/// `--value NAME=VALUE` split at its first `=`.
+fn value_flag(flag: &Option<String>) -> Result<Option<(&str, &str)>, ConfigError> {
+    flag.as_deref()
+        .map(|text| {
+            text.split_once('=').ok_or_else(|| {
+                ConfigError(format!(
+                    "--value {text:?} needs NAME=VALUE, a domain or column name and the value (--value email=ann@example.com)"
+                ))
+            })
+        })
+        .transpose()
+}
 
 fn lookup_target(args: &LookupArgs) -> Result<Target, ConfigError> {
     match (&args.ip, &args.device_id) {
@@ -39,7 +53,7 @@ fn forget_target(args: &ForgetTarget) -> Result<Target, ConfigError> {
     }
 }
 
-fn require_reason(reason: &str, why: &str) -> Result<(), ConfigError> {
+pub(super) fn require_reason(reason: &str, why: &str) -> Result<(), ConfigError> {
     if reason.trim().is_empty() {
         return Err(ConfigError(format!("--reason must say why {why}")));
     }
@@ -57,6 +71,15 @@ async fn require_every_key(
     let made = sql::masks_by_key(client)
         .await
         .context("reading which keys made the masks")?;
+    refuse_missing_keys(&made, keyring, command)
+}
+
+/// The refusal of a keyring that lacks some of the keys in `made`.
+pub(super) fn refuse_missing_keys(
+    made: &std::collections::BTreeMap<String, i64>,
+    keyring: &Keyring,
+    command: &str,
+) -> anyhow::Result<()> {
     let missing: Vec<String> = made
         .iter()
         .filter(|(id, _)| keyring.find(id).is_none())
@@ -76,7 +99,7 @@ async fn require_every_key(
 }
 
 /// The audit row of a `find` or `forget` of `target`, `count` values.
-async fn audit_lookup(
+pub(super) async fn audit_lookup(
     client: &impl tokio_postgres::GenericClient,
     action: &'static str,
     target: &Target,
@@ -99,6 +122,9 @@ pub async fn find(args: FindArgs) -> anyhow::Result<()> {
     require_reason(&args.reason, "this person's rows are being looked up")?;
     if args.limit < 1 {
         return Err(ConfigError("--limit must be at least 1".into()).into());
+    }
+    if let Some((name, value)) = value_flag(&args.lookup.value)? {
+        return super::lookup::find(&args, name, value).await;
     }
     let target = lookup_target(&args.lookup)?;
     let keyring = keys::load(&key_location(&args.key)?, false).await?;
@@ -135,7 +161,7 @@ pub async fn find(args: FindArgs) -> anyhow::Result<()> {
 }
 
 /// `: id, id, ...` for a non-empty list of message ids.
-fn listed(ids: &[String]) -> String {
+pub(super) fn listed(ids: &[String]) -> String {
     if ids.is_empty() {
         String::new()
     } else {
@@ -144,17 +170,17 @@ fn listed(ids: &[String]) -> String {
 }
 
 /// What a search of the quarantine found.
-struct QuarantineSearch {
+pub(super) struct QuarantineSearch {
     /// Messages whose bodies hold the value.
-    holding: Vec<String>,
+    pub(super) holding: Vec<String>,
     /// Messages whose bodies could not be read or opened.
-    undecided: Vec<String>,
+    pub(super) undecided: Vec<String>,
 }
 
 impl QuarantineSearch {
     /// An error naming every body nothing could be said of (they must be
     /// looked at by hand), or Ok when there is none.
-    fn report_undecided(&self) -> anyhow::Result<()> {
+    pub(super) fn report_undecided(&self) -> anyhow::Result<()> {
         if self.undecided.is_empty() {
             return Ok(());
         }
@@ -169,7 +195,7 @@ impl QuarantineSearch {
 
 /// Opens every quarantined body and checks it for the value; with `lock`,
 /// the entries stay locked until the transaction ends.
-async fn search_quarantine(
+pub(super) async fn search_quarantine(
     client: &impl tokio_postgres::GenericClient,
     keyring: &Keyring,
     target: &Target,
@@ -241,6 +267,9 @@ struct Erased {
 /// `veil forget`.
 pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     require_reason(&args.reason, "this person's data is being erased")?;
+    if let Some((name, value)) = value_flag(&args.target.value)? {
+        return super::lookup::forget(&args, name, value).await;
+    }
     let target = forget_target(&args.target)?;
     let keyring = keys::load(&key_location(&args.key)?, false).await?;
     let mut database = Database::connect(database_from_args(&args.database)?).await?;

@@ -15,7 +15,7 @@ pub mod plan;
 
 use std::path::Path;
 
-pub use parse::{parse, Cell, ContractRejection, ParsedEvent, SqsFacts};
+pub use parse::{parse, stored_form, Cell, ContractRejection, ParsedEvent, SqsFacts};
 pub use plan::{
     Column, ColumnSource, ColumnType, Contract, MaskKind, Normalize, Pii, Plan, TableName,
 };

@@ -149,6 +149,22 @@ pub fn parse(
     })
 }
 
+/// A looked-up value as `column` would have stored it before masking
+/// (normalized, canonical), or None when the column could not hold it.
+/// `veil find --value` and `veil forget --value` mask this form.
+pub fn stored_form(column: &Column, value: &str) -> Option<String> {
+    let as_json = match serde_json::from_str::<Value>(value) {
+        Ok(number @ Value::Number(_)) if column.column_type != ColumnType::Text => number,
+        _ => Value::String(value.to_string()),
+    };
+    let relaxed = Column {
+        required: false,
+        coerce: true,
+        ..column.clone()
+    };
+    typed(&relaxed, &as_json).ok()?.mask_input()
+}
+
 fn routes_here(contract: &Contract, body: &Value) -> bool {
     match &contract.route {
         None => true,

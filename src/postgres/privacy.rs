@@ -4,6 +4,9 @@
 
 use tokio_postgres::{GenericClient, Row};
 
+use super::contract_sql::table_sql;
+use crate::contract::{Plan, TableName};
+
 /// A row `find` shows: no mask, no other PII.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundRow {
@@ -171,5 +174,105 @@ pub async fn masks_by_key(
             &[],
         )
         .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// How many rows of a contract's table hold one of `values` in `column`
+/// (compared as text, so any column type matches its stored form).
+async fn count_in(
+    client: &impl GenericClient,
+    table: &TableName,
+    column: &str,
+    values: &[String],
+) -> Result<i64, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT count(*) FROM {} WHERE \"{column}\"::text = ANY($1)",
+        table_sql(table)
+    );
+    Ok(client.query_one(&sql, &[&values]).await?.get(0))
+}
+
+/// The matching rows of a contract's table (their `shown` columns, as
+/// text, at most `limit`) and how many match.
+pub async fn find_in(
+    client: &impl GenericClient,
+    table: &TableName,
+    column: &str,
+    values: &[String],
+    shown: &[String],
+    limit: i64,
+) -> Result<(Vec<Vec<Option<String>>>, i64), tokio_postgres::Error> {
+    let total = count_in(client, table, column, values).await?;
+    let list: Vec<String> = shown
+        .iter()
+        .map(|name| format!("\"{name}\"::text"))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE \"{column}\"::text = ANY($1) LIMIT $2",
+        if list.is_empty() {
+            "NULL::text".to_string()
+        } else {
+            list.join(", ")
+        },
+        table_sql(table)
+    );
+    let rows = client.query(&sql, &[&values, &limit]).await?;
+    let cells = rows
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| row.get::<_, Option<String>>(i))
+                .collect()
+        })
+        .collect();
+    Ok((cells, total))
+}
+
+/// Deletes the matching rows of a contract's table (or counts them).
+pub async fn delete_in(
+    client: &impl GenericClient,
+    table: &TableName,
+    column: &str,
+    values: &[String],
+    dry_run: bool,
+) -> Result<u64, tokio_postgres::Error> {
+    if dry_run {
+        return Ok(count_in(client, table, column, values).await?.max(0) as u64);
+    }
+    let sql = format!(
+        "DELETE FROM {} WHERE \"{column}\"::text = ANY($1)",
+        table_sql(table)
+    );
+    client.execute(&sql, &[&values]).await
+}
+
+/// `masks_by_key` over the PII columns of a plan's tables and the quarantine.
+pub async fn masks_by_key_in(
+    client: &impl GenericClient,
+    plan: &Plan,
+) -> Result<std::collections::BTreeMap<String, i64>, tokio_postgres::Error> {
+    let mut masks: Vec<String> = Vec::new();
+    for contract in &plan.contracts {
+        for column in contract.columns.iter().filter(|c| c.pii.is_some()) {
+            masks.push(format!(
+                "SELECT \"{}\"::text AS m FROM {}",
+                column.name,
+                table_sql(&contract.table)
+            ));
+        }
+    }
+    let from = if masks.is_empty() {
+        "SELECT NULL::text AS m WHERE false".to_string()
+    } else {
+        masks.join(" UNION ALL ")
+    };
+    let sql = format!(
+        "SELECT key_id, count(*) FROM (
+             SELECT split_part(m, '.', 2) AS key_id FROM ({from}) masks
+              WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
+             UNION ALL SELECT key_id FROM veil.quarantine) made
+          GROUP BY key_id"
+    );
+    let rows = client.query(&sql, &[]).await?;
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }

@@ -1,0 +1,181 @@
+//! `veil find --value NAME=VALUE` and `veil forget --value NAME=VALUE`:
+//! one person's value looked up through a contract plan (the built-in
+//! login contract without --contract), in every column of every contract
+//! that may hold it, and in every quarantined body. Audited as the login
+//! lookups are: a keyed fingerprint, never the value.
+
+use anyhow::Context;
+
+use super::privacy::{
+    audit_lookup, listed, refuse_missing_keys, require_reason, search_quarantine,
+};
+use crate::cli::{FindArgs, ForgetArgs};
+use crate::config::{contracts_from_args, database_from_args, key_location};
+use crate::contract::Plan;
+use crate::keyring::{self as keys, Keyring};
+use crate::postgres::privacy as sql;
+use crate::postgres::Database;
+use crate::privacy::{resolve, Place};
+use crate::report::psql_table;
+
+/// The plan of `--contract`, or the built-in login contract.
+fn plan_of(args: &crate::cli::ContractArgs) -> anyhow::Result<Plan> {
+    Ok(match contracts_from_args(args)? {
+        Some(plan) => (*plan).clone(),
+        None => crate::contract::builtin_login(),
+    })
+}
+
+/// Refuses a keyring lacking a key that made masks in the plan's tables.
+async fn require_every_key(
+    client: &impl tokio_postgres::GenericClient,
+    plan: &Plan,
+    keyring: &Keyring,
+    command: &str,
+) -> anyhow::Result<()> {
+    let made = sql::masks_by_key_in(client, plan)
+        .await
+        .context("reading which keys made the masks")?;
+    refuse_missing_keys(&made, keyring, command)
+}
+
+/// `veil find --value`.
+pub async fn find(args: &FindArgs, name: &str, value: &str) -> anyhow::Result<()> {
+    require_reason(&args.reason, "this person's rows are being looked up")?;
+    let plan = plan_of(&args.contracts)?;
+    let keyring = keys::load(&key_location(&args.key)?, false).await?;
+    let (target, places) = resolve(&plan, &keyring, name, value)?;
+    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let client = database.client().await?;
+    require_every_key(&*client, &plan, &keyring, "find").await?;
+    let mut found = Vec::with_capacity(places.len());
+    for place in &places {
+        let (rows, total) = sql::find_in(
+            &*client,
+            &place.table,
+            &place.column,
+            &place.values,
+            &place.shown,
+            args.limit,
+        )
+        .await
+        .with_context(|| format!("looking the value up in {}.{}", place.table, place.column))?;
+        found.push((rows, total));
+    }
+    let quarantine = search_quarantine(&*client, &keyring, &target, false).await?;
+    let total: i64 = found.iter().map(|(_, total)| total).sum();
+    let count = total + quarantine.holding.len() as i64;
+    audit_lookup(
+        &*client,
+        "find",
+        &target,
+        count,
+        &args.reason,
+        &target.audit_description(&keyring),
+    )
+    .await
+    .context("writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was shown")?;
+    tracing::info!(
+        rows = total,
+        quarantined = quarantine.holding.len(),
+        field = name,
+        "find audited"
+    );
+    for (place, (rows, total)) in places.iter().zip(&found) {
+        println!(
+            "{}.{} (contract {}):",
+            place.table, place.column, place.contract
+        );
+        print!("{}", place_table(place, rows, *total));
+    }
+    println!(
+        "{} quarantined message(s) hold it{}",
+        quarantine.holding.len(),
+        listed(&quarantine.holding)
+    );
+    quarantine.report_undecided()
+}
+
+fn place_table(place: &Place, rows: &[Vec<Option<String>>], total: i64) -> String {
+    let headers: Vec<&str> = place.shown.iter().map(String::as_str).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| cell.clone().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    psql_table(&headers, &cells, &[], total.max(0) as u64)
+}
+
+/// `veil forget --value`: every place and every quarantined body holding
+/// the value, erased in one transaction with its audit row.
+pub async fn forget(args: &ForgetArgs, name: &str, value: &str) -> anyhow::Result<()> {
+    require_reason(&args.reason, "this person's data is being erased")?;
+    let plan = plan_of(&args.contracts)?;
+    let keyring = keys::load(&key_location(&args.key)?, false).await?;
+    let (target, places) = resolve(&plan, &keyring, name, value)?;
+    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let client = database.client().await?;
+    let transaction = client.transaction().await?;
+    require_every_key(&transaction, &plan, &keyring, "forget").await?;
+    let mut erased = Vec::with_capacity(places.len());
+    for place in &places {
+        let rows = sql::delete_in(
+            &transaction,
+            &place.table,
+            &place.column,
+            &place.values,
+            args.dry_run,
+        )
+        .await
+        .with_context(|| format!("erasing rows of {}", place.table))?;
+        erased.push(rows);
+    }
+    let quarantine = search_quarantine(&transaction, &keyring, &target, true).await?;
+    if !args.dry_run && !quarantine.holding.is_empty() {
+        sql::delete_quarantined(&transaction, &quarantine.holding)
+            .await
+            .context("erasing quarantined messages")?;
+    }
+    let rows: u64 = erased.iter().sum();
+    let count = i64::try_from(rows + quarantine.holding.len() as u64).unwrap_or(i64::MAX);
+    let query = format!(
+        "{}{}",
+        if args.dry_run { "dry run: " } else { "" },
+        target.audit_description(&keyring)
+    );
+    audit_lookup(&transaction, "forget", &target, count, &args.reason, &query)
+        .await
+        .context("writing the audit record (veil.audit); nothing was deleted")?;
+    transaction
+        .commit()
+        .await
+        .context("committing the erasure")?;
+    tracing::info!(
+        rows,
+        quarantined = quarantine.holding.len(),
+        dry_run = args.dry_run,
+        "forget audited"
+    );
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for (place, rows) in places.iter().zip(&erased) {
+        println!(
+            "{verb} {rows} row(s) of {} holding the {} in {}",
+            place.table,
+            target.field_name(),
+            place.column
+        );
+    }
+    println!(
+        "{verb} {} quarantined message(s) holding it{}",
+        quarantine.holding.len(),
+        listed(&quarantine.holding)
+    );
+    quarantine.report_undecided()
+}

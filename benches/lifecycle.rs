@@ -478,9 +478,15 @@ async fn bench_rekey() {
     );
     keyring.rotate();
     let started = Instant::now();
-    let report = veil::rekey::rekey(&mut client, &keyring, 1000, |_| {})
-        .await
-        .unwrap();
+    let report = veil::rekey::rekey(
+        &mut client,
+        &keyring,
+        &veil::rekey::MaskedTable::login(),
+        1000,
+        |_| {},
+    )
+    .await
+    .unwrap();
     let rekey = started.elapsed();
     assert_eq!(report.rows_rekeyed as usize, rows, "{report:?}");
     for statement in ["VACUUM user_logins", "CHECKPOINT"] {

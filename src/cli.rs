@@ -477,6 +477,11 @@ pub struct RekeyArgs {
     #[command(flatten)]
     pub key: KeyArgs,
 
+    /// With a contract, every AES-SIV column of every contract's table is
+    /// re-masked (instead of user_logins' two).
+    #[command(flatten)]
+    pub contracts: ContractArgs,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 

@@ -1,4 +1,5 @@
-//! Re-masking after a key rotation. Walks `user_logins` in physical order
+//! Re-masking after a key rotation. Walks `user_logins` (or, with
+//! contracts, each contract's table and its AES-SIV columns) in physical order
 //! (ranges of blocks by `ctid`, about `--batch-rows` rows each, one
 //! transaction each, rows locked `FOR UPDATE`; partition by partition when
 //! the table is partitioned, since a `ctid` is only unique within one),
@@ -24,8 +25,56 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Context};
 use tokio_postgres::Client;
 
+use crate::contract::Plan;
 use crate::keyring::Keyring;
-use crate::mask::{RevealError, HMAC_PREFIX, SIV_PREFIX};
+use crate::mask::{Field, MaskMode, RevealError, HMAC_PREFIX, SIV_PREFIX};
+
+/// A table to re-mask: its name as SQL (`user_logins`,
+/// `"analytics"."signups"`) and its mask columns, each with the
+/// associated data its masks are bound to.
+#[derive(Debug, Clone)]
+pub struct MaskedTable {
+    /// The table, as SQL (a partitioned one is walked leaf by leaf).
+    pub name: String,
+    /// Mask columns (plain identifiers) and their associated data.
+    pub columns: Vec<(String, Vec<u8>)>,
+}
+
+impl MaskedTable {
+    /// `user_logins` and its two mask columns.
+    pub fn login() -> Vec<Self> {
+        vec![MaskedTable {
+            name: "user_logins".into(),
+            columns: vec![
+                ("masked_ip".into(), Field::Ip.associated_data().to_vec()),
+                (
+                    "masked_device_id".into(),
+                    Field::DeviceId.associated_data().to_vec(),
+                ),
+            ],
+        }]
+    }
+
+    /// Each contract table of a plan with its PII columns (HMAC ones too:
+    /// they are counted, and left as they are).
+    pub fn of_plan(plan: &Plan) -> Vec<Self> {
+        plan.contracts
+            .iter()
+            .map(|contract| MaskedTable {
+                name: crate::postgres::contract_sql::table_sql(&contract.table),
+                columns: contract
+                    .columns
+                    .iter()
+                    .filter_map(|c| {
+                        let pii = c.pii.as_ref()?;
+                        Some((c.name.clone(), pii.associated_data.clone()))
+                    })
+                    .collect(),
+            })
+            .filter(|table| !table.columns.is_empty())
+            .collect()
+    }
+}
 
 /// What a rekey run did and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,21 +91,31 @@ pub struct RekeyReport {
     pub keys_in_use: BTreeSet<String>,
 }
 
-/// The tables holding the rows: `user_logins` itself, or its leaf
+/// The tables holding the rows: the table itself, or its leaf
 /// partitions, schema-qualified and quoted.
 const LEAVES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.oid IN (SELECT relid FROM pg_partition_tree('user_logins') WHERE isleaf)
-       OR (c.oid = 'user_logins'::regclass AND c.relkind = 'r')
+    WHERE c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass($1)) WHERE isleaf)
+       OR (c.oid = to_regclass($1) AND c.relkind = 'r')
     ORDER BY 1";
+
+/// `"a", "b"` of the mask columns.
+fn column_list(columns: &[(String, Vec<u8>)]) -> String {
+    let names: Vec<String> = columns
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    names.join(", ")
+}
 
 /// The rows of a range of blocks: a TID range scan reads those blocks and
 /// nothing else. (A `ctid > $last ORDER BY ctid LIMIT n` page, as rekey
 /// first did, sorts every row after `$last` for each page: quadratic.)
-fn page_sql(table: &str) -> String {
+fn page_sql(table: &str, columns: &[(String, Vec<u8>)]) -> String {
     format!(
-        "SELECT ctid::text, masked_ip, masked_device_id FROM {table}
-          WHERE ctid >= $1::text::tid AND ctid < $2::text::tid FOR UPDATE"
+        "SELECT ctid::text, {} FROM {table}
+          WHERE ctid >= $1::text::tid AND ctid < $2::text::tid FOR UPDATE",
+        column_list(columns)
     )
 }
 
@@ -72,11 +131,23 @@ fn blocks_per_page(batch_rows: i64) -> i64 {
     (batch_rows / 40).max(1)
 }
 
-fn update_sql(table: &str) -> String {
+fn update_sql(table: &str, columns: &[(String, Vec<u8>)]) -> String {
+    let sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| format!("\"{name}\" = v.c{i}"))
+        .collect();
+    let params: Vec<String> = (0..=columns.len())
+        .map(|i| format!("${}::text[]", i + 1))
+        .collect();
+    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
     format!(
-        "UPDATE {table} AS u SET masked_ip = v.ip, masked_device_id = v.device
-           FROM unnest($1::text[], $2::text[], $3::text[]) AS v(ctid, ip, device)
-          WHERE u.ctid = v.ctid::tid"
+        "UPDATE {table} AS u SET {}
+           FROM unnest({}) AS v(ctid, {})
+          WHERE u.ctid = v.ctid::tid",
+        sets.join(", "),
+        params.join(", "),
+        aliases.join(", ")
     )
 }
 
@@ -87,42 +158,64 @@ const QUARANTINE_UPDATE_SQL: &str =
     "UPDATE veil.quarantine AS q SET key_id = $1, body_sealed = v.body
     FROM unnest($2::text[], $3::bytea[]) AS v(id, body) WHERE q.message_id = v.id";
 
-const KEYS_IN_USE_SQL: &str = "SELECT DISTINCT split_part(m, '.', 2) FROM (
-        SELECT masked_ip AS m FROM user_logins UNION ALL SELECT masked_device_id FROM user_logins
-    ) masks WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
-    UNION SELECT DISTINCT key_id FROM veil.quarantine";
+/// The key ids still in any mask column of `tables` or the quarantine.
+fn keys_in_use_sql(tables: &[MaskedTable]) -> String {
+    let masks: Vec<String> = tables
+        .iter()
+        .flat_map(|table| {
+            table
+                .columns
+                .iter()
+                .map(move |(name, _)| format!("SELECT \"{name}\"::text AS m FROM {}", table.name))
+        })
+        .collect();
+    let masks = if masks.is_empty() {
+        "SELECT NULL::text AS m WHERE false".to_string()
+    } else {
+        masks.join(" UNION ALL ")
+    };
+    format!(
+        "SELECT DISTINCT split_part(m, '.', 2) FROM ({masks}) masks
+          WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
+         UNION SELECT DISTINCT key_id FROM veil.quarantine"
+    )
+}
 
 /// Re-masks everything made by older keys with the keyring's active key.
 /// `progress` is called after each committed page.
 pub async fn rekey(
     client: &mut Client,
     keyring: &Keyring,
+    tables: &[MaskedTable],
     batch_rows: i64,
     mut progress: impl FnMut(&RekeyReport),
 ) -> anyhow::Result<RekeyReport> {
     let mut report = RekeyReport::default();
-    let leaves: Vec<String> = client
-        .query(LEAVES_SQL, &[])
-        .await
-        .context("listing user_logins' partitions")?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    for table in &leaves {
-        rekey_table(
-            client,
-            table,
-            keyring,
-            batch_rows,
-            &mut report,
-            &mut progress,
-        )
-        .await?;
+    for table in tables {
+        let leaves: Vec<String> = client
+            .query(LEAVES_SQL, &[&table.name])
+            .await
+            .with_context(|| format!("listing {}'s partitions", table.name))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        for leaf in &leaves {
+            rekey_table(
+                client,
+                leaf,
+                &table.columns,
+                keyring,
+                batch_rows,
+                &mut report,
+                &mut progress,
+            )
+            .await?;
+        }
     }
     reseal_quarantine(client, keyring, batch_rows, &mut report).await?;
     progress(&report);
     report.keys_in_use = client
-        .query(KEYS_IN_USE_SQL, &[])
+        .query(&keys_in_use_sql(tables), &[])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -134,12 +227,14 @@ pub async fn rekey(
 async fn rekey_table(
     client: &mut Client,
     table: &str,
+    columns: &[(String, Vec<u8>)],
     keyring: &Keyring,
     batch_rows: i64,
     report: &mut RekeyReport,
     progress: &mut impl FnMut(&RekeyReport),
 ) -> anyhow::Result<()> {
-    let (page, update) = (page_sql(table), update_sql(table));
+    let (page, update) = (page_sql(table, columns), update_sql(table, columns));
+    let others: Vec<Vec<u8>> = columns.iter().map(|(_, data)| data.clone()).collect();
     let last_block: i64 = client.query_one(&end_sql(table), &[]).await?.get(0);
     let step = blocks_per_page(batch_rows);
     let mut block = 0;
@@ -152,20 +247,30 @@ async fn rekey_table(
         let transaction = client.transaction().await?;
         let rows = transaction.query(&page, &[&from, &to]).await?;
         report.rows_scanned += rows.len() as u64;
-        let (mut ctids, mut ips, mut devices) = (Vec::new(), Vec::new(), Vec::new());
+        // ctids first, then one array per mask column.
+        let mut arrays: Vec<Vec<Option<String>>> = vec![Vec::new(); columns.len() + 1];
         for row in &rows {
-            let ip = remask(keyring, row.get(1), report)?;
-            let device = remask(keyring, row.get(2), report)?;
-            if ip.is_some() || device.is_some() {
-                ctids.push(row.get::<_, String>(0));
-                ips.push(ip.or_else(|| row.get(1)));
-                devices.push(device.or_else(|| row.get(2)));
+            let mut changed = false;
+            let mut masks = Vec::with_capacity(columns.len());
+            for (index, (_, data)) in columns.iter().enumerate() {
+                let old: Option<String> = row.get(index + 1);
+                let new = remask(keyring, old.clone(), data, &others, report)?;
+                changed |= new.is_some();
+                masks.push(new.or(old));
+            }
+            if changed {
+                arrays[0].push(Some(row.get::<_, String>(0)));
+                for (array, mask) in arrays[1..].iter_mut().zip(masks) {
+                    array.push(mask);
+                }
             }
         }
-        if !ctids.is_empty() {
-            report.rows_rekeyed += transaction
-                .execute(&update, &[&ctids, &ips, &devices])
-                .await?;
+        if !arrays[0].is_empty() {
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = arrays
+                .iter()
+                .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            report.rows_rekeyed += transaction.execute(&update, &params).await?;
         }
         transaction.commit().await?;
         progress(report);
@@ -177,6 +282,8 @@ async fn rekey_table(
 fn remask(
     keyring: &Keyring,
     mask: Option<String>,
+    associated_data: &[u8],
+    others: &[Vec<u8>],
     report: &mut RekeyReport,
 ) -> anyhow::Result<Option<String>> {
     let Some(mask) = mask else { return Ok(None) };
@@ -190,13 +297,22 @@ fn remask(
         }
         Some(id) => {
             debug_assert!(mask.starts_with(SIV_PREFIX));
-            match keyring.reveal(&mask) {
-                Ok((field, value)) => Ok(Some(keyring.mask(field, &value))),
+            // The column's own domain first; a mask bound to another domain
+            // of these tables stays bound to it (it is re-masked, not moved).
+            let candidates: Vec<&[u8]> = std::iter::once(associated_data)
+                .chain(others.iter().map(Vec::as_slice))
+                .collect();
+            match keyring.reveal_among(&mask, &candidates) {
+                Ok((index, value)) => Ok(Some(keyring.mask_domain(
+                    MaskMode::Siv,
+                    candidates[index],
+                    &value,
+                ))),
                 Err(RevealError::UnknownKey(_)) => bail!(
                     "a mask was made with key {id}, which is not in the keyring; \
                      add it back (or rekey with a keyring that holds it)"
                 ),
-                Err(error) => Err(error).context("a mask in user_logins cannot be opened"),
+                Err(error) => Err(error).context("a mask in a mask column cannot be opened"),
             }
         }
     }

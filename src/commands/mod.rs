@@ -365,12 +365,16 @@ async fn confirm_short_retention(queue_url: &str, days: u32) -> anyhow::Result<(
 
 /// `veil rekey`.
 pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
+    let tables = match crate::config::contracts_from_args(&args.contracts)? {
+        Some(plan) => crate::rekey::MaskedTable::of_plan(&plan),
+        None => crate::rekey::MaskedTable::login(),
+    };
     let keyring = key_sources::load(&key_location(&args.key)?, false).await?;
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config).await?;
     let client = database.client().await?;
     let started = Instant::now();
-    let report = crate::rekey::rekey(client, &keyring, args.batch_rows, |progress| {
+    let report = crate::rekey::rekey(client, &keyring, &tables, args.batch_rows, |progress| {
         tracing::info!(
             rows_scanned = progress.rows_scanned,
             rows_rekeyed = progress.rows_rekeyed,

@@ -609,3 +609,90 @@ async fn find_and_forget_by_domain_reach_every_contract_the_quarantine_and_every
         text(&bob.stderr)
     );
 }
+
+#[tokio::test]
+async fn rekey_moves_every_reversible_contract_mask_to_the_active_key_and_leaves_hmac_alone() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let key_file = key.path.to_str().unwrap();
+    queue
+        .send(&[signup(1, "ann@example.com"), purchase(2, "ann@example.com")])
+        .await;
+    drain_shop(&queue, &db, &key);
+    let rotated = veil(&["keys", "rotate", "--key-file", key_file], "", &[]);
+    assert!(rotated.status.success(), "{}", text(&rotated.stderr));
+    queue
+        .send(&[
+            signup(3, "ann@example.com"),
+            purchase(4, "ann@example.com"),
+            "junk".into(),
+        ])
+        .await;
+    drain_shop(&queue, &db, &key);
+    let distinct_emails =
+        "SELECT count(DISTINCT m) FROM (SELECT masked_email AS m FROM analytics.signups
+                           UNION ALL SELECT masked_email FROM analytics.purchases) e";
+    let before = db.scalar(distinct_emails).await;
+
+    let rekeyed = veil(
+        &[
+            "rekey",
+            "--key-file",
+            key_file,
+            "--database-url",
+            &db.url,
+            "--contract",
+            SHOP,
+            "--batch-rows",
+            "1",
+        ],
+        "",
+        &[],
+    );
+
+    assert_eq!(before, 2, "one email, two keys: two masks");
+    assert!(rekeyed.status.success(), "{}", text(&rekeyed.stderr));
+    assert!(
+        text(&rekeyed.stdout).contains("1 irreversible (hmac1) masks of older keys were left"),
+        "{}",
+        text(&rekeyed.stdout)
+    );
+    assert_eq!(
+        db.scalar(distinct_emails).await,
+        1,
+        "rekeyed: one email, one mask again"
+    );
+    let active = load_keyring_file(&key.path).active().id().to_string();
+    let old_key_siv = format!(
+        "SELECT count(*) FROM (SELECT masked_email AS m FROM analytics.signups UNION ALL SELECT masked_phone FROM analytics.signups
+          UNION ALL SELECT masked_street FROM analytics.signups UNION ALL SELECT masked_email FROM analytics.purchases) s
+          WHERE m LIKE 'siv1.%' AND m NOT LIKE 'siv1.{active}.%'"
+    );
+    assert_eq!(db.scalar(&old_key_siv).await, 0);
+    assert_eq!(db.scalar(&format!("SELECT count(*) FROM analytics.purchases WHERE masked_card NOT LIKE 'hmac1.{active}.%'")).await, 1);
+    let email = db
+        .strings("SELECT masked_email FROM analytics.signups LIMIT 1")
+        .await;
+    let opened = veil(
+        &[
+            "reveal",
+            "--key-file",
+            key_file,
+            "--reason",
+            "T",
+            "--database-url",
+            &db.url,
+            "--contract",
+            SHOP,
+        ],
+        &format!("{}\n", email[0]),
+        &[],
+    );
+    assert_eq!(
+        text(&opened.stdout),
+        "ann@example.com\n",
+        "{}",
+        text(&opened.stderr)
+    );
+}

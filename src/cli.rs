@@ -496,6 +496,11 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
 
+    /// With a contract, each contract's table is checked against it
+    /// (instead of user_logins).
+    #[command(flatten)]
+    pub contracts: ContractArgs,
+
     #[command(flatten)]
     pub key: KeyArgs,
 

@@ -141,6 +141,17 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
         return;
     };
     check_tls(&config_tls, is_local(&config_hosts), client, report).await;
+    match crate::config::contracts_from_args(&args.contracts) {
+        Ok(Some(plan)) => return check_contract_tables(client, &plan, report).await,
+        Ok(None) => {}
+        Err(error) => {
+            return report.problem(
+                "contracts",
+                error,
+                "fix the contract file (veil contract check)",
+            )
+        }
+    }
     let missing: Vec<String> = match client.query(MISSING_SQL, &[]).await {
         Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
         Err(error) => return report.failed("schema", &error.into(), MIGRATE_FIX),
@@ -172,6 +183,69 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     }
     check_rights(client, report).await;
     check_partitions(client, report).await;
+}
+
+/// With contracts: veil's schema, and each contract's table against its
+/// contract and the role's right to insert into it.
+async fn check_contract_tables(
+    client: &tokio_postgres::Client,
+    plan: &crate::contract::Plan,
+    report: &mut Report,
+) {
+    use crate::postgres::contract_sql::{table_sql, table_state, TableState};
+    const CONTRACT_FIX: &str = "run `veil migrate --contract ...` as the tables' owner";
+    for contract in &plan.contracts {
+        let what = format!("table {} (contract {})", contract.table, contract.name);
+        match table_state(client, contract).await {
+            Ok(TableState::Fits) => report.ok(&what, "matches the contract"),
+            Ok(TableState::Missing) => report.problem(&what, "missing", CONTRACT_FIX),
+            Ok(TableState::Lacks(columns)) => report.problem(
+                &what,
+                format!("lacks column(s) {} of the contract", columns.join(", ")),
+                CONTRACT_FIX,
+            ),
+            Ok(TableState::Refused(reason)) => report.problem(
+                &what,
+                reason,
+                "change the table or the contract (docs/contracts.md, Migrations)",
+            ),
+            Err(error) => report.failed(&what, &error, CONTRACT_FIX),
+        }
+        let insert = client
+            .query_one(
+                "SELECT to_regclass($1) IS NULL OR has_table_privilege(to_regclass($1), 'INSERT')",
+                &[&table_sql(&contract.table)],
+            )
+            .await;
+        if let Ok(row) = insert {
+            if !row.get::<_, bool>(0) {
+                report.problem(
+                    &format!("permissions (run) on {}", contract.table),
+                    "the role cannot INSERT into it",
+                    "GRANT INSERT on the table to veil's pipeline role",
+                );
+            }
+        }
+    }
+    match client.query(MISSING_SQL, &[]).await {
+        Ok(rows) => {
+            let missing: Vec<String> = rows
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .filter(|name| name != "user_logins")
+                .collect();
+            if missing.is_empty() {
+                report.ok("schema", "veil (ledger, quarantine, audit) present");
+            } else {
+                report.problem(
+                    "schema",
+                    format!("missing: {}", missing.join(", ")),
+                    CONTRACT_FIX,
+                );
+            }
+        }
+        Err(error) => report.failed("schema", &error.into(), CONTRACT_FIX),
+    }
 }
 
 /// The rights of the connected role, feature by feature, and which role

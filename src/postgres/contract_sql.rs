@@ -267,6 +267,34 @@ pub async fn apply(
     Ok(changes)
 }
 
+/// How an existing table stands against its contract (`veil doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableState {
+    /// The table is missing: `veil migrate --contract` creates it.
+    Missing,
+    /// It has the contract's columns.
+    Fits,
+    /// It lacks these (nullable) columns: `veil migrate` adds them.
+    Lacks(Vec<String>),
+    /// It differs destructively: the reason.
+    Refused(String),
+}
+
+/// The table of `contract` against the contract, changing nothing.
+pub async fn table_state(
+    client: &impl GenericClient,
+    contract: &Contract,
+) -> anyhow::Result<TableState> {
+    Ok(match table_columns(client, &contract.table).await? {
+        None => TableState::Missing,
+        Some(columns) => match additive_columns(contract, &columns) {
+            Ok(lacking) if lacking.is_empty() => TableState::Fits,
+            Ok(lacking) => TableState::Lacks(lacking.iter().map(|c| c.name.clone()).collect()),
+            Err(refusal) => TableState::Refused(refusal.0),
+        },
+    })
+}
+
 /// The contract's columns the table lacks; an error naming the first
 /// destructive difference.
 fn additive_columns<'a>(

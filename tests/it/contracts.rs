@@ -357,6 +357,15 @@ async fn migrate_adds_a_new_nullable_column_and_refuses_a_destructive_change() {
         "",
         &[],
     );
+    let doctor = |contract: &str| {
+        veil(
+            &["doctor", "--database-url", &db.url, "--contract", contract],
+            "",
+            &[],
+        )
+    };
+    let doctor_fits = doctor(&v2);
+    let doctor_refuses = doctor(&narrowed);
     let type_change = veil(
         &[
             "migrate",
@@ -393,6 +402,20 @@ async fn migrate_adds_a_new_nullable_column_and_refuses_a_destructive_change() {
     assert_eq!(
         db.strings("SELECT attname::text FROM pg_attribute WHERE attrelid = 'support.tickets'::regclass AND attnum > 0 ORDER BY attnum").await,
         ["ticket_id", "masked_email", "priority"]
+    );
+    let fits = text(&doctor_fits.stdout);
+    assert!(
+        fits.contains("ok      table support.tickets (contract tickets): matches the contract"),
+        "{fits}"
+    );
+    let refuses = text(&doctor_refuses.stdout);
+    assert!(
+        refuses.contains("PROBLEM table support.tickets (contract tickets)"),
+        "{refuses}"
+    );
+    assert!(
+        refuses.contains("changing a type is destructive"),
+        "{refuses}"
     );
     assert_eq!(
         type_change.status.code(),

@@ -685,6 +685,12 @@ pub struct SeedArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
 
+    /// Generate bodies of these contracts (spread over them; routed
+    /// contracts get their `match` value) instead of login events.
+    /// Columns with a `pattern` need `examples` to draw from.
+    #[command(flatten)]
+    pub contracts: ContractArgs,
+
     /// How many messages to send.
     #[arg(long, default_value_t = 100)]
     pub count: usize,

@@ -166,6 +166,204 @@ fn junk(rng: &mut SmallRng, index: usize, pool: &Pools) -> String {
     event.to_string()
 }
 
+/// `count` bodies for a contract plan, spread over its contracts,
+/// `round(count * bad_ratio)` of them junk (not JSON, an unknown type, a
+/// required field missing), shuffled. Each generated body is checked by the
+/// plan's own parser: a column whose rules generated values cannot meet
+/// (a `pattern`) needs `examples`, and the error says so.
+pub fn generate_by_contract(
+    plan: &crate::contract::Plan,
+    count: usize,
+    bad_ratio: f64,
+    rng_seed: u64,
+) -> Result<Vec<SeedMessage>, crate::error::ConfigError> {
+    let mut rng = SmallRng::seed_from_u64(rng_seed);
+    let bad = ((count as f64) * bad_ratio.clamp(0.0, 1.0)).round() as usize;
+    let pool = (count / 3).max(1);
+    let mut messages = Vec::with_capacity(count);
+    for index in 0..count {
+        let contract = &plan.contracts[index % plan.contracts.len()];
+        let person = rng.random_range(0..pool);
+        let mut body = contract_body(&mut rng, contract, person);
+        let valid = index >= bad;
+        if !valid {
+            body = contract_junk(&mut rng, contract, body, index);
+        } else {
+            check_sample(plan, contract, &body)?;
+        }
+        messages.push(SeedMessage {
+            body: body.to_string(),
+            valid,
+        });
+    }
+    messages.shuffle(&mut rng);
+    Ok(messages)
+}
+
+/// A valid body of `contract`; `person` picks from a pool so PII repeats.
+fn contract_body(
+    rng: &mut SmallRng,
+    contract: &crate::contract::Contract,
+    person: usize,
+) -> serde_json::Value {
+    let mut body = json!({});
+    if let Some(route) = &contract.route {
+        set_pointer(&mut body, &route.pointer, json!(route.equals));
+    }
+    for column in &contract.columns {
+        if let crate::contract::ColumnSource::Body(pointer) = &column.source {
+            if !column.required && rng.random_bool(0.1) {
+                continue;
+            }
+            set_pointer(&mut body, pointer, sample_value(rng, column, person));
+        }
+    }
+    body
+}
+
+/// A junk variant of a valid body: every third not JSON at all, then an
+/// unknown type (routed plans) or a required field missing.
+fn contract_junk(
+    rng: &mut SmallRng,
+    contract: &crate::contract::Contract,
+    mut body: serde_json::Value,
+    index: usize,
+) -> serde_json::Value {
+    if index % 3 == 0 {
+        return json!(format!("not json {}", rng.random::<u32>()));
+    }
+    if let (Some(route), 1) = (&contract.route, index % 3) {
+        set_pointer(&mut body, &route.pointer, json!("no-such-type"));
+        return body;
+    }
+    let required = contract
+        .columns
+        .iter()
+        .find_map(|column| match &column.source {
+            crate::contract::ColumnSource::Body(pointer) if column.required => Some(pointer),
+            _ => None,
+        });
+    if let Some(pointer) = required {
+        set_pointer(&mut body, pointer, serde_json::Value::Null);
+    }
+    body
+}
+
+/// Generated values must pass the plan itself: else the seed would send
+/// "valid" events that are quarantined.
+fn check_sample(
+    plan: &crate::contract::Plan,
+    contract: &crate::contract::Contract,
+    body: &serde_json::Value,
+) -> Result<(), crate::error::ConfigError> {
+    let facts = crate::contract::SqsFacts {
+        message_id: "seed",
+        sent_ms: None,
+    };
+    match crate::contract::parse(plan, body.to_string().as_bytes(), facts) {
+        Ok(_) => Ok(()),
+        Err(rejection) => {
+            let column = rejection
+                .column
+                .map_or("-".to_string(), |c| contract.columns[c].name.clone());
+            Err(crate::error::ConfigError(format!(
+                "veil seed cannot generate a valid value for column {column} of contract {} ({}): \
+                 give the column `examples: [...]` that pass its rules",
+                contract.name,
+                rejection.reason.code()
+            )))
+        }
+    }
+}
+
+fn sample_value(
+    rng: &mut SmallRng,
+    column: &crate::contract::Column,
+    person: usize,
+) -> serde_json::Value {
+    use crate::contract::ColumnType as T;
+    if !column.examples.is_empty() {
+        let example = &column.examples[person % column.examples.len()];
+        return match column.column_type {
+            T::Integer | T::Bigint | T::Numeric if !column.coerce => {
+                serde_json::from_str(example).unwrap_or_else(|_| json!(example))
+            }
+            T::Boolean if !column.coerce => json!(example == "true"),
+            _ => json!(example),
+        };
+    }
+    if let Some(allowed) = &column.allowed {
+        return json!(allowed[person % allowed.len()]);
+    }
+    let lower = column.min.unwrap_or(0.0).max(-1e9) as i64;
+    let upper = column.max.unwrap_or(1000.0).min(1e9) as i64;
+    let number = lower + (person as i64) % (upper - lower + 1).max(1);
+    let text = |value: String| json!(value);
+    match column.column_type {
+        T::Text => {
+            let hint = column
+                .pii
+                .as_ref()
+                .map_or(column.name.as_str(), |pii| pii.domain.as_str());
+            let value = if hint.contains("email") {
+                format!("person{person}@example.com")
+            } else if hint.contains("phone") {
+                format!("+1 555 01{:02}", person % 100)
+            } else {
+                format!("{}-{person}", column.name)
+            };
+            let limit = column
+                .max_chars
+                .unwrap_or(usize::MAX)
+                .min(column.max_bytes.unwrap_or(usize::MAX));
+            text(value.chars().take(limit).collect())
+        }
+        T::Integer | T::Bigint if column.coerce => text(number.to_string()),
+        T::Integer | T::Bigint => json!(number),
+        T::Numeric if column.coerce => text(format!("{number}.50")),
+        T::Numeric => json!(number as f64 + 0.5),
+        T::Boolean => json!(person % 2 == 0),
+        T::Date => text(format!(
+            "19{:02}-{:02}-{:02}",
+            50 + person % 50,
+            1 + person % 12,
+            1 + person % 28
+        )),
+        T::Timestamptz => {
+            text(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        }
+        T::Uuid => text(uuid(rng)),
+        T::Ip => text(format!(
+            "10.{}.{}.{}",
+            person / 65_536 % 256,
+            person / 256 % 256,
+            person % 256
+        )),
+        T::VersionMajor => text(format!("{}.{}.0", person % 4, person % 10)),
+        T::Jsonb => json!({"n": person}),
+    }
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+fn set_pointer(body: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
+    let tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, path)) = tokens.split_last() else {
+        return;
+    };
+    let mut node = body;
+    for token in path {
+        if !node.get(token).is_some_and(serde_json::Value::is_object) {
+            node[token.as_str()] = json!({});
+        }
+        node = &mut node[token.as_str()];
+    }
+    node[last.as_str()] = value;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -426,13 +426,16 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.bad_ratio) {
         return Err(ConfigError("--bad-ratio must be between 0.0 and 1.0".into()).into());
     }
+    let rng_seed = args.rng_seed.unwrap_or_else(rand::random);
+    let messages = match crate::config::contracts_from_args(&args.contracts)? {
+        Some(plan) => seed::generate_by_contract(&plan, args.count, args.bad_ratio, rng_seed)?,
+        None => seed::generate(args.count, args.bad_ratio, rng_seed),
+    };
     let queue = queue_settings(&args.queue)?;
     let sqs = SqsClient::connect(&queue).await?;
     sqs.create_queue()
         .await
         .context("creating the queue (if missing)")?;
-    let rng_seed = args.rng_seed.unwrap_or_else(rand::random);
-    let messages = seed::generate(args.count, args.bad_ratio, rng_seed);
     let junk = messages.iter().filter(|m| !m.valid).count();
     let started = Instant::now();
     let bodies: Vec<String> = messages.iter().map(|m| m.body.clone()).collect();

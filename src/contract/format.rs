@@ -91,6 +91,10 @@ pub struct ColumnFile {
     /// (default: the column's name).
     #[serde(default)]
     pub domain: Option<String>,
+    /// Sample values for `veil seed` (needed where a `pattern` makes
+    /// generated values unlikely to pass).
+    #[serde(default)]
+    pub examples: Option<Vec<String>>,
     /// The column's SQL type, when the default derived from `type` will
     /// not do (`varchar(64)`, `text`).
     #[serde(default)]

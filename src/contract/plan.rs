@@ -99,6 +99,8 @@ pub struct Column {
     pub pii: Option<Pii>,
     /// The column's SQL type.
     pub sql_type: String,
+    /// Sample values for `veil seed`.
+    pub examples: Vec<String>,
 }
 
 /// Where a column's value comes from.
@@ -550,6 +552,7 @@ fn compile_column(file: &ColumnFile) -> Result<Column, String> {
         max: file.max,
         pii,
         sql_type,
+        examples: file.examples.clone().unwrap_or_default(),
     })
 }
 

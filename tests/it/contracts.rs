@@ -719,3 +719,75 @@ async fn rekey_moves_every_reversible_contract_mask_to_the_active_key_and_leaves
         text(&opened.stderr)
     );
 }
+
+#[tokio::test]
+async fn seed_generates_valid_bodies_of_every_contract_and_the_asked_share_of_junk() {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let dir = tempfile::tempdir().unwrap();
+    let no_examples = contract_file(
+        &dir,
+        "p.yaml",
+        "  - {name: code, from: /code, type: text, pattern: '[A-Z]{3}-[0-9]{4}'}\n",
+    );
+
+    let seeded = veil(
+        &[
+            "seed",
+            "--queue-url",
+            &queue.url,
+            "--contract",
+            SHOP,
+            "--count",
+            "120",
+            "--bad-ratio",
+            "0.1",
+            "--rng-seed",
+            "5",
+        ],
+        "",
+        &[],
+    );
+    let refused = veil(
+        &[
+            "seed",
+            "--queue-url",
+            &queue.url,
+            "--contract",
+            &no_examples,
+            "--count",
+            "5",
+        ],
+        "",
+        &[],
+    );
+    drain_shop(&queue, &db, &key);
+
+    assert!(seeded.status.success(), "{}", text(&seeded.stderr));
+    assert!(
+        text(&seeded.stdout).contains("sent 120 messages (12 junk)"),
+        "{}",
+        text(&seeded.stdout)
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("give the column `examples: [...]`"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let signups = db.scalar("SELECT count(*) FROM analytics.signups").await;
+    let purchases = db.scalar("SELECT count(*) FROM analytics.purchases").await;
+    assert_eq!(signups + purchases, 108);
+    assert!(
+        signups > 40 && purchases > 40,
+        "{signups} signups, {purchases} purchases"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.quarantine").await, 12);
+    assert!(
+        db.scalar("SELECT count(DISTINCT masked_email) FROM analytics.signups")
+            .await
+            < signups,
+        "emails repeat"
+    );
+}

@@ -229,7 +229,7 @@ fn contract_junk(
     mut body: serde_json::Value,
     index: usize,
 ) -> serde_json::Value {
-    if index % 3 == 0 {
+    if index.is_multiple_of(3) {
         return json!(format!("not json {}", rng.random::<u32>()));
     }
     if let (Some(route), 1) = (&contract.route, index % 3) {
@@ -322,7 +322,7 @@ fn sample_value(
         T::Integer | T::Bigint => json!(number),
         T::Numeric if column.coerce => text(format!("{number}.50")),
         T::Numeric => json!(number as f64 + 0.5),
-        T::Boolean => json!(person % 2 == 0),
+        T::Boolean => json!(person.is_multiple_of(2)),
         T::Date => text(format!(
             "19{:02}-{:02}-{:02}",
             50 + person % 50,

@@ -6,7 +6,10 @@
 # difference divided by EVENTS is the cost of one more event, without start-up (which includes
 # one-time work such as seeding the TLS library's random generator: large under valgrind).
 #   BASELINE=path/to/older/veil scripts/bench-instructions.sh
-# Env: EVENTS (2000), PORT (4566), BASELINE (required)
+#   VEIL_ARGS="--contract examples/contracts/login.yaml" BASELINE=... scripts/bench-instructions.sh
+#     (the contract-driven path on the login contract, against the baseline's hard-wired one)
+# Env: EVENTS (2000), PORT (4566), BASELINE (required), VEIL_ARGS (extra `veil run` flags, this
+#      build only)
 # Needs: valgrind; scripts/services.sh up postgres modern (this script runs it). Release build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,20 +24,22 @@ scripts/services.sh up postgres modern >/dev/null
 cargo build --release --quiet --bin veil
 [[ -f "$VEIL_KEY_FILE" ]] || "$VEIL" keys new --out "$VEIL_KEY_FILE" >/dev/null
 
-count() {  # count NAME BINARY: prints the instructions of one drain of EVENTS seeded events
+count() {  # count NAME BINARY [FLAGS...]: prints the instructions of one drain of EVENTS seeded events
   local q="http://localhost:$PORT/000000000000/bench-ir-$1-$$-$RANDOM" db="veil_bench_ir_$1"
   local out="$1-$EVENTS"
   "$VEIL" seed --queue-url "$q" --count "$EVENTS" --bad-ratio 0.05 --rng-seed 7 >/dev/null 2>&1
   psql "$ADMIN" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$log/$out.out" "$2" run --until-empty \
-    --quiet --show-rows 0 --queue-url "$q" \
+  local binary=$2; shift 2
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$log/$out.out" "$binary" run --until-empty \
+    --quiet --show-rows 0 --queue-url "$q" "$@" \
     --database-url "postgres://postgres:postgres@127.0.0.1:5432/$db" > "$log/$out.log" 2>&1
   grep -q "^received $EVENTS," "$log/$out.log" || { cat "$log/$out.log" >&2; exit 1; }
   sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log/$out.log"
 }
-veil1=$(count veil "$VEIL"); base1=$(count baseline "$BASELINE")
+read -r -a veil_args <<< "${VEIL_ARGS:-}"
+veil1=$(count veil "$VEIL" "${veil_args[@]}"); base1=$(count baseline "$BASELINE")
 EVENTS=$((EVENTS * 2))
-veil2=$(count veil "$VEIL"); base2=$(count baseline "$BASELINE")
+veil2=$(count veil "$VEIL" "${veil_args[@]}"); base2=$(count baseline "$BASELINE")
 EVENTS=$((EVENTS / 2))
 veil=$(((veil2 - veil1) / EVENTS)); base=$(((base2 - base1) / EVENTS))
 echo "instructions per event (marginal, $EVENTS then $((EVENTS * 2)) events): veil $veil, baseline $base, ratio $(awk -v a="$veil" -v b="$base" 'BEGIN {printf "%.3f", a / b}')"

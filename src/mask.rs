@@ -32,12 +32,18 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use std::net::IpAddr;
+
+use ipcrypt_rs::IpcryptPfx;
+
 use crate::keyring::{Keyring, MaskKey};
 
 /// Prefix that marks a mask made by AES-SIV, format version 1.
 pub const SIV_PREFIX: &str = "siv1";
 /// Prefix that marks an irreversible HMAC-SHA256 mask, format version 1.
 pub const HMAC_PREFIX: &str = "hmac1";
+/// Prefix that marks a prefix-preserving IP mask (ipcrypt-pfx), version 1.
+pub const PFX_PREFIX: &str = "pfx1";
 /// Longest plaintext (bytes) that still yields a mask within varchar(256).
 pub const MAX_MASKED_VALUE_BYTES: usize = 128;
 const BODY_NONCE_BYTES: usize = 16;
@@ -121,6 +127,33 @@ fn derive_key(key: &MaskKey, purpose: &[u8]) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(derive.finalize().into_bytes().to_vec())
 }
 
+/// The ipcrypt-pfx cipher of a key for one domain: its 32-byte key is
+/// derived from the key material by purpose and domain, so prefix-preserving
+/// masks never share a key with AES-SIV or HMAC masks, nor across domains.
+fn pfx_cipher(key: &MaskKey, associated_data: &[u8]) -> IpcryptPfx {
+    let mut purpose = b"veil/ipcrypt-pfx-key/v1/".to_vec();
+    purpose.extend_from_slice(associated_data);
+    loop {
+        let derived = derive_key(key, &purpose);
+        let mut material = [0u8; IpcryptPfx::KEY_BYTES];
+        material.copy_from_slice(&derived[..IpcryptPfx::KEY_BYTES]);
+        // IpcryptPfx refuses (panics on) a key whose halves are equal; for
+        // an HMAC output that has probability 2^-128, and derives again.
+        if material[..16] != material[16..] {
+            let cipher = IpcryptPfx::new(material);
+            zeroize::Zeroize::zeroize(&mut material);
+            return cipher;
+        }
+        purpose.push(0);
+    }
+}
+
+/// The prefix-preserving mask (`pfx1.`) of an address under one key.
+fn pfx_mask(key: &MaskKey, associated_data: &[u8], address: IpAddr) -> String {
+    let masked = pfx_cipher(key, associated_data).encrypt_ipaddr(address);
+    format!("{PFX_PREFIX}.{}.{}", key.id(), masked.to_canonical())
+}
+
 /// Prefix of the audit's fingerprints of looked-up values.
 pub const FINGERPRINT_PREFIX: &str = "fp1";
 
@@ -185,6 +218,44 @@ impl Keyring {
         }
     }
 
+    /// A prefix-preserving mask (`pfx1.<key id>.<address>`, ipcrypt-pfx) of
+    /// an IP address: addresses sharing a prefix give masks sharing a
+    /// prefix of the same length, so analysts can group by network.
+    /// Deterministic and reversible with the key, but not authenticated
+    /// (docs/security.md says what it reveals). A value that is not an
+    /// address (the parser lets none through) gets an HMAC mask instead,
+    /// never its clear text.
+    pub fn mask_prefix_preserving(&self, associated_data: &[u8], address: &str) -> String {
+        match address.parse::<IpAddr>() {
+            Ok(address) => pfx_mask(self.active(), associated_data, address.to_canonical()),
+            Err(_) => hmac_mask(self.active(), associated_data, address),
+        }
+    }
+
+    /// Opens a prefix-preserving mask bound to `associated_data`. Nothing
+    /// authenticates it: any address decrypts to some address, so the
+    /// domain must come from the column, and a forged mask opens to noise.
+    pub fn open_prefix_preserving(
+        &self,
+        mask: &str,
+        associated_data: &[u8],
+    ) -> Result<String, RevealError> {
+        let mut parts = mask.trim().splitn(3, '.');
+        let (Some(PFX_PREFIX), Some(key_id), Some(address)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(RevealError::NotAMask);
+        };
+        let key = self
+            .find(key_id)
+            .ok_or_else(|| RevealError::UnknownKey(key_id.to_string()))?;
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))?;
+        let clear = pfx_cipher(key, associated_data).decrypt_ipaddr(address);
+        Ok(clear.to_canonical().to_string())
+    }
+
     /// A keyed one-way fingerprint of a looked-up value, for the audit of
     /// `find` and `forget`: `fp1.<key id>.<base64url>`, HMAC-SHA256 (128
     /// bits kept) of the field and the value under a key derived from the
@@ -216,18 +287,26 @@ impl Keyring {
     /// find the value's rows (`veil find`, `veil forget`) without opening
     /// any other.
     pub fn masks_under_every_key(&self, field: Field, value: &str) -> Vec<String> {
-        self.domain_masks_under_every_key(field.associated_data(), value)
+        let data = field.associated_data();
+        self.keys()
+            .flat_map(|key| [siv_mask(key, data, value), hmac_mask(key, data, value)])
+            .collect()
     }
 
     /// `masks_under_every_key` for a contract's domain (`veil/<domain>/v1`).
+    /// An IP address also gets its prefix-preserving masks.
     pub fn domain_masks_under_every_key(&self, associated_data: &[u8], value: &str) -> Vec<String> {
+        let address = value.parse::<IpAddr>().ok().map(|a| a.to_canonical());
         self.keys()
             .flat_map(|key| {
+                let pfx = address.map(|address| pfx_mask(key, associated_data, address));
                 [
-                    siv_mask(key, associated_data, value),
-                    hmac_mask(key, associated_data, value),
+                    Some(siv_mask(key, associated_data, value)),
+                    Some(hmac_mask(key, associated_data, value)),
+                    pfx,
                 ]
             })
+            .flatten()
             .collect()
     }
 
@@ -279,11 +358,11 @@ impl Keyring {
         Err(RevealError::NotAuthentic(key_id.to_string()))
     }
 
-    /// The key id a mask names, if it is a veil mask of either kind.
+    /// The key id a mask names, if it is a veil mask of any kind.
     pub fn key_id_of(mask: &str) -> Option<&str> {
         let mut parts = mask.splitn(3, '.');
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(SIV_PREFIX | HMAC_PREFIX), Some(id), Some(_)) => Some(id),
+            (Some(SIV_PREFIX | HMAC_PREFIX | PFX_PREFIX), Some(id), Some(_)) => Some(id),
             _ => None,
         }
     }
@@ -320,6 +399,55 @@ impl Keyring {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    fn pfx_address(mask: &str) -> u32 {
+        let text = mask.splitn(3, '.').nth(2).unwrap();
+        u32::from(text.parse::<std::net::Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn prefix_preserving_masks_share_exactly_the_prefixes_their_addresses_share() {
+        let ring = Keyring::generate();
+        let data = b"veil/client_ip/v1";
+        let a = ring.mask_prefix_preserving(data, "203.0.113.7");
+        let b = ring.mask_prefix_preserving(data, "203.0.113.99");
+        let c = ring.mask_prefix_preserving(data, "198.51.100.7");
+
+        assert!(a.starts_with(&format!("pfx1.{}.", ring.active().id())));
+        assert_eq!(a, ring.mask_prefix_preserving(data, "::ffff:203.0.113.7"));
+        // 203.0.113.x share 24 bits; 203 and 198 share their first 4 (11001011, 11000110).
+        let (a, b, c) = (pfx_address(&a), pfx_address(&b), pfx_address(&c));
+        assert_eq!(a >> 8, b >> 8);
+        assert_ne!(a, b);
+        assert_eq!(a >> 28, c >> 28);
+        assert_ne!(a >> 27, c >> 27);
+    }
+
+    #[test]
+    fn prefix_preserving_masks_open_with_their_key_and_domain_only() {
+        let mut ring = Keyring::generate();
+        let data = b"veil/client_ip/v1";
+        let mask = ring.mask_prefix_preserving(data, "2001:DB8::1");
+        let other_domain = ring.mask_prefix_preserving(b"veil/other/v1", "2001:db8::1");
+        ring.rotate();
+
+        assert_ne!(mask, other_domain);
+        assert_eq!(
+            ring.open_prefix_preserving(&mask, data).unwrap(),
+            "2001:db8::1"
+        );
+        assert_ne!(
+            ring.open_prefix_preserving(&mask, b"veil/other/v1")
+                .unwrap(),
+            "2001:db8::1"
+        );
+        assert_ne!(
+            mask,
+            ring.mask_prefix_preserving(data, "2001:db8::1"),
+            "a new key, a new mask"
+        );
+        assert_eq!(Keyring::key_id_of(&mask).map(str::len), Some(8));
+    }
 
     #[test]
     fn masks_are_deterministic_for_one_key() {

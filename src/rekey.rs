@@ -27,7 +27,7 @@ use tokio_postgres::Client;
 
 use crate::contract::Plan;
 use crate::keyring::Keyring;
-use crate::mask::{Field, MaskMode, RevealError, HMAC_PREFIX, SIV_PREFIX};
+use crate::mask::{Field, MaskMode, RevealError, HMAC_PREFIX, PFX_PREFIX, SIV_PREFIX};
 
 /// A table to re-mask: its name as SQL (`user_logins`,
 /// `"analytics"."signups"`) and its mask columns, each with the
@@ -176,7 +176,7 @@ fn keys_in_use_sql(tables: &[MaskedTable]) -> String {
     };
     format!(
         "SELECT DISTINCT split_part(m, '.', 2) FROM ({masks}) masks
-          WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
+          WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%' OR m LIKE 'pfx1.%'
          UNION SELECT DISTINCT key_id FROM veil.quarantine"
     )
 }
@@ -294,6 +294,20 @@ fn remask(
         Some(_) if mask.starts_with(HMAC_PREFIX) => {
             report.irreversible_skipped += 1;
             Ok(None)
+        }
+        // Prefix-preserving masks are bound to the column's domain alone
+        // (nothing in them says which domain made them).
+        Some(id) if mask.starts_with(PFX_PREFIX) => {
+            match keyring.open_prefix_preserving(&mask, associated_data) {
+                Ok(address) => Ok(Some(
+                    keyring.mask_prefix_preserving(associated_data, &address),
+                )),
+                Err(RevealError::UnknownKey(_)) => bail!(
+                    "a mask was made with key {id}, which is not in the keyring; \
+                     add it back (or rekey with a keyring that holds it)"
+                ),
+                Err(error) => Err(error).context("a prefix-preserving mask cannot be opened"),
+            }
         }
         Some(id) => {
             debug_assert!(mask.starts_with(SIV_PREFIX));

@@ -50,6 +50,11 @@ struct Domains {
     names: Vec<String>,
     associated_data: Vec<Vec<u8>>,
     mask_columns: Vec<String>,
+    /// Prefix-preserving domains (name, associated data), and the mask
+    /// columns of each: a `pfx1.` mask does not say its domain, so it is
+    /// opened in its column's, or in the plan's only one.
+    prefix_preserving: Vec<(String, Vec<u8>)>,
+    prefix_columns: Vec<(String, usize)>,
 }
 
 impl Domains {
@@ -61,6 +66,8 @@ impl Domains {
                 .map(|f| f.associated_data().to_vec())
                 .collect(),
             mask_columns: MASK_COLUMNS.iter().map(|c| c.to_string()).collect(),
+            prefix_preserving: Vec::new(),
+            prefix_columns: Vec::new(),
         }
     }
 
@@ -71,12 +78,27 @@ impl Domains {
             .filter(|pii| pii.kind == MaskKind::Siv)
             .collect();
         let mut mask_columns: Vec<String> = Vec::new();
+        let mut prefix_preserving: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut prefix_columns = Vec::new();
         for column in plan.contracts.iter().flat_map(|c| &c.columns) {
-            if column.pii.is_some() && !mask_columns.contains(&column.name) {
+            let Some(pii) = &column.pii else { continue };
+            if !mask_columns.contains(&column.name) {
                 mask_columns.push(column.name.clone());
+            }
+            if pii.kind == MaskKind::Pfx {
+                let index = match prefix_preserving.iter().position(|(n, _)| *n == pii.domain) {
+                    Some(index) => index,
+                    None => {
+                        prefix_preserving.push((pii.domain.clone(), pii.associated_data.clone()));
+                        prefix_preserving.len() - 1
+                    }
+                };
+                prefix_columns.push((column.name.clone(), index));
             }
         }
         Domains {
+            prefix_preserving,
+            prefix_columns,
             names: reversible.iter().map(|p| p.domain.clone()).collect(),
             associated_data: reversible
                 .iter()
@@ -94,8 +116,16 @@ struct Opener<'a> {
 }
 
 impl<'a> Opener<'a> {
-    /// The domain's name and the value of a mask.
-    fn open(&self, mask: &str) -> Result<(&'a str, String), crate::mask::RevealError> {
+    /// The domain's name and the value of a mask found in `column` (None:
+    /// a mask on stdin).
+    fn open(
+        &self,
+        mask: &str,
+        column: Option<&str>,
+    ) -> Result<(&'a str, String), crate::mask::RevealError> {
+        if mask.trim_start().starts_with(crate::mask::PFX_PREFIX) {
+            return self.open_prefix_preserving(mask, column);
+        }
         let data: Vec<&[u8]> = self
             .domains
             .associated_data
@@ -104,6 +134,30 @@ impl<'a> Opener<'a> {
             .collect();
         let (index, value) = self.keyring.reveal_among(mask, &data)?;
         Ok((self.domains.names[index].as_str(), value))
+    }
+
+    fn open_prefix_preserving(
+        &self,
+        mask: &str,
+        column: Option<&str>,
+    ) -> Result<(&'a str, String), crate::mask::RevealError> {
+        let domains = &self.domains.prefix_preserving;
+        let by_column = column.and_then(|column| {
+            self.domains
+                .prefix_columns
+                .iter()
+                .find(|(name, _)| name == column)
+                .map(|(_, index)| *index)
+        });
+        let index = match (by_column, domains.len()) {
+            (Some(index), _) => index,
+            (None, 1) => 0,
+            // Several domains, and nothing says which made this mask.
+            _ => return Err(crate::mask::RevealError::NotAMask),
+        };
+        let (name, data) = &domains[index];
+        let value = self.keyring.open_prefix_preserving(mask, data)?;
+        Ok((name.as_str(), value))
     }
 }
 
@@ -143,7 +197,7 @@ async fn reveal_stdin(
             values.push(String::new());
             continue;
         }
-        match opener.open(mask) {
+        match opener.open(mask, None) {
             Ok((field, value)) => {
                 fields.insert(field);
                 values.push(value);
@@ -229,7 +283,7 @@ async fn reveal_query(
                 cells.push(cell.to_string());
                 continue;
             }
-            match opener.open(cell) {
+            match opener.open(cell, Some(header)) {
                 Ok((field, value)) => {
                     fields.insert(field);
                     opened += 1;

@@ -211,6 +211,8 @@ pub enum MaskKind {
     Siv,
     /// HMAC-SHA256: deterministic, irreversible.
     Hmac,
+    /// ipcrypt-pfx: deterministic, reversible, prefix-preserving (IP only).
+    Pfx,
 }
 
 /// A PII column's mask: its kind and the domain bound into it.
@@ -257,6 +259,8 @@ pub fn mask_chars(kind: MaskKind, max_bytes: usize) -> usize {
         // base64url without padding of the 16-byte tag and the ciphertext
         MaskKind::Siv => header + (16 + max_bytes).div_ceil(3) * 4,
         MaskKind::Hmac => header + 43,
+        // the longest canonical IPv6 text
+        MaskKind::Pfx => header + 39,
     }
 }
 
@@ -373,6 +377,7 @@ pub fn kind_name(kind: MaskKind) -> &'static str {
     match kind {
         MaskKind::Siv => "siv",
         MaskKind::Hmac => "hmac",
+        MaskKind::Pfx => "ipcrypt-pfx",
     }
 }
 
@@ -612,10 +617,13 @@ fn pii_of(file: &ColumnFile, name: &str, column_type: ColumnType) -> Result<Opti
     let kind = match file.pii.as_deref() {
         Some("siv") => MaskKind::Siv,
         Some("hmac") => MaskKind::Hmac,
-        Some("ipcrypt-pfx") => return Err(
-            "pii ipcrypt-pfx (prefix-preserving IP masks) is not supported yet; use siv or hmac"
-                .into(),
-        ),
+        Some("ipcrypt-pfx") if column_type == ColumnType::Ip => MaskKind::Pfx,
+        Some("ipcrypt-pfx") => {
+            return Err(format!(
+                "pii ipcrypt-pfx masks IP addresses only (this column is {}): use siv or hmac",
+                column_type.name()
+            ))
+        }
         Some("none") => {
             if file.domain.is_some() {
                 return Err(
@@ -625,7 +633,11 @@ fn pii_of(file: &ColumnFile, name: &str, column_type: ColumnType) -> Result<Opti
             }
             return Ok(None);
         }
-        Some(other) => return Err(format!("pii {other:?} is not one of siv, hmac, none")),
+        Some(other) => {
+            return Err(format!(
+                "pii {other:?} is not one of siv, hmac, ipcrypt-pfx, none"
+            ))
+        }
         None => {
             if file.domain.is_some() {
                 return Err("`domain` without `pii`: say how to mask it (pii: siv or hmac)".into());
@@ -719,6 +731,7 @@ fn sql_type_of(
         .unwrap_or_else(|| "varchar(256)".to_string());
     let longest = match (pii.kind, column_type) {
         (MaskKind::Hmac, _) => mask_chars(MaskKind::Hmac, 0),
+        (MaskKind::Pfx, _) => mask_chars(MaskKind::Pfx, 0),
         (MaskKind::Siv, ColumnType::Text) => {
             mask_chars(MaskKind::Siv, max_bytes.unwrap_or(DEFAULT_SIV_MAX_BYTES))
         }

@@ -257,11 +257,12 @@ fn masked(keyring: &Keyring, mode: MaskMode, plan: &Plan, event: ParsedEvent) ->
         .zip(&contract.columns)
         .map(|(cell, column)| match (&column.pii, cell.mask_input()) {
             (Some(pii), Some(value)) => {
-                let mode = match (mode, pii.kind) {
-                    (MaskMode::Siv, MaskKind::Siv) => MaskMode::Siv,
-                    _ => MaskMode::Hmac,
-                };
-                Cell::Text(keyring.mask_domain(mode, &pii.associated_data, &value))
+                let data = &pii.associated_data;
+                Cell::Text(match (mode, pii.kind) {
+                    (MaskMode::Siv, MaskKind::Siv) => keyring.mask_domain(mode, data, &value),
+                    (MaskMode::Siv, MaskKind::Pfx) => keyring.mask_prefix_preserving(data, &value),
+                    _ => keyring.mask_domain(MaskMode::Hmac, data, &value),
+                })
             }
             _ => cell,
         })

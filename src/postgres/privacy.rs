@@ -269,7 +269,7 @@ pub async fn masks_by_key_in(
     let sql = format!(
         "SELECT key_id, count(*) FROM (
              SELECT split_part(m, '.', 2) AS key_id FROM ({from}) masks
-              WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
+              WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%' OR m LIKE 'pfx1.%'
              UNION ALL SELECT key_id FROM veil.quarantine) made
           GROUP BY key_id"
     );

@@ -36,7 +36,8 @@ fn purchase(id: u32, email: &str) -> String {
         "amount": "49.90",
         "currency": "EUR",
         "items": 3,
-        "cart": [{"sku": "X1", "qty": 3}]
+        "cart": [{"sku": "X1", "qty": 3}],
+        "client_ip": format!("203.0.113.{}", id % 250)
     })
     .to_string()
 }
@@ -196,6 +197,31 @@ async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
         15
     );
     assert_eq!(db.scalar("SELECT count(*) FROM analytics.purchases WHERE amount = 49.90 AND cart->0->>'sku' = 'X1'").await, 15);
+    // Prefix-preserving: every client of 203.0.113.0/24 keeps one masked /24.
+    let client_ips = db
+        .strings("SELECT masked_client_ip FROM analytics.purchases ORDER BY order_id")
+        .await;
+    let networks: std::collections::HashSet<String> = client_ips
+        .iter()
+        .map(|mask| {
+            assert!(
+                mask.starts_with("pfx1.") && !mask.contains("203.0.113"),
+                "{mask}"
+            );
+            let address = mask.splitn(3, '.').nth(2).unwrap();
+            address.rsplit_once('.').unwrap().0.to_string()
+        })
+        .collect();
+    assert_eq!(
+        (
+            networks.len(),
+            client_ips
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        ),
+        (1, 15)
+    );
     assert_eq!(
         db.scalar("SELECT count(*) FROM analytics.signups WHERE marketing_opt_in")
             .await,
@@ -226,11 +252,16 @@ async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
     let opened = reveal(&[], &format!("{}\n", emails[0]));
     assert!(opened.status.success(), "{}", text(&opened.stderr));
     assert_eq!(text(&opened.stdout), "ann@example.com\n");
-    let query = reveal(&["--sql", "select order_id, masked_email, masked_card from analytics.purchases where order_id = 'A-1'"], "");
+    let query = reveal(&["--sql", "select order_id, masked_email, masked_card, masked_client_ip from analytics.purchases where order_id = 'A-1'"], "");
     assert!(query.status.success(), "{}", text(&query.stderr));
     assert!(
         text(&query.stdout).contains("ann@example.com"),
         "{}",
+        text(&query.stdout)
+    );
+    assert!(
+        text(&query.stdout).contains("| 203.0.113.1\n"),
+        "the prefix-preserving mask opens in its column's domain: {}",
         text(&query.stdout)
     );
     assert!(
@@ -247,7 +278,7 @@ async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
             "SELECT action || ':' || array_to_string(fields, ',') FROM veil.audit ORDER BY id"
         )
         .await,
-        ["masks:email", "sql:email"]
+        ["masks:email", "sql:client_ip,email"]
     );
 }
 
@@ -657,6 +688,23 @@ async fn rekey_moves_every_reversible_contract_mask_to_the_active_key_and_leaves
         "SELECT count(DISTINCT m) FROM (SELECT masked_email AS m FROM analytics.signups
                            UNION ALL SELECT masked_email FROM analytics.purchases) e";
     let before = db.scalar(distinct_emails).await;
+    let found_old_key_ip = veil(
+        &[
+            "find",
+            "--key-file",
+            key_file,
+            "--database-url",
+            &db.url,
+            "--contract",
+            SHOP,
+            "--reason",
+            "F",
+            "--value",
+            "client_ip=203.0.113.2",
+        ],
+        "",
+        &[],
+    );
 
     let rekeyed = veil(
         &[
@@ -675,6 +723,13 @@ async fn rekey_moves_every_reversible_contract_mask_to_the_active_key_and_leaves
     );
 
     assert_eq!(before, 2, "one email, two keys: two masks");
+    assert!(
+        text(&found_old_key_ip.stdout).contains("analytics.purchases.masked_client_ip")
+            && text(&found_old_key_ip.stdout).contains("(1 row)"),
+        "{}{}",
+        text(&found_old_key_ip.stdout),
+        text(&found_old_key_ip.stderr)
+    );
     assert!(rekeyed.status.success(), "{}", text(&rekeyed.stderr));
     assert!(
         text(&rekeyed.stdout).contains("1 irreversible (hmac1) masks of older keys were left"),
@@ -693,6 +748,11 @@ async fn rekey_moves_every_reversible_contract_mask_to_the_active_key_and_leaves
           WHERE m LIKE 'siv1.%' AND m NOT LIKE 'siv1.{active}.%'"
     );
     assert_eq!(db.scalar(&old_key_siv).await, 0);
+    assert_eq!(
+        db.scalar(&format!("SELECT count(*) FROM analytics.purchases WHERE masked_client_ip NOT LIKE 'pfx1.{active}.%'")).await,
+        0,
+        "prefix-preserving masks are re-masked too"
+    );
     assert_eq!(db.scalar(&format!("SELECT count(*) FROM analytics.purchases WHERE masked_card NOT LIKE 'hmac1.{active}.%'")).await, 1);
     let email = db
         .strings("SELECT masked_email FROM analytics.signups LIMIT 1")

@@ -436,7 +436,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Slot<'a> {
 /// Any JSON value, read and dropped. Unlike serde's `IgnoredAny`, which
 /// serde_json skips without looking, numbers are converted, so a number out
 /// of range (`1e999`) fails here as it does in `serde_json::Value`.
-struct Skip;
+pub(crate) struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -8,6 +8,7 @@
 //! and stays the zero-flag default; with no `--contract`, veil runs its
 //! hard-wired login path, which the built-in contract reproduces exactly.
 
+pub mod extract;
 pub mod format;
 pub mod json_schema;
 pub mod parse;

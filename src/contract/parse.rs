@@ -52,9 +52,20 @@ impl Cell {
         }
     }
 
+    /// The text Postgres reads the value from, borrowed where the cell
+    /// holds it as text (the writer's arrays, without a copy per cell).
+    pub fn sql_text_ref(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            Cell::Text(text) | Cell::Numeric(text) | Cell::Json(text) => {
+                Some(std::borrow::Cow::Borrowed(text))
+            }
+            other => other.sql_text().map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The text a mask is made of.
-    pub fn mask_input(&self) -> Option<String> {
-        self.sql_text()
+    pub fn mask_input(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.sql_text_ref()
     }
 
     /// Heap bytes held.
@@ -114,15 +125,22 @@ pub fn parse(
     if body.len() > MAX_BODY_BYTES {
         return Err(ContractRejection::whole(RejectReason::TooLarge));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|_| ContractRejection::whole(RejectReason::NotJson))?;
-    if !value.is_object() {
-        return Err(ContractRejection::whole(RejectReason::WrongShape));
-    }
+    let slots = match plan.paths.extract(body) {
+        Some(slots) => slots,
+        // Not UTF-8, not JSON, not an object: a `Value` says which.
+        None => {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|_| ContractRejection::whole(RejectReason::NotJson))?;
+            if !value.is_object() {
+                return Err(ContractRejection::whole(RejectReason::WrongShape));
+            }
+            plan.paths.from_value(&value)
+        }
+    };
     let index = plan
         .contracts
         .iter()
-        .position(|contract| routes_here(contract, &value))
+        .position(|contract| routes_here(contract, &slots))
         .ok_or(ContractRejection::whole(RejectReason::UnknownType))?;
     let contract = &plan.contracts[index];
     let reject = |reason, column| ContractRejection {
@@ -130,18 +148,19 @@ pub fn parse(
         contract: Some(index),
         column,
     };
-    let any_present = contract.columns.iter().any(|column| match &column.source {
-        ColumnSource::Body(pointer) => value.pointer(pointer).is_some(),
-        _ => false,
-    });
+    let any_present = contract
+        .columns
+        .iter()
+        .any(|column| column.slot.is_some_and(|slot| slots[slot].is_some()));
     if !any_present {
         return Err(reject(RejectReason::WrongShape, None));
     }
     let mut cells = vec![Cell::Null; contract.columns.len()];
     for &column_index in &contract.check_order {
         let column = &contract.columns[column_index];
+        let found = column.slot.and_then(|slot| slots[slot].as_ref());
         cells[column_index] =
-            cell_of(column, &value, sqs).map_err(|reason| reject(reason, Some(column_index)))?;
+            cell_of(column, found, sqs).map_err(|reason| reject(reason, Some(column_index)))?;
     }
     Ok(ParsedEvent {
         contract: index,
@@ -162,25 +181,32 @@ pub fn stored_form(column: &Column, value: &str) -> Option<String> {
         coerce: true,
         ..column.clone()
     };
-    typed(&relaxed, &as_json).ok()?.mask_input()
+    typed(&relaxed, &as_json)
+        .ok()?
+        .mask_input()
+        .map(std::borrow::Cow::into_owned)
 }
 
-fn routes_here(contract: &Contract, body: &Value) -> bool {
+fn routes_here(contract: &Contract, slots: &[Option<Value>]) -> bool {
     match &contract.route {
         None => true,
         Some(route) => {
-            body.pointer(&route.pointer).and_then(Value::as_str) == Some(route.equals.as_str())
+            slots[route.slot].as_ref().and_then(Value::as_str) == Some(route.equals.as_str())
         }
     }
 }
 
-fn cell_of(column: &Column, body: &Value, sqs: SqsFacts<'_>) -> Result<Cell, RejectReason> {
-    let pointer = match &column.source {
-        ColumnSource::Body(pointer) => pointer,
+fn cell_of(
+    column: &Column,
+    found: Option<&Value>,
+    sqs: SqsFacts<'_>,
+) -> Result<Cell, RejectReason> {
+    match &column.source {
+        ColumnSource::Body(_) => {}
         ColumnSource::MessageId => return Ok(Cell::Text(sqs.message_id.to_string())),
         ColumnSource::SentTimestamp => return Ok(sent_cell(column.column_type, sqs.sent_ms)),
-    };
-    match body.pointer(pointer) {
+    }
+    match found {
         None | Some(Value::Null) if column.required => Err(RejectReason::MissingField),
         None | Some(Value::Null) => Ok(Cell::Null),
         Some(value) => typed(column, value),

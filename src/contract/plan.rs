@@ -7,6 +7,7 @@
 
 use regex::Regex;
 
+use super::extract::Paths;
 use super::format::{ColumnFile, ContractFile};
 use crate::error::ConfigError;
 use crate::keyring::MAX_KEY_ID_CHARS;
@@ -20,6 +21,8 @@ pub const DEFAULT_SIV_MAX_BYTES: usize = crate::mask::MAX_MASKED_VALUE_BYTES;
 pub struct Plan {
     /// The contracts; a body goes to the first whose `match` holds.
     pub contracts: Vec<Contract>,
+    /// Every pointer the contracts read, for one pass over a body.
+    pub paths: Paths,
 }
 
 /// One compiled contract.
@@ -66,6 +69,8 @@ pub struct Route {
     pub pointer: String,
     /// The discriminator's value.
     pub equals: String,
+    /// Where `Paths::extract` puts the value at `pointer`.
+    pub slot: usize,
 }
 
 /// One column, checked.
@@ -101,6 +106,8 @@ pub struct Column {
     pub sql_type: String,
     /// Sample values for `veil seed`.
     pub examples: Vec<String>,
+    /// Where `Paths::extract` puts the value of a `from` column.
+    pub slot: Option<usize>,
 }
 
 /// Where a column's value comes from.
@@ -282,7 +289,19 @@ impl Plan {
             })
             .collect::<Result<Vec<_>, _>>()?;
         check_together(&contracts)?;
-        Ok(Plan { contracts })
+        let mut contracts = contracts;
+        let mut paths = Paths::default();
+        for contract in &mut contracts {
+            if let Some(route) = &mut contract.route {
+                route.slot = paths.add(&route.pointer);
+            }
+            for column in &mut contract.columns {
+                if let ColumnSource::Body(pointer) = &column.source {
+                    column.slot = Some(paths.add(pointer));
+                }
+            }
+        }
+        Ok(Plan { contracts, paths })
     }
 
     /// The contract named `name`.
@@ -433,6 +452,7 @@ fn compile_contract(file: &ContractFile) -> Result<Contract, String> {
         Some(rule) => Some(Route {
             pointer: pointer("match.field", &rule.field)?,
             equals: rule.equals.clone(),
+            slot: 0,
         }),
         None => None,
     };
@@ -558,6 +578,7 @@ fn compile_column(file: &ColumnFile) -> Result<Column, String> {
         pii,
         sql_type,
         examples: file.examples.clone().unwrap_or_default(),
+        slot: None,
     })
 }
 

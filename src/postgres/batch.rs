@@ -351,22 +351,26 @@ impl<'a> RowArrays<'a> {
 
 /// The `unnest` arrays of contract rows: for each contract of the plan,
 /// one text array per column (empty for a contract with no row here).
-struct EventArrays {
-    columns: Vec<Vec<Vec<Option<String>>>>,
+struct EventArrays<'a> {
+    columns: Vec<Vec<Vec<Option<Cow<'a, str>>>>>,
     rows: Vec<usize>,
 }
 
-impl EventArrays {
-    fn of(widths: &[usize], events: &[&EventRow]) -> Self {
-        let mut columns: Vec<Vec<Vec<Option<String>>>> = widths
+impl<'a> EventArrays<'a> {
+    fn of(widths: &[usize], events: &[&'a EventRow]) -> Self {
+        let mut columns: Vec<Vec<Vec<Option<Cow<'a, str>>>>> = widths
             .iter()
-            .map(|&width| vec![Vec::new(); width])
+            .map(|&width| {
+                (0..width)
+                    .map(|_| Vec::with_capacity(events.len()))
+                    .collect()
+            })
             .collect();
         let mut rows = vec![0; widths.len()];
         for event in events {
             rows[event.contract] += 1;
             for (column, cell) in columns[event.contract].iter_mut().zip(&event.cells) {
-                column.push(cell.sql_text());
+                column.push(cell.sql_text_ref());
             }
         }
         EventArrays { columns, rows }

@@ -30,9 +30,6 @@ pub struct Item {
     pub receive_count: Option<u32>,
     /// What this item counts against `--max-in-flight-bytes`.
     pub bytes: usize,
-    /// The contract of a valid event (contract mode), for its quarantine
-    /// entry should Postgres refuse the row.
-    pub contract: Option<String>,
 }
 
 impl Item {
@@ -60,8 +57,13 @@ impl Item {
     }
 
     /// Postgres refused this item's row although it passed validation: it
-    /// goes to the quarantine (`db_rejected`) with its original body.
-    pub fn reject_by_database(&mut self, keyring: &Keyring) {
+    /// goes to the quarantine (`db_rejected`) with its original body, naming
+    /// its contract (from `plan`, in contract mode).
+    pub fn reject_by_database(&mut self, keyring: &Keyring, plan: Option<&Plan>) {
+        let contract = match (&self.prepared.record, plan) {
+            (Record::Event(event), Some(plan)) => Some(plan.contracts[event.contract].name.clone()),
+            _ => None,
+        };
         let body = self.original.take().unwrap_or_default();
         let mut entry = quarantine_entry(
             keyring,
@@ -71,7 +73,7 @@ impl Item {
             RejectReason::DbRejected,
             None,
         );
-        entry.contract = self.contract.take();
+        entry.contract = contract;
         self.prepared.record = Record::Quarantine(entry);
     }
 }
@@ -136,7 +138,7 @@ pub fn prepare(
             (Record::Quarantine(entry), None)
         }
     };
-    item(receipt, sent_ms, record, original, receive_count, None)
+    item(receipt, sent_ms, record, original, receive_count)
 }
 
 /// Delivered more than `max_receives` times: logged, to be quarantined.
@@ -157,7 +159,6 @@ fn item(
     record: Record,
     original: Option<String>,
     receive_count: Option<u32>,
-    contract: Option<String>,
 ) -> Item {
     let prepared = Prepared {
         message_id: receipt.message_id.clone(),
@@ -174,7 +175,6 @@ fn item(
         original,
         receive_count,
         bytes,
-        contract,
     }
 }
 
@@ -209,16 +209,8 @@ fn prepare_by_contract(
     };
     match parsed {
         Ok(event) => {
-            let name = plan.contracts[event.contract].name.clone();
             let record = Record::Event(masked(keyring, mode, plan, event));
-            item(
-                receipt,
-                sent_ms,
-                record,
-                Some(body),
-                receive_count,
-                Some(name),
-            )
+            item(receipt, sent_ms, record, Some(body), receive_count)
         }
         Err(rejection) => {
             let routed = rejection.contract.map(|index| &plan.contracts[index]);
@@ -241,7 +233,6 @@ fn prepare_by_contract(
                 Record::Quarantine(entry),
                 None,
                 receive_count,
-                None,
             )
         }
     }
@@ -398,7 +389,7 @@ mod tests {
         let keyring = Keyring::generate();
         let mut item = prepare(&keyring, MaskMode::Siv, None, None, message(EVENT, 1));
 
-        item.reject_by_database(&keyring);
+        item.reject_by_database(&keyring, None);
 
         let Record::Quarantine(entry) = &item.prepared.record else {
             panic!("quarantined")
@@ -479,6 +470,35 @@ mod tests {
                 entry.contract.as_deref()
             ),
             ("bad_version", Some("app_version"), Some("login"))
+        );
+    }
+
+    #[test]
+    fn a_contract_row_postgres_refuses_is_quarantined_naming_its_contract() {
+        let keyring = Keyring::generate();
+        let plan = crate::contract::builtin_login();
+        let mut item = prepare(
+            &keyring,
+            MaskMode::Siv,
+            None,
+            Some(&plan),
+            message(EVENT, 1),
+        );
+
+        item.reject_by_database(&keyring, Some(&plan));
+
+        let Record::Quarantine(entry) = &item.prepared.record else {
+            panic!("quarantined")
+        };
+        assert_eq!(
+            (entry.reason, entry.contract.as_deref()),
+            ("db_rejected", Some("login"))
+        );
+        assert_eq!(
+            keyring
+                .open_body(&entry.key_id, &entry.body_sealed)
+                .unwrap(),
+            EVENT.as_bytes()
         );
     }
 }

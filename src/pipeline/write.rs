@@ -166,7 +166,7 @@ fn write_isolating<'a>(
                 let culprit = &mut items[0];
                 tracing::warn!(message_id = %culprit.receipt.message_id, "Postgres rejected a value; quarantining the message");
                 shared.metrics.postgres_errors.add("data", 1);
-                culprit.reject_by_database(&shared.keyring);
+                culprit.reject_by_database(&shared.keyring, shared.settings.contracts.as_deref());
                 record_within_deadline(shared, client, statements, items).await
             }
             other => other,

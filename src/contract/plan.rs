@@ -108,6 +108,8 @@ pub struct Column {
     pub examples: Vec<String>,
     /// Where `Paths::extract` puts the value of a `from` column.
     pub slot: Option<usize>,
+    /// Another column of its contract reads the same pointer.
+    pub shares_slot: bool,
 }
 
 /// Where a column's value comes from.
@@ -299,6 +301,11 @@ impl Plan {
                 if let ColumnSource::Body(pointer) = &column.source {
                     column.slot = Some(paths.add(pointer));
                 }
+            }
+            let slots: Vec<Option<usize>> = contract.columns.iter().map(|c| c.slot).collect();
+            for column in &mut contract.columns {
+                column.shares_slot = column.slot.is_some()
+                    && slots.iter().filter(|s| **s == column.slot).count() > 1;
             }
         }
         Ok(Plan { contracts, paths })
@@ -579,6 +586,7 @@ fn compile_column(file: &ColumnFile) -> Result<Column, String> {
         sql_type,
         examples: file.examples.clone().unwrap_or_default(),
         slot: None,
+        shares_slot: false,
     })
 }
 

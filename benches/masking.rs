@@ -44,6 +44,8 @@ fn masking(c: &mut Criterion) {
         body: BODY.into(),
         sent_timestamp_ms: Some(1_764_000_000_000),
         receive_count: Some(1),
+        first_receive_ms: None,
+        attributes: Vec::new(),
     };
     // The message is moved into `prepare` (as in the pipeline), so each
     // iteration gets a copy made outside the timing.

@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
                     max_messages: 10,
                     wait_secs: 1,
                     visibility_timeout_secs: 60,
+                    message_attributes: false,
                 };
                 while done.load(Ordering::Relaxed) < expected {
                     let messages = sqs.receive(request).await?;

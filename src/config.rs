@@ -89,6 +89,7 @@ pub fn housekeeping_policy(args: &HousekeepingArgs) -> HousekeepingPolicy {
 impl RunConfig {
     /// Checks the arguments of `veil run`.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        let contracts = contracts_from_args(&args.contracts)?;
         if args.max_in_flight < args.batch_size as u32 {
             return Err(ConfigError(format!(
                 "--max-in-flight ({}) must be at least --batch-size ({})",
@@ -141,10 +142,13 @@ impl RunConfig {
                     .wait_secs
                     .unwrap_or(if args.until_empty { 1 } else { 20 }),
                 visibility_timeout_secs: args.visibility_timeout_secs,
+                message_attributes: contracts
+                    .as_ref()
+                    .is_some_and(|plan| plan.reads_message_attributes()),
             },
             until_empty: args.until_empty,
             show_rows: args.show_rows,
-            contracts: contracts_from_args(&args.contracts)?,
+            contracts,
         })
     }
 }

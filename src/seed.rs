@@ -259,6 +259,8 @@ fn check_sample(
     let facts = crate::contract::SqsFacts {
         message_id: "seed",
         sent_ms: None,
+        first_receive_ms: None,
+        attributes: &[],
     };
     match crate::contract::parse(plan, body.to_string().as_bytes(), facts) {
         Ok(_) => Ok(()),

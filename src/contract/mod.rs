@@ -118,6 +118,8 @@ mod tests {
         let facts = SqsFacts {
             message_id: "m",
             sent_ms: Some(1_764_000_000_000),
+            first_receive_ms: None,
+            attributes: &[],
         };
         let login = &plan.contracts[0];
         match parse(plan, body, facts) {

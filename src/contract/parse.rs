@@ -138,6 +138,10 @@ pub struct SqsFacts<'a> {
     pub message_id: &'a str,
     /// SentTimestamp (ms), when the server gave one.
     pub sent_ms: Option<i64>,
+    /// ApproximateFirstReceiveTimestamp (ms), when the server gave one.
+    pub first_receive_ms: Option<i64>,
+    /// The message attributes (String and Number), when asked for.
+    pub attributes: &'a [(String, String)],
 }
 
 /// Parses one body by the plan.
@@ -226,11 +230,29 @@ fn routes_here(contract: &Contract, slots: &[Option<Value>]) -> bool {
 }
 
 fn cell_of(column: &Column, found: Option<Value>, sqs: SqsFacts<'_>) -> Result<Cell, RejectReason> {
-    match &column.source {
-        ColumnSource::Body(_) => {}
+    let found = match &column.source {
+        ColumnSource::Body(_) => found,
         ColumnSource::MessageId => return Ok(Cell::Text(sqs.message_id.to_string())),
         ColumnSource::SentTimestamp => return Ok(sent_cell(column.column_type, sqs.sent_ms)),
-    }
+        ColumnSource::FirstReceiveTimestamp => {
+            return Ok(sent_cell(column.column_type, sqs.first_receive_ms))
+        }
+        ColumnSource::Attribute(name) => {
+            let text = sqs.attributes.iter().rev().find(|(n, _)| n == name);
+            let value = text.map(|(_, text)| Value::String(text.clone()));
+            return match value {
+                None if column.required => Err(RejectReason::MissingField),
+                None => Ok(Cell::Null),
+                Some(value) => typed(
+                    &Column {
+                        coerce: true,
+                        ..column.clone()
+                    },
+                    value,
+                ),
+            };
+        }
+    };
     match found {
         None | Some(Value::Null) if column.required => Err(RejectReason::MissingField),
         None | Some(Value::Null) => Ok(Cell::Null),
@@ -238,9 +260,9 @@ fn cell_of(column: &Column, found: Option<Value>, sqs: SqsFacts<'_>) -> Result<C
     }
 }
 
-/// An SQS timestamp as a date, a timestamp or milliseconds. SentTimestamp
-/// is always requested; "now" only covers a server that omits it (the
-/// ledger still prevents a second row), as for login events.
+/// An SQS timestamp as a date, a timestamp or milliseconds. Both
+/// timestamps are always requested; "now" only covers a server that omits
+/// one (the ledger still prevents a second row), as for login events.
 fn sent_cell(column_type: ColumnType, sent_ms: Option<i64>) -> Cell {
     let time = sent_ms
         .filter(|&ms| ms != 0)
@@ -430,6 +452,8 @@ mod tests {
     const FACTS: SqsFacts<'static> = SqsFacts {
         message_id: "m-1",
         sent_ms: Some(1_764_000_000_000),
+        first_receive_ms: None,
+        attributes: &[],
     };
 
     fn rejection(plan: &Plan, body: &str) -> (&'static str, Option<String>) {

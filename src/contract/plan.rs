@@ -121,6 +121,11 @@ pub enum ColumnSource {
     MessageId,
     /// The SQS SentTimestamp.
     SentTimestamp,
+    /// The SQS ApproximateFirstReceiveTimestamp (the same on every delivery).
+    FirstReceiveTimestamp,
+    /// A message attribute (String or Number), read as text; numbers,
+    /// booleans and dates convert as with `coerce`.
+    Attribute(String),
 }
 
 /// A column's value type.
@@ -309,6 +314,14 @@ impl Plan {
             }
         }
         Ok(Plan { contracts, paths })
+    }
+
+    /// Whether a column reads a message attribute (receives then ask for them).
+    pub fn reads_message_attributes(&self) -> bool {
+        self.contracts
+            .iter()
+            .flat_map(|c| &c.columns)
+            .any(|c| matches!(c.source, ColumnSource::Attribute(_)))
     }
 
     /// The contract named `name`.
@@ -591,52 +604,49 @@ fn compile_column(file: &ColumnFile) -> Result<Column, String> {
 }
 
 fn source_of(file: &ColumnFile, column_type: ColumnType) -> Result<ColumnSource, String> {
+    const FACTS: &str =
+        "message_id, sent_timestamp, approximate_first_receive_timestamp, attribute:<name>";
     let source = match (&file.from, &file.sqs) {
         (Some(from), None) => ColumnSource::Body(pointer("from", from)?),
         (None, Some(fact)) => match fact.as_str() {
             "message_id" => ColumnSource::MessageId,
             "sent_timestamp" => ColumnSource::SentTimestamp,
-            "approximate_first_receive_timestamp" => return Err(
-                "sqs: approximate_first_receive_timestamp is not supported yet; use sent_timestamp"
-                    .into(),
-            ),
-            other if other.starts_with("attribute:") => {
-                return Err(
-                    "sqs: attribute:<name> (message attributes) is not supported yet".into(),
-                )
-            }
-            other => {
-                return Err(format!(
-                    "sqs {other:?} is not one of message_id, sent_timestamp"
-                ))
-            }
+            "approximate_first_receive_timestamp" => ColumnSource::FirstReceiveTimestamp,
+            other => match other.strip_prefix("attribute:") {
+                Some(name) if !name.is_empty() => ColumnSource::Attribute(name.to_string()),
+                _ => return Err(format!("sqs {other:?} is not one of {FACTS}")),
+            },
         },
         (Some(_), Some(_)) => return Err("give either `from` (the body) or `sqs`, not both".into()),
         (None, None) => {
-            return Err(
-                "give `from` (a JSON pointer into the body) or `sqs` (message_id, sent_timestamp)"
-                    .into(),
-            )
+            return Err(format!(
+                "give `from` (a JSON pointer into the body) or `sqs` ({FACTS})"
+            ))
         }
     };
+    let timestamp = matches!(
+        column_type,
+        ColumnType::Date | ColumnType::Timestamptz | ColumnType::Bigint
+    );
     let fits = match source {
         ColumnSource::Body(_) => true,
+        ColumnSource::Attribute(_) => column_type != ColumnType::Jsonb,
         ColumnSource::MessageId => column_type == ColumnType::Text,
-        ColumnSource::SentTimestamp => matches!(
-            column_type,
-            ColumnType::Date | ColumnType::Timestamptz | ColumnType::Bigint
-        ),
+        ColumnSource::SentTimestamp | ColumnSource::FirstReceiveTimestamp => timestamp,
     };
     if !fits {
         return Err(format!(
-            "a {} cannot come from sqs {}: message_id is text; sent_timestamp is date, timestamptz or bigint (ms)",
+            "a {} cannot come from sqs {}: message_id is text; the timestamps are date, timestamptz \
+             or bigint (ms); an attribute is any type but jsonb",
             column_type.name(),
             file.sqs.as_deref().unwrap_or_default()
         ));
     }
-    if file.required && !matches!(source, ColumnSource::Body(_)) {
+    let read = matches!(source, ColumnSource::Body(_) | ColumnSource::Attribute(_));
+    if file.required && !read {
         return Err(
-            "`required` applies to values read from the body (SQS always gives these)".into(),
+            "`required` applies to values read from the body or an attribute (SQS always gives these)"
+                .into(),
         );
     }
     Ok(source)

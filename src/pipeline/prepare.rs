@@ -102,6 +102,7 @@ pub fn prepare(
         body,
         sent_timestamp_ms,
         receive_count,
+        ..
     } = message;
     let sent_ms = sent_timestamp_ms.unwrap_or(0);
     let parsed = if over_limit(max_receives, receive_count, &receipt) {
@@ -192,11 +193,15 @@ fn prepare_by_contract(
         body,
         sent_timestamp_ms,
         receive_count,
+        first_receive_ms,
+        attributes,
     } = message;
     let sent_ms = sent_timestamp_ms.unwrap_or(0);
     let facts = SqsFacts {
         message_id: &receipt.message_id,
         sent_ms: sent_timestamp_ms,
+        first_receive_ms,
+        attributes: &attributes,
     };
     let parsed = if over_limit(max_receives, receive_count, &receipt) {
         Err(contract::ContractRejection {
@@ -319,6 +324,8 @@ mod tests {
             body: body.into(),
             sent_timestamp_ms: Some(1_764_000_000_000),
             receive_count: Some(receive_count),
+            first_receive_ms: None,
+            attributes: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 
 use super::error::{is_expired_credentials, refusal};
 use super::signer::Signer;
-use super::values::{sent_timestamp_ms, SYSTEM_ATTRIBUTES};
+use super::values::{sent_timestamp_ms, timestamp_ms, SYSTEM_ATTRIBUTES};
 use super::{
     Endpoint, EntryResult, QueueMessage, Receipt, ReceiveRequest, SqsError, VisibilityChange,
     CALL_TIMEOUT,
@@ -86,6 +86,9 @@ impl QueryTransport {
             let n = index + 1;
             params.push((format!("MessageSystemAttributeName.{n}"), name.to_string()));
             params.push((format!("AttributeName.{n}"), name.to_string()));
+        }
+        if request.message_attributes {
+            params.push(("MessageAttributeName.1".into(), "All".into()));
         }
         let timeout = Duration::from_secs(request.wait_secs.max(0) as u64 + 15);
         let reply = self.call("ReceiveMessage", &params, timeout).await?;
@@ -285,6 +288,8 @@ fn parse_messages(reply: &str) -> Result<Vec<QueueMessage>, SqsError> {
             body: child_text(node, "Body").unwrap_or_default(),
             sent_timestamp_ms: None,
             receive_count: None,
+            first_receive_ms: None,
+            attributes: Vec::new(),
         };
         for attribute in node
             .children()
@@ -299,7 +304,22 @@ fn parse_messages(reply: &str) -> Result<Vec<QueueMessage>, SqsError> {
                 Some("ApproximateReceiveCount") => {
                     message.receive_count = value.and_then(|v| v.parse().ok())
                 }
+                Some("ApproximateFirstReceiveTimestamp") => {
+                    message.first_receive_ms = value.as_deref().and_then(timestamp_ms)
+                }
                 _ => {}
+            }
+        }
+        for attribute in node
+            .children()
+            .filter(|c| c.is_element() && c.tag_name().name() == "MessageAttribute")
+        {
+            let value = attribute
+                .children()
+                .find(|c| c.is_element() && c.tag_name().name() == "Value")
+                .and_then(|value| child_text(value, "StringValue"));
+            if let (Some(name), Some(value)) = (child_text(attribute, "Name"), value) {
+                message.attributes.push((name, value));
             }
         }
         messages.push(message);

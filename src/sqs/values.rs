@@ -97,6 +97,13 @@ pub struct QueueMessage {
     pub sent_timestamp_ms: Option<i64>,
     /// `ApproximateReceiveCount`: how many times it has been delivered.
     pub receive_count: Option<u32>,
+    /// `ApproximateFirstReceiveTimestamp`: when it was first received, in
+    /// ms since the epoch (the same for every delivery).
+    pub first_receive_ms: Option<i64>,
+    /// Its message attributes of type String or Number, as (name, value),
+    /// when the receive asked for them (a contract reads one). PII like
+    /// the body: never log the values.
+    pub attributes: Vec<(String, String)>,
 }
 
 impl fmt::Debug for QueueMessage {
@@ -197,10 +204,35 @@ pub struct ReceiveRequest {
     pub wait_secs: i32,
     /// How long received messages stay hidden from other consumers.
     pub visibility_timeout_secs: i32,
+    /// Ask for the messages' attributes (a contract column reads one).
+    pub message_attributes: bool,
 }
 
 /// The system attributes veil asks for with every receive.
-pub(super) const SYSTEM_ATTRIBUTES: [&str; 2] = ["SentTimestamp", "ApproximateReceiveCount"];
+pub(super) const SYSTEM_ATTRIBUTES: [&str; 3] = [
+    "SentTimestamp",
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+];
+
+/// A timestamp attribute in milliseconds: whole milliseconds (SQS,
+/// LocalStack 3+), whole seconds, or fractional seconds (LocalStack 0.x
+/// sends `1796410161.8687193` for ApproximateFirstReceiveTimestamp).
+pub(crate) fn timestamp_ms(text: &str) -> Option<i64> {
+    if let Ok(whole) = text.parse::<i64>() {
+        return Some(sent_timestamp_ms(whole));
+    }
+    let value: f64 = text
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    // As for whole values: below 10^11 it can only be seconds.
+    Some(if value < 1e11 {
+        (value * 1000.0) as i64
+    } else {
+        value as i64
+    })
+}
 
 /// `SentTimestamp` in milliseconds. Real SQS and LocalStack 3+ send
 /// milliseconds; LocalStack 0.x sends seconds. A value below 10^11 would be
@@ -216,6 +248,14 @@ pub(crate) fn sent_timestamp_ms(raw: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_in_milliseconds_seconds_or_fractional_seconds_are_read_as_milliseconds() {
+        assert_eq!(timestamp_ms("1796410158468"), Some(1_796_410_158_468));
+        assert_eq!(timestamp_ms("1796410161"), Some(1_796_410_161_000));
+        assert_eq!(timestamp_ms("1796410161.8687193"), Some(1_796_410_161_868));
+        assert_eq!(timestamp_ms("soon"), None);
+    }
 
     #[test]
     fn sent_timestamp_in_seconds_is_read_as_seconds() {

@@ -851,3 +851,139 @@ async fn seed_generates_valid_bodies_of_every_contract_and_the_asked_share_of_ju
         "emails repeat"
     );
 }
+
+/// Sends one message with String/Number attributes, as a producer would:
+/// JSON protocol on the modern LocalStack, query protocol on the legacy one
+/// (which reads the service from a SigV4 header it does not check).
+async fn send_with_attributes(queue: &TestQueue, body: &str, attributes: &[(&str, &str, &str)]) {
+    let client = reqwest::Client::new();
+    let endpoint = queue
+        .url
+        .split("/000000000000/")
+        .next()
+        .unwrap()
+        .to_string();
+    let response = if queue
+        .url
+        .contains(&modern_endpoint().replace("http://", ""))
+    {
+        let attributes: serde_json::Map<String, serde_json::Value> = attributes
+            .iter()
+            .map(|(name, kind, value)| {
+                (
+                    name.to_string(),
+                    serde_json::json!({"DataType": kind, "StringValue": value}),
+                )
+            })
+            .collect();
+        let request = serde_json::json!({"QueueUrl": queue.url, "MessageBody": body, "MessageAttributes": attributes});
+        client
+            .post(&endpoint)
+            .header("Content-Type", "application/x-amz-json-1.0")
+            .header("X-Amz-Target", "AmazonSQS.SendMessage")
+            .body(request.to_string())
+            .send()
+            .await
+            .unwrap()
+    } else {
+        let mut form = vec![
+            ("Action".to_string(), "SendMessage".to_string()),
+            ("QueueUrl".to_string(), queue.url.clone()),
+            ("MessageBody".to_string(), body.to_string()),
+        ];
+        for (index, (name, kind, value)) in attributes.iter().enumerate() {
+            let n = index + 1;
+            form.push((format!("MessageAttribute.{n}.Name"), name.to_string()));
+            form.push((
+                format!("MessageAttribute.{n}.Value.DataType"),
+                kind.to_string(),
+            ));
+            form.push((
+                format!("MessageAttribute.{n}.Value.StringValue"),
+                value.to_string(),
+            ));
+        }
+        client
+            .post(&endpoint)
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20261204/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
+            )
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+async fn attributes_and_first_receive_time_land_in_their_columns(endpoint: &str) {
+    let db = TestDb::create().await;
+    let queue = TestQueue::create(endpoint, ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    let dir = tempfile::tempdir().unwrap();
+    let contract = contract_file(
+        &dir,
+        "attrs.yaml",
+        "  - {name: v, from: /v, type: text}\n  - {name: tenant, sqs: 'attribute:tenant', type: text, required: true}\n  - {name: masked_origin_ip, sqs: 'attribute:origin', type: ip, pii: siv, domain: ip}\n  - {name: priority, sqs: 'attribute:priority', type: integer, max: 9}\n  - {name: first_received_at, sqs: approximate_first_receive_timestamp, type: timestamptz}\n",
+    );
+    send_with_attributes(
+        &queue,
+        r#"{"v": "a"}"#,
+        &[
+            ("tenant", "String", "acme"),
+            ("priority", "Number", "3"),
+            ("origin", "String", "203.0.113.9"),
+        ],
+    )
+    .await;
+    send_with_attributes(&queue, r#"{"v": "b"}"#, &[("tenant", "String", "initech")]).await;
+    send_with_attributes(&queue, r#"{"v": "c"}"#, &[("priority", "Number", "1")]).await;
+    send_with_attributes(
+        &queue,
+        r#"{"v": "d"}"#,
+        &[("tenant", "String", "acme"), ("priority", "Number", "12")],
+    )
+    .await;
+
+    let mut args = run_args(&queue, &db, &key);
+    args.extend(["--until-empty", "--contract", &contract].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = veil(&args, "", &[]);
+
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        db.strings("SELECT v || ':' || tenant || ':' || coalesce(priority::text, '-') FROM support.tickets ORDER BY v").await,
+        ["a:acme:3", "b:initech:-"]
+    );
+    assert_eq!(
+        db.strings("SELECT reason || ':' || field FROM veil.quarantine ORDER BY 1")
+            .await,
+        ["missing_field:tenant", "out_of_range:priority"]
+    );
+    let ip_mask = db
+        .strings("SELECT masked_origin_ip FROM support.tickets WHERE v = 'a'")
+        .await;
+    assert!(ip_mask[0].starts_with("siv1."), "{ip_mask:?}");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM support.tickets WHERE first_received_at BETWEEN now() - interval '5 minutes' AND now() + interval '1 minute'").await,
+        2,
+        "the first receive time is SQS's, in milliseconds"
+    );
+}
+
+#[tokio::test]
+async fn message_attributes_and_the_first_receive_time_land_in_their_columns_on_modern_localstack()
+{
+    attributes_and_first_receive_time_land_in_their_columns(&modern_endpoint()).await;
+}
+
+#[tokio::test]
+async fn message_attributes_and_the_first_receive_time_land_in_their_columns_on_legacy_localstack()
+{
+    attributes_and_first_receive_time_land_in_their_columns(&legacy_endpoint()).await;
+}

@@ -293,6 +293,7 @@ async fn the_stack_deploys_veil_drains_its_queue_and_a_poison_message_reaches_it
             max_messages: 1,
             wait_secs: 1,
             visibility_timeout_secs: 0,
+            message_attributes: false,
         };
         assert_eq!(queue.client.receive(request).await.unwrap().len(), 1);
     }

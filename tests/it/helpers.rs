@@ -451,6 +451,7 @@ pub async fn receive_all(queue: &TestQueue, count: usize) -> Vec<veil::sqs::Queu
             max_messages: 10,
             wait_secs: 1,
             visibility_timeout_secs: 1,
+            message_attributes: false,
         };
         received.extend(queue.client.receive(request).await.unwrap());
     }

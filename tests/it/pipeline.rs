@@ -137,6 +137,7 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
             max_messages: 10,
             wait_secs: 1,
             visibility_timeout_secs: 1,
+            message_attributes: false,
         };
         let messages = queue.client.receive(request).await.unwrap();
         let items: Vec<_> = messages

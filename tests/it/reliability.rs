@@ -324,6 +324,7 @@ async fn a_message_received_too_often_is_quarantined_not_looped() {
             max_messages: 1,
             wait_secs: 1,
             visibility_timeout_secs: 0,
+            message_attributes: false,
         };
         assert_eq!(queue.client.receive(request).await.unwrap().len(), 1);
     }

@@ -34,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
                     wait_secs: 1,
                     visibility_timeout_secs: 60,
                     message_attributes: false,
+                    first_receive_time: false,
                 };
                 while done.load(Ordering::Relaxed) < expected {
                     let messages = sqs.receive(request).await?;

@@ -145,6 +145,9 @@ impl RunConfig {
                 message_attributes: contracts
                     .as_ref()
                     .is_some_and(|plan| plan.reads_message_attributes()),
+                first_receive_time: contracts
+                    .as_ref()
+                    .is_some_and(|plan| plan.reads_first_receive_time()),
             },
             until_empty: args.until_empty,
             show_rows: args.show_rows,

@@ -324,6 +324,14 @@ impl Plan {
             .any(|c| matches!(c.source, ColumnSource::Attribute(_)))
     }
 
+    /// Whether a column reads the first receive time.
+    pub fn reads_first_receive_time(&self) -> bool {
+        self.contracts
+            .iter()
+            .flat_map(|c| &c.columns)
+            .any(|c| c.source == ColumnSource::FirstReceiveTimestamp)
+    }
+
     /// The contract named `name`.
     pub fn contract(&self, name: &str) -> Option<&Contract> {
         self.contracts.iter().find(|c| c.name == name)

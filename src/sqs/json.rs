@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{is_expired_credentials, refusal};
 use super::signer::Signer;
-use super::values::{sent_timestamp_ms, timestamp_ms, SYSTEM_ATTRIBUTES};
+#[cfg(test)]
+use super::values::SYSTEM_ATTRIBUTES;
+use super::values::{sent_timestamp_ms, timestamp_ms};
 use super::{
     Endpoint, EntryResult, QueueMessage, Receipt, ReceiveRequest, SqsError, VisibilityChange,
     CALL_TIMEOUT,
@@ -79,8 +81,8 @@ impl JsonTransport {
             wait_time_seconds: request.wait_secs,
             visibility_timeout: request.visibility_timeout_secs,
             // The current name, and the older one for servers that predate it.
-            message_system_attribute_names: SYSTEM_ATTRIBUTES,
-            attribute_names: SYSTEM_ATTRIBUTES,
+            message_system_attribute_names: request.system_attributes(),
+            attribute_names: request.system_attributes(),
             message_attribute_names: request.message_attributes.then_some(["All"]),
         };
         let timeout = Duration::from_secs(request.wait_secs.max(0) as u64 + 15);
@@ -237,8 +239,8 @@ struct ReceiveMessage<'a> {
     max_number_of_messages: i32,
     wait_time_seconds: i32,
     visibility_timeout: i32,
-    message_system_attribute_names: [&'static str; 3],
-    attribute_names: [&'static str; 3],
+    message_system_attribute_names: &'static [&'static str],
+    attribute_names: &'static [&'static str],
     #[serde(skip_serializing_if = "Option::is_none")]
     message_attribute_names: Option<[&'static str; 1]>,
 }
@@ -435,17 +437,13 @@ mod tests {
             max_number_of_messages: 10,
             wait_time_seconds: 20,
             visibility_timeout: 60,
-            message_system_attribute_names: SYSTEM_ATTRIBUTES,
-            attribute_names: SYSTEM_ATTRIBUTES,
+            message_system_attribute_names: &SYSTEM_ATTRIBUTES,
+            attribute_names: &SYSTEM_ATTRIBUTES,
             message_attribute_names: None,
         };
         let value = serde_json::to_value(&call).unwrap();
         assert_eq!(value["MaxNumberOfMessages"], 10);
-        let names = serde_json::json!([
-            "SentTimestamp",
-            "ApproximateReceiveCount",
-            "ApproximateFirstReceiveTimestamp"
-        ]);
+        let names = serde_json::json!(["SentTimestamp", "ApproximateReceiveCount"]);
         assert_eq!(value["MessageSystemAttributeNames"], names);
         assert_eq!(value["AttributeNames"], names);
         assert!(

@@ -11,7 +11,7 @@ use aws_config::SdkConfig;
 
 use super::error::{is_expired_credentials, refusal};
 use super::signer::Signer;
-use super::values::{sent_timestamp_ms, timestamp_ms, SYSTEM_ATTRIBUTES};
+use super::values::{sent_timestamp_ms, timestamp_ms};
 use super::{
     Endpoint, EntryResult, QueueMessage, Receipt, ReceiveRequest, SqsError, VisibilityChange,
     CALL_TIMEOUT,
@@ -82,7 +82,7 @@ impl QueryTransport {
             ),
         ];
         // The current name, and the older one that LocalStack 0.x reads.
-        for (index, name) in SYSTEM_ATTRIBUTES.iter().enumerate() {
+        for (index, name) in request.system_attributes().iter().enumerate() {
             let n = index + 1;
             params.push((format!("MessageSystemAttributeName.{n}"), name.to_string()));
             params.push((format!("AttributeName.{n}"), name.to_string()));

@@ -206,14 +206,30 @@ pub struct ReceiveRequest {
     pub visibility_timeout_secs: i32,
     /// Ask for the messages' attributes (a contract column reads one).
     pub message_attributes: bool,
+    /// Ask for ApproximateFirstReceiveTimestamp (a contract column reads it).
+    pub first_receive_time: bool,
 }
 
 /// The system attributes veil asks for with every receive.
-pub(super) const SYSTEM_ATTRIBUTES: [&str; 3] = [
+pub(super) const SYSTEM_ATTRIBUTES: [&str; 2] = ["SentTimestamp", "ApproximateReceiveCount"];
+
+/// The same and the first receive time, when a contract reads it.
+pub(super) const SYSTEM_ATTRIBUTES_AND_FIRST_RECEIVE: [&str; 3] = [
     "SentTimestamp",
     "ApproximateReceiveCount",
     "ApproximateFirstReceiveTimestamp",
 ];
+
+impl ReceiveRequest {
+    /// The system attributes this receive asks for.
+    pub(super) fn system_attributes(&self) -> &'static [&'static str] {
+        if self.first_receive_time {
+            &SYSTEM_ATTRIBUTES_AND_FIRST_RECEIVE
+        } else {
+            &SYSTEM_ATTRIBUTES
+        }
+    }
+}
 
 /// A timestamp attribute in milliseconds: whole milliseconds (SQS,
 /// LocalStack 3+), whole seconds, or fractional seconds (LocalStack 0.x

@@ -294,6 +294,7 @@ async fn the_stack_deploys_veil_drains_its_queue_and_a_poison_message_reaches_it
             wait_secs: 1,
             visibility_timeout_secs: 0,
             message_attributes: false,
+            first_receive_time: false,
         };
         assert_eq!(queue.client.receive(request).await.unwrap().len(), 1);
     }

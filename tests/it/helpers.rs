@@ -452,6 +452,7 @@ pub async fn receive_all(queue: &TestQueue, count: usize) -> Vec<veil::sqs::Queu
             wait_secs: 1,
             visibility_timeout_secs: 1,
             message_attributes: false,
+            first_receive_time: false,
         };
         received.extend(queue.client.receive(request).await.unwrap());
     }

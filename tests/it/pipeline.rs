@@ -138,6 +138,7 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
             wait_secs: 1,
             visibility_timeout_secs: 1,
             message_attributes: false,
+            first_receive_time: false,
         };
         let messages = queue.client.receive(request).await.unwrap();
         let items: Vec<_> = messages

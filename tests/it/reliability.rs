@@ -325,6 +325,7 @@ async fn a_message_received_too_often_is_quarantined_not_looped() {
             wait_secs: 1,
             visibility_timeout_secs: 0,
             message_attributes: false,
+            first_receive_time: false,
         };
         assert_eq!(queue.client.receive(request).await.unwrap().len(), 1);
     }

@@ -29,7 +29,8 @@ use veil::mask::Field;
 use veil::postgres::maintain::{maintain, HousekeepingPolicy};
 use veil::postgres::partitions::{self, day_of_ms, Partitioned};
 use veil::postgres::privacy::Column;
-use veil::postgres::{record_batch, MaskedRow, Prepared, Record, WriterStatements};
+use veil::postgres::{record_batch, WriterStatements};
+use veil::record::{MaskedRow, Prepared, Record};
 
 const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 /// The timed messages' send time; the ledger's history fills the hour before.

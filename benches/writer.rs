@@ -22,7 +22,8 @@ use rand::Rng;
 use tokio_postgres::NoTls;
 use veil::keyring::Keyring;
 use veil::mask::Field;
-use veil::postgres::{record_batch, MaskedRow, Prepared, Record, WriterStatements};
+use veil::postgres::{record_batch, WriterStatements};
+use veil::record::{MaskedRow, Prepared, Record};
 
 const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::pipeline::RunReport;
-use crate::postgres::MaskedRow;
+use crate::record::MaskedRow;
 
 const HEADERS: [&str; 7] = [
     "user_id",

@@ -61,7 +61,7 @@ async fn new_in_secret(secret: &str, kms_key_id: Option<String>) -> anyhow::Resu
         None => Protection::Plain,
     };
     let text = keys::render(&keyring, &protection).await?;
-    crate::secrets::put_first_value(secret, &text).await?;
+    crate::aws::secrets::put_first_value(secret, &text).await?;
     println!(
         "stored a new keyring in secret {secret} (key id {}, {}); read it with --key-secret-id {secret}",
         keyring.active().id(),

@@ -19,10 +19,6 @@ use std::path::Path;
 
 use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
-use anyhow::Context;
-use aws_sdk_kms::error::SdkError;
-use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::DataKeySpec;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -160,19 +156,6 @@ pub async fn render(
     }
 }
 
-async fn kms_client(kms_key_id: &str) -> aws_sdk_kms::Client {
-    aws_sdk_kms::Client::new(&crate::aws::config_for("KMS", kms_key_id).await)
-}
-
-/// A KMS failure: problems with the key itself are configuration errors.
-fn kms_error<E, R>(action: &str, kms_key_id: &str, error: SdkError<E, R>) -> anyhow::Error
-where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    crate::aws::call_failure(format!("KMS {action} with key {kms_key_id}"), error)
-}
-
 fn encryption_context() -> std::collections::HashMap<String, String> {
     ENCRYPTION_CONTEXT
         .iter()
@@ -189,24 +172,8 @@ fn wrapping_cipher(data_key: &[u8]) -> Aes256Siv {
 }
 
 async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Zeroizing<String>> {
-    let output = kms_client(kms_key_id)
-        .await
-        .generate_data_key()
-        .key_id(kms_key_id)
-        .key_spec(DataKeySpec::Aes256)
-        .set_encryption_context(Some(encryption_context()))
-        .send()
-        .await
-        .map_err(|e| kms_error("GenerateDataKey", kms_key_id, e))?;
-    let data_key = Zeroizing::new(
-        output
-            .plaintext
-            .context("KMS returned no plaintext data key")?
-            .into_inner(),
-    );
-    let encrypted = output
-        .ciphertext_blob
-        .context("KMS returned no encrypted data key")?;
+    let (data_key, encrypted) =
+        crate::aws::kms::generate_data_key(kms_key_id, encryption_context()).await?;
     let index = index_of(keyring);
     let associated = serde_json::to_vec(&(kms_key_id, &index))?;
     let mut nonce = [0u8; NONCE_BYTES];
@@ -222,7 +189,7 @@ async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Ze
     let envelope = Envelope {
         version: CURRENT_VERSION,
         kms_key_id: kms_key_id.to_string(),
-        encrypted_data_key_base64: STANDARD.encode(encrypted.as_ref()),
+        encrypted_data_key_base64: STANDARD.encode(&encrypted),
         index,
         sealed_keyring_base64: STANDARD.encode(sealed),
     };
@@ -249,21 +216,7 @@ async fn open_envelope(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
         &envelope.encrypted_data_key_base64,
     )?;
     let sealed = decode("sealed_keyring_base64", &envelope.sealed_keyring_base64)?;
-    let output = kms_client(&envelope.kms_key_id)
-        .await
-        .decrypt()
-        .key_id(&envelope.kms_key_id)
-        .ciphertext_blob(Blob::new(encrypted))
-        .set_encryption_context(context)
-        .send()
-        .await
-        .map_err(|e| kms_error("Decrypt", &envelope.kms_key_id, e))?;
-    let data_key = Zeroizing::new(
-        output
-            .plaintext
-            .context("KMS returned no plaintext")?
-            .into_inner(),
-    );
+    let data_key = crate::aws::kms::decrypt(&envelope.kms_key_id, encrypted, context).await?;
     let associated = serde_json::to_vec(&(&envelope.kms_key_id, &envelope.index))?;
     if sealed.len() < NONCE_BYTES {
         return Err(invalid(origin, "sealed keyring is truncated".into()).into());

@@ -140,7 +140,7 @@ pub async fn read_text(location: &KeyLocation) -> anyhow::Result<(Zeroizing<Stri
             return Ok((Zeroizing::new(text.to_string()), location.describe().into()));
         }
         KeyLocation::Secret(id) => {
-            let text = crate::secrets::secret_string(id).await?;
+            let text = crate::aws::secrets::secret_string(id).await?;
             return Ok((text, location.describe().into()));
         }
         KeyLocation::File(path) | KeyLocation::Default(path) => path,

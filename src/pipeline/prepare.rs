@@ -13,7 +13,7 @@ use crate::contract::{self, Cell, MaskKind, ParsedEvent, Plan, SqsFacts};
 use crate::event::{self, RejectReason};
 use crate::keyring::Keyring;
 use crate::mask::{Field, MaskMode};
-use crate::postgres::{EventRow, MaskedRow, Prepared, QuarantineEntry, Record};
+use crate::record::{EventRow, MaskedRow, Prepared, QuarantineEntry, Record};
 use crate::sqs::{QueueMessage, Receipt};
 
 use super::flight::{Delivery, InFlight};

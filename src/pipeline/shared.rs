@@ -14,7 +14,8 @@ use super::flight::InFlight;
 use crate::keyring::Keyring;
 use crate::mask::MaskMode;
 use crate::metrics::{self, Metrics, ServiceState};
-use crate::postgres::{MaskedRow, SessionLimits};
+use crate::postgres::SessionLimits;
+use crate::record::MaskedRow;
 use crate::sqs::{ReceiveRequest, SqsClient};
 
 /// How the pipeline runs.

@@ -25,9 +25,8 @@ use super::ack;
 use super::prepare::Item;
 use super::shared::{sleep_or_cancel, Shared};
 use crate::backoff::Backoff;
-use crate::postgres::{
-    record_batch, Database, Prepared, Record, Recorded, WriteError, WriterStatements,
-};
+use crate::postgres::{record_batch, Database, WriteError, WriterStatements};
+use crate::record::{Prepared, Record, Recorded};
 
 /// Writes batches until the channel is closed and empty.
 pub async fn write_loop(

@@ -22,7 +22,7 @@ use tokio_postgres::Config;
 use zeroize::Zeroizing;
 
 /// How long an RDS IAM token is valid.
-pub use crate::sigv4::IAM_TOKEN_LIFETIME;
+pub use crate::aws::sigv4::IAM_TOKEN_LIFETIME;
 
 /// Where the login comes from.
 #[derive(Clone, Debug, Default)]
@@ -142,7 +142,7 @@ impl SecretLogin {
             if refresh {
                 tracing::info!(secret = %self.id, "Postgres refused the login; reading the secret again (RDS may have rotated it)");
             }
-            let text = crate::secrets::secret_string(&self.id).await?;
+            let text = crate::aws::secrets::secret_string(&self.id).await?;
             let secret: RdsSecret = serde_json::from_str(&text).map_err(|e| {
                 crate::error::ConfigError(format!(
                     "secret {} is not in RDS's format ({{\"host\", \"port\", \"username\", \"password\", \"dbname\"}}): {}",
@@ -271,7 +271,7 @@ impl IamLogin {
             .provide_credentials()
             .await
             .context("loading AWS credentials for an RDS IAM token")?;
-        Ok(crate::sigv4::rds_auth_token(
+        Ok(crate::aws::sigv4::rds_auth_token(
             &credentials,
             &region,
             &host,

@@ -22,10 +22,7 @@ mod schema;
 mod tls;
 mod tls_names;
 
-pub use batch::{
-    record_batch, EventRow, MaskedRow, Prepared, QuarantineEntry, Record, Recorded,
-    WriterStatements,
-};
+pub use batch::{record_batch, WriterStatements};
 pub use connection::{
     describe, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits, CONNECT_TIMEOUT,
 };

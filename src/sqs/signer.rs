@@ -107,13 +107,13 @@ impl Signer {
         timeout: Duration,
     ) -> Result<(reqwest::StatusCode, bytes::Bytes), SqsError> {
         let credentials = self.credentials.get().await?;
-        let signature = crate::sigv4::sign_headers(
+        let signature = crate::aws::sigv4::sign_headers(
             &credentials,
-            &crate::sigv4::Scope {
+            &crate::aws::sigv4::Scope {
                 service: "sqs",
                 region: &self.region,
             },
-            &crate::sigv4::Request {
+            &crate::aws::sigv4::Request {
                 method: "POST",
                 url: self.url.as_str(),
                 headers,

@@ -24,13 +24,13 @@ fn signed(
     body: &[u8],
 ) -> reqwest::RequestBuilder {
     let credentials = aws_credential_types::Credentials::new("test", "test", None, None, "test");
-    let signature = veil::sigv4::sign_headers(
+    let signature = veil::aws::sigv4::sign_headers(
         &credentials,
-        &veil::sigv4::Scope {
+        &veil::aws::sigv4::Scope {
             service,
             region: "us-east-1",
         },
-        &veil::sigv4::Request {
+        &veil::aws::sigv4::Request {
             method,
             url,
             headers,

@@ -314,11 +314,11 @@ pub fn veil_binary() -> &'static str {
 
 /// A valid, already masked row for the batch writer, as message
 /// `message_id` sent at `sent_ms`.
-pub fn prepared_row(message_id: &str, sent_ms: i64) -> veil::postgres::Prepared {
-    veil::postgres::Prepared {
+pub fn prepared_row(message_id: &str, sent_ms: i64) -> veil::record::Prepared {
+    veil::record::Prepared {
         message_id: message_id.into(),
         sent_ms,
-        record: veil::postgres::Record::Row(veil::postgres::MaskedRow {
+        record: veil::record::Record::Row(veil::record::MaskedRow {
             user_id: "u".into(),
             device_type: "ios".into(),
             masked_ip: "m1".into(),

@@ -215,10 +215,10 @@ async fn keep_writing(db_url: String, writer: usize, stop: CancellationToken) ->
             break;
         }
         let now_ms = Utc::now().timestamp_millis();
-        let rows: Vec<veil::postgres::Prepared> = (0..20)
+        let rows: Vec<veil::record::Prepared> = (0..20)
             .map(|i| prepared_row(&format!("w{writer}-b{batch}-{i}"), now_ms))
             .collect();
-        let refs: Vec<&veil::postgres::Prepared> = rows.iter().collect();
+        let refs: Vec<&veil::record::Prepared> = rows.iter().collect();
         loop {
             match veil::postgres::record_batch(&mut client, &statements, &refs).await {
                 Ok(outcomes) => {

@@ -80,7 +80,7 @@ fn iam_tokens_equal_botocores_for_fixed_inputs() {
         );
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(case["epoch"].as_u64().unwrap());
 
-        let ours = veil::sigv4::rds_auth_token(
+        let ours = veil::aws::sigv4::rds_auth_token(
             &credentials,
             case["region"].as_str().unwrap(),
             case["host"].as_str().unwrap(),

@@ -587,7 +587,7 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
             .unwrap();
         let duplicates = outcome
             .iter()
-            .filter(|r| **r == veil::postgres::Recorded::Duplicate)
+            .filter(|r| **r == veil::record::Recorded::Duplicate)
             .count();
         assert_eq!(duplicates, expected_duplicates);
     }

@@ -480,8 +480,8 @@ async fn a_message_without_a_send_time_is_still_recorded_once() {
     assert_eq!(
         outcomes,
         [
-            veil::postgres::Recorded::Written,
-            veil::postgres::Recorded::Duplicate
+            veil::record::Recorded::Written,
+            veil::record::Recorded::Duplicate
         ]
     );
     assert_eq!(

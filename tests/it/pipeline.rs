@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use tokio_util::sync::CancellationToken;
 use veil::mask::{Field, MaskMode};
 use veil::pipeline::prepare;
-use veil::postgres::{record_batch, Database, Prepared, Recorded, USER_LOGINS_DDL};
+use veil::postgres::{record_batch, Database, USER_LOGINS_DDL};
+use veil::record::{Prepared, Recorded};
 use veil::sqs::{Protocol, ProtocolChoice, ReceiveRequest};
 
 use crate::helpers::*;

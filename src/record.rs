@@ -1,0 +1,95 @@
+//! What prepare hands to write: a masked row (of `user_logins` or of a
+//! contract's table) or a quarantine entry, for one SQS message, and what
+//! recording it did. Domain types: no I/O; `postgres::batch` writes them.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::contract::Cell;
+
+/// A row for `user_logins`, PII already masked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedRow {
+    /// user_id
+    pub user_id: String,
+    /// device_type
+    pub device_type: String,
+    /// masked_ip
+    pub masked_ip: String,
+    /// masked_device_id
+    pub masked_device_id: String,
+    /// locale
+    pub locale: Option<String>,
+    /// app_version (the major version number)
+    pub app_version: i32,
+    /// create_date (UTC date of SentTimestamp)
+    pub create_date: NaiveDate,
+}
+
+/// A message that is not a valid event, body sealed with the masking key.
+#[derive(Debug, Clone)]
+pub struct QuarantineEntry {
+    /// Reason code (see `event::RejectReason::code`).
+    pub reason: &'static str,
+    /// The offending field (login) or column (a contract), if one.
+    pub field: Option<Cow<'static, str>>,
+    /// When SQS accepted the message.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// ApproximateReceiveCount at this delivery.
+    pub receive_count: Option<i32>,
+    /// Id of the key that sealed the body.
+    pub key_id: String,
+    /// The body, AES-SIV encrypted (nonce || ciphertext).
+    pub body_sealed: Vec<u8>,
+    /// Length of the original body in bytes.
+    pub body_bytes: i32,
+    /// The contract the body was routed to (contract mode only; `None`
+    /// for the built-in login path and for bodies no contract took).
+    pub contract: Option<String>,
+}
+
+/// A row of a contract's table, PII already masked, in column order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Index of the contract in the plan.
+    pub contract: usize,
+    /// One cell per column.
+    pub cells: Vec<Cell>,
+}
+
+/// What to record for one message.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A valid login event (the built-in path).
+    Row(MaskedRow),
+    /// A valid event of a contract.
+    Event(EventRow),
+    /// Bad input.
+    Quarantine(QuarantineEntry),
+}
+
+/// One message ready to be written.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// SQS message id: the idempotency key.
+    pub message_id: String,
+    /// SentTimestamp in milliseconds (0 when the server gave none). The same
+    /// for every delivery of a message, so the ledger keys on
+    /// `(sent_ms, message_id)`: new keys land at the right edge of its index
+    /// instead of on random pages (see `schema.rs`).
+    pub sent_ms: i64,
+    /// What to record.
+    pub record: Record,
+}
+
+/// What a committed batch did with one of its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Its row is in `user_logins`.
+    Written,
+    /// It is in the quarantine, with this reason code.
+    Quarantined(&'static str),
+    /// It was recorded before (or twice in this batch): nothing written.
+    Duplicate,
+}

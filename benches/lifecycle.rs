@@ -479,10 +479,10 @@ async fn bench_rekey() {
     );
     keyring.rotate();
     let started = Instant::now();
-    let report = veil::rekey::rekey(
+    let report = veil::postgres::rekey::rekey(
         &mut client,
         &keyring,
-        &veil::rekey::MaskedTable::login(),
+        &veil::postgres::rekey::MaskedTable::login(),
         1000,
         |_| {},
     )

@@ -366,23 +366,24 @@ async fn confirm_short_retention(queue_url: &str, days: u32) -> anyhow::Result<(
 /// `veil rekey`.
 pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
     let tables = match crate::config::contracts_from_args(&args.contracts)? {
-        Some(plan) => crate::rekey::MaskedTable::of_plan(&plan),
-        None => crate::rekey::MaskedTable::login(),
+        Some(plan) => crate::postgres::rekey::MaskedTable::of_plan(&plan),
+        None => crate::postgres::rekey::MaskedTable::login(),
     };
     let keyring = key_sources::load(&key_location(&args.key)?, false).await?;
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config).await?;
     let client = database.client().await?;
     let started = Instant::now();
-    let report = crate::rekey::rekey(client, &keyring, &tables, args.batch_rows, |progress| {
-        tracing::info!(
-            rows_scanned = progress.rows_scanned,
-            rows_rekeyed = progress.rows_rekeyed,
-            quarantine_resealed = progress.quarantine_resealed,
-            "rekey progress"
-        );
-    })
-    .await?;
+    let report =
+        crate::postgres::rekey::rekey(client, &keyring, &tables, args.batch_rows, |progress| {
+            tracing::info!(
+                rows_scanned = progress.rows_scanned,
+                rows_rekeyed = progress.rows_rekeyed,
+                quarantine_resealed = progress.quarantine_resealed,
+                "rekey progress"
+            );
+        })
+        .await?;
     let active = keyring.active().id();
     println!(
         "rekeyed {} of {} rows read and {} quarantine bodies to key {active} in {:.2} s",

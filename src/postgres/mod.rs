@@ -4,8 +4,10 @@
 //! that records rows, quarantine entries and ledger entries in one
 //! transaction, what a failed write means (`failure`), the audit, and
 //! the partitions of the growing tables with their housekeeping
-//! (`partitions`, `maintain`), and what the connected role may do
-//! (`rights`). TLS follows libpq where rustls is stricter (`tls_names`).
+//! (`partitions`, `maintain`), what the connected role may do
+//! (`rights`), the re-masking walk after a key rotation (`rekey`), and
+//! contract tables (`contract_sql`). TLS follows libpq where rustls is
+//! stricter (`tls_names`).
 
 pub mod audit;
 mod batch;
@@ -17,6 +19,7 @@ mod login;
 pub mod maintain;
 pub mod partitions;
 pub mod privacy;
+pub mod rekey;
 pub mod rights;
 mod schema;
 mod tls;

@@ -78,9 +78,9 @@ pub mod telemetry;
 const TOKIO_POSTGRES_OUTSIDE_POSTGRES: [&str; 10] = [
     "src/commands/doctor.rs",
     "src/commands/lookup.rs",
-    "src/commands/mod.rs",
     "src/commands/privacy.rs",
     "src/commands/reveal.rs",
+    "src/commands/run.rs",
     "src/config.rs",
     "src/error.rs",
     "src/outcome.rs",

@@ -7,7 +7,8 @@
 use anyhow::Context;
 
 use super::privacy::{
-    audit_lookup, listed, refuse_missing_keys, require_reason, search_quarantine,
+    audit_and_commit_forget, audit_lookup, listed, refuse_missing_keys, require_reason,
+    search_quarantine,
 };
 use crate::cli::{FindArgs, ForgetArgs};
 use crate::config::{contracts_from_args, database_from_args, key_location};
@@ -140,25 +141,15 @@ pub async fn forget(args: &ForgetArgs, name: &str, value: &str) -> anyhow::Resul
             .context("erasing quarantined messages")?;
     }
     let rows: u64 = erased.iter().sum();
-    let count = i64::try_from(rows + quarantine.holding.len() as u64).unwrap_or(i64::MAX);
-    let query = format!(
-        "{}{}",
-        if args.dry_run { "dry run: " } else { "" },
-        target.audit_description(&keyring)
-    );
-    audit_lookup(&transaction, "forget", &target, count, &args.reason, &query)
-        .await
-        .context("writing the audit record (veil.audit); nothing was deleted")?;
-    transaction
-        .commit()
-        .await
-        .context("committing the erasure")?;
-    tracing::info!(
-        rows,
-        quarantined = quarantine.holding.len(),
-        dry_run = args.dry_run,
-        "forget audited"
-    );
+    audit_and_commit_forget(
+        transaction,
+        &keyring,
+        &target,
+        (rows, quarantine.holding.len()),
+        &args.reason,
+        args.dry_run,
+    )
+    .await?;
     let verb = if args.dry_run {
         "would delete"
     } else {

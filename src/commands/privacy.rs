@@ -277,26 +277,15 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     let transaction = client.transaction().await?;
     require_every_key(&transaction, &keyring, "forget").await?;
     let erased = erase(&transaction, &keyring, &target, args.dry_run).await?;
-    let query = format!(
-        "{}{}",
-        if args.dry_run { "dry run: " } else { "" },
-        target.audit_description(&keyring)
-    );
-    let count = erased.rows + erased.quarantine.holding.len() as u64;
-    let count = i64::try_from(count).unwrap_or(i64::MAX);
-    audit_lookup(&transaction, "forget", &target, count, &args.reason, &query)
-        .await
-        .context("writing the audit record (veil.audit); nothing was deleted")?;
-    transaction
-        .commit()
-        .await
-        .context("committing the erasure")?;
-    tracing::info!(
-        rows = erased.rows,
-        quarantined = erased.quarantine.holding.len(),
-        dry_run = args.dry_run,
-        "forget audited"
-    );
+    audit_and_commit_forget(
+        transaction,
+        &keyring,
+        &target,
+        (erased.rows, erased.quarantine.holding.len()),
+        &args.reason,
+        args.dry_run,
+    )
+    .await?;
     let verb = if args.dry_run {
         "would delete"
     } else {
@@ -310,6 +299,39 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
         listed(&erased.quarantine.holding)
     );
     erased.quarantine.report_undecided()
+}
+
+/// Audits a `forget` in the transaction that erased, and commits both: the
+/// record and the erasure stand or fall together. `erased` is (rows,
+/// quarantined messages).
+pub(super) async fn audit_and_commit_forget(
+    transaction: tokio_postgres::Transaction<'_>,
+    keyring: &Keyring,
+    target: &Target,
+    erased: (u64, usize),
+    reason: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let query = format!(
+        "{}{}",
+        if dry_run { "dry run: " } else { "" },
+        target.audit_description(keyring)
+    );
+    let count = i64::try_from(erased.0 + erased.1 as u64).unwrap_or(i64::MAX);
+    audit_lookup(&transaction, "forget", target, count, reason, &query)
+        .await
+        .context("writing the audit record (veil.audit); nothing was deleted")?;
+    transaction
+        .commit()
+        .await
+        .context("committing the erasure")?;
+    tracing::info!(
+        rows = erased.0,
+        quarantined = erased.1,
+        dry_run,
+        "forget audited"
+    );
+    Ok(())
 }
 
 async fn erase(

@@ -9,6 +9,12 @@ use veil::sqs::ProtocolChoice;
 use crate::cli::{text, veil};
 use crate::helpers::*;
 
+/// Asserts that a command's output holds `needle`, printing it if not.
+fn says(output: &[u8], needle: &str) {
+    let output = text(output);
+    assert!(output.contains(needle), "expected {needle:?} in:\n{output}");
+}
+
 const SHOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/contracts/shop");
 
 fn signup(id: u32, email: &str) -> String {
@@ -143,11 +149,7 @@ async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
 
     assert!(output.status.success(), "{}", text(&output.stderr));
     let total = bodies.len() as i64;
-    assert!(
-        text(&output.stdout).contains(&format!("received {total}, written 35")),
-        "{}",
-        text(&output.stdout)
-    );
+    says(&output.stdout, &format!("received {total}, written 35"));
     assert_eq!(
         db.scalar("SELECT count(*) FROM analytics.signups").await,
         20
@@ -254,11 +256,7 @@ async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
     assert_eq!(text(&opened.stdout), "ann@example.com\n");
     let query = reveal(&["--sql", "select order_id, masked_email, masked_card, masked_client_ip from analytics.purchases where order_id = 'A-1'"], "");
     assert!(query.status.success(), "{}", text(&query.stderr));
-    assert!(
-        text(&query.stdout).contains("ann@example.com"),
-        "{}",
-        text(&query.stdout)
-    );
+    says(&query.stdout, "ann@example.com");
     assert!(
         text(&query.stdout).contains("| 203.0.113.1\n"),
         "the prefix-preserving mask opens in its column's domain: {}",
@@ -268,11 +266,7 @@ async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
         text(&query.stdout).contains("hmac1."),
         "an HMAC mask stays as it is"
     );
-    assert!(
-        text(&query.stderr).contains("irreversible"),
-        "{}",
-        text(&query.stderr)
-    );
+    says(&query.stderr, "irreversible");
     assert_eq!(
         db.strings(
             "SELECT action || ':' || array_to_string(fields, ',') FROM veil.audit ORDER BY id"
@@ -415,21 +409,9 @@ async fn migrate_adds_a_new_nullable_column_and_refuses_a_destructive_change() {
     );
 
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(
-        text(&first.stdout).contains("table support.tickets: created"),
-        "{}",
-        text(&first.stdout)
-    );
-    assert!(
-        text(&again.stdout).contains("already there"),
-        "{}",
-        text(&again.stdout)
-    );
-    assert!(
-        text(&added.stdout).contains("added column(s) priority"),
-        "{}",
-        text(&added.stdout)
-    );
+    says(&first.stdout, "table support.tickets: created");
+    says(&again.stdout, "already there");
+    says(&added.stdout, "added column(s) priority");
     assert_eq!(
         db.strings("SELECT attname::text FROM pg_attribute WHERE attrelid = 'support.tickets'::regclass AND attnum > 0 ORDER BY attnum").await,
         ["ticket_id", "masked_email", "priority"]
@@ -454,8 +436,10 @@ async fn migrate_adds_a_new_nullable_column_and_refuses_a_destructive_change() {
         "{}",
         text(&type_change.stderr)
     );
-    assert!(text(&type_change.stderr).contains("column ticket_id is character varying(32) in the table but varchar(16) in the contract"),
-        "{}", text(&type_change.stderr));
+    says(
+        &type_change.stderr,
+        "column ticket_id is character varying(32) in the table but varchar(16) in the contract",
+    );
     assert_eq!(removal.status.code(), Some(2));
     assert!(
         text(&removal.stderr)
@@ -502,22 +486,10 @@ async fn contract_commands_check_show_ddl_and_export() {
         text(&check_shown.stderr)
     );
     assert_eq!(check_unsafe.status.code(), Some(2));
-    assert!(
-        text(&check_unsafe.stderr).contains("looks like personal data"),
-        "{}",
-        text(&check_unsafe.stderr)
-    );
+    says(&check_unsafe.stderr, "looks like personal data");
     assert_eq!(check_typo.status.code(), Some(2));
-    assert!(
-        text(&check_typo.stderr).contains("requird"),
-        "{}",
-        text(&check_typo.stderr)
-    );
-    assert!(
-        text(&ddl.stdout).contains("\"masked_device_id\"  varchar(256)"),
-        "{}",
-        text(&ddl.stdout)
-    );
+    says(&check_typo.stderr, "requird");
+    says(&ddl.stdout, "\"masked_device_id\"  varchar(256)");
     let schema: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
     let branches = schema["oneOf"].as_array().unwrap();
     assert_eq!(branches.len(), 2);
@@ -599,34 +571,14 @@ async fn find_and_forget_by_domain_reach_every_contract_the_quarantine_and_every
         !found_text.contains("siv1."),
         "find shows no mask: {found_text}"
     );
-    assert!(
-        text(&dry.stdout).contains("would delete 2 row(s) of analytics.purchases"),
-        "{}",
-        text(&dry.stdout)
-    );
+    says(&dry.stdout, "would delete 2 row(s) of analytics.purchases");
     assert_eq!(purchases_after_dry_run, 2, "a dry run deletes nothing");
     assert_eq!(unknown.status.code(), Some(2));
-    assert!(
-        text(&unknown.stderr).contains("neither a PII domain nor a column"),
-        "{}",
-        text(&unknown.stderr)
-    );
+    says(&unknown.stderr, "neither a PII domain nor a column");
     assert!(erased.status.success(), "{}", text(&erased.stderr));
-    assert!(
-        text(&erased.stdout).contains("deleted 2 row(s) of analytics.signups"),
-        "{}",
-        text(&erased.stdout)
-    );
-    assert!(
-        text(&erased.stdout).contains("deleted 2 row(s) of analytics.purchases"),
-        "{}",
-        text(&erased.stdout)
-    );
-    assert!(
-        text(&erased.stdout).contains("deleted 2 quarantined message(s)"),
-        "{}",
-        text(&erased.stdout)
-    );
+    says(&erased.stdout, "deleted 2 row(s) of analytics.signups");
+    says(&erased.stdout, "deleted 2 row(s) of analytics.purchases");
+    says(&erased.stdout, "deleted 2 quarantined message(s)");
     assert_eq!(
         db.scalar("SELECT count(*) FROM analytics.signups").await,
         1,
@@ -731,10 +683,9 @@ async fn rekey_moves_every_reversible_contract_mask_to_the_active_key_and_leaves
         text(&found_old_key_ip.stderr)
     );
     assert!(rekeyed.status.success(), "{}", text(&rekeyed.stderr));
-    assert!(
-        text(&rekeyed.stdout).contains("1 irreversible (hmac1) masks of older keys were left"),
-        "{}",
-        text(&rekeyed.stdout)
+    says(
+        &rekeyed.stdout,
+        "1 irreversible (hmac1) masks of older keys were left",
     );
     assert_eq!(
         db.scalar(distinct_emails).await,
@@ -825,17 +776,9 @@ async fn seed_generates_valid_bodies_of_every_contract_and_the_asked_share_of_ju
     drain_shop(&queue, &db, &key);
 
     assert!(seeded.status.success(), "{}", text(&seeded.stderr));
-    assert!(
-        text(&seeded.stdout).contains("sent 120 messages (12 junk)"),
-        "{}",
-        text(&seeded.stdout)
-    );
+    says(&seeded.stdout, "sent 120 messages (12 junk)");
     assert_eq!(refused.status.code(), Some(2));
-    assert!(
-        text(&refused.stderr).contains("give the column `examples: [...]`"),
-        "{}",
-        text(&refused.stderr)
-    );
+    says(&refused.stderr, "give the column `examples: [...]`");
     let signups = db.scalar("SELECT count(*) FROM analytics.signups").await;
     let purchases = db.scalar("SELECT count(*) FROM analytics.purchases").await;
     assert_eq!(signups + purchases, 108);

@@ -1,0 +1,195 @@
+//! `veil run`: the service, with its checks at start (database, queue,
+//! schema), the pipeline, and the end-of-run report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::RunArgs;
+use crate::config::RunConfig;
+use crate::error::ConfigError;
+use crate::keyring as key_sources;
+use crate::metrics::{Metrics, ServiceState};
+use crate::ops::OpsServer;
+use crate::pipeline::{self, PipelineSettings, RunReport};
+use crate::postgres::{self, Database, DatabaseSettings};
+use crate::report;
+use crate::sqs::SqsClient;
+
+/// `veil run`. After a signal or a fatal error, the run has
+/// --shutdown-timeout-secs to finish the messages in hand (the supervisor
+/// enforces it).
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = RunConfig::from_args(&args)?;
+    let report = serve(&config, shutdown).await?;
+    if config.until_empty {
+        print!("{}", report::render(&report));
+    }
+    Ok(())
+}
+
+/// Runs the service with checked settings until shutdown (or an empty
+/// queue) and returns what it did. Tests call this in-process.
+pub async fn serve(config: &RunConfig, shutdown: CancellationToken) -> anyhow::Result<RunReport> {
+    serve_observed(config, shutdown, Arc::default()).await
+}
+
+/// `serve`, with live metrics the caller can watch while it runs.
+pub async fn serve_observed(
+    config: &RunConfig,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<RunReport> {
+    metrics.set_state(ServiceState::Starting);
+    let ops = match config.http_addr {
+        Some(address) => Some(OpsServer::start(address, metrics.clone()).await?),
+        None => None,
+    };
+    let keyring = Arc::new(key_sources::load(&config.key, true).await?);
+    // The database first: a refused login or certificate stops veil here,
+    // before it touches the queue.
+    let mut database = Database::connect(config.database.clone()).await?;
+    let endpoint = database.endpoint();
+    log_tls(&config.database, database.client().await?).await;
+    let sqs = SqsClient::connect(&config.queue).await?;
+    // The first call to the queue itself: a missing queue or a denied
+    // permission stops veil here, with its fix, before anything is written.
+    let facts = sqs
+        .facts()
+        .await
+        .with_context(|| format!("checking the queue {}", config.queue.url))?;
+    if !facts.ledger_days_suffice(config.housekeeping.ledger_retention_days) {
+        return Err(
+            ledger_retention_too_short(config.housekeeping.ledger_retention_days, &facts).into(),
+        );
+    }
+    let schema = match &config.contracts {
+        None => postgres::migrate(database.client().await?, Default::default()).await?,
+        Some(plan) => {
+            let changes =
+                postgres::contract_sql::migrate_contracts(database.client().await?, plan).await?;
+            for (table, change) in changes {
+                tracing::info!(table = %table, change = ?change, "contract table ready");
+            }
+            postgres::SchemaReport::default()
+        }
+    };
+    if config.housekeeping_interval.is_some() {
+        // Never fatal: a role without the rights parks housekeeping here.
+        pipeline::housekeeping_pass(database.client().await?, &config.housekeeping, &metrics).await;
+    }
+    drop(database);
+    let max_receives = match config.max_receives {
+        0 => None,
+        _ if facts.has_redrive_policy => {
+            tracing::info!("the queue has a redrive policy; --max-receives is left to it");
+            None
+        }
+        limit => Some(limit),
+    };
+    tracing::info!(
+        queue = %config.queue.url,
+        database = %endpoint,
+        key_id = %keyring.active().id(),
+        created_user_logins = schema.created_user_logins,
+        until_empty = config.until_empty,
+        receivers = config.receivers,
+        writers = config.writers,
+        "veil started"
+    );
+    let settings = pipeline_settings(config, facts.max_message_bytes, max_receives);
+    let report = pipeline::run(
+        &sqs,
+        config.database.clone(),
+        keyring,
+        &settings,
+        shutdown,
+        metrics,
+        ops,
+    )
+    .await?;
+    tracing::info!(
+        received = report.received,
+        written = report.written,
+        quarantined = report.quarantined,
+        duplicates = report.duplicates,
+        batches = report.batches,
+        peak_in_flight = report.peak_in_flight,
+        peak_in_flight_bytes = report.peak_in_flight_bytes,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "veil stopped"
+    );
+    Ok(report)
+}
+
+/// The error for a ledger retention shorter than the queue keeps messages.
+pub(super) fn ledger_retention_too_short(days: u32, facts: &crate::sqs::QueueFacts) -> ConfigError {
+    let retention_secs = facts
+        .retention_secs
+        .unwrap_or(crate::sqs::SQS_MAX_RETENTION_SECS);
+    let needed = (retention_secs + 86_400).div_ceil(86_400);
+    ConfigError(format!(
+        "--ledger-retention-days {days} is shorter than this queue keeps a message ({} s, plus a day \
+         of margin): a message redelivered after its ledger day was dropped would be recorded twice. \
+         Use --ledger-retention-days {needed} or more",
+        retention_secs
+    ))
+}
+
+/// Logs once whether the Postgres connection is encrypted, as the server
+/// sees it, and how the certificate was checked.
+pub async fn log_tls(settings: &DatabaseSettings, client: &tokio_postgres::Client) {
+    match postgres::tls_in_use(client).await {
+        Ok(Some(tls)) => {
+            tracing::info!(tls = %tls, check = %settings.tls.describe(), "Postgres connection encrypted")
+        }
+        Ok(None) => tracing::warn!(
+            sslmode = settings.tls.mode.name(),
+            "Postgres connection NOT encrypted: the password and the data travel in clear; set sslmode=verify-full for anything but a local database"
+        ),
+        Err(error) => tracing::debug!(%error, "could not read pg_stat_ssl"),
+    }
+}
+
+/// What the pipeline needs of the checked settings and the queue's facts.
+fn pipeline_settings(
+    config: &RunConfig,
+    max_message_bytes: usize,
+    max_receives: Option<u32>,
+) -> PipelineSettings {
+    let limits = config.session_limits;
+    PipelineSettings {
+        receive: config.receive,
+        until_empty: config.until_empty,
+        keep_rows: if config.until_empty {
+            config.show_rows
+        } else {
+            0
+        },
+        mask_mode: config.mask_mode,
+        receivers: config.receivers,
+        writers: config.writers,
+        max_batch_rows: config.max_batch_rows,
+        // A batch's bytes are copied into one bind message, outside the
+        // bound's count: a sixteenth of the bound keeps that copy small
+        // (4 MiB by default; thousands of ordinary events).
+        max_batch_bytes: (config.max_in_flight_bytes / 16).max(1),
+        max_batch_wait: config.max_batch_wait,
+        max_in_flight: config.max_in_flight,
+        max_in_flight_bytes: config.max_in_flight_bytes,
+        // A queue may allow more than the configured bound was checked for.
+        max_message_bytes: max_message_bytes.min(crate::sqs::SQS_MAX_MESSAGE_BYTES),
+        session_limits: limits,
+        write_deadline: limits.statement_timeout * 2 + Duration::from_secs(5),
+        shutdown_timeout: config.shutdown_timeout,
+        progress: config.progress,
+        cloudwatch_emf_interval: config.cloudwatch_emf_interval,
+        queue_depth_interval: config.queue_depth_interval,
+        housekeeping: config.housekeeping,
+        housekeeping_interval: config.housekeeping_interval,
+        max_receives,
+        contracts: config.contracts.clone(),
+    }
+}

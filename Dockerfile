@@ -10,12 +10,13 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && for bench in masking writer; do echo 'fn main() {}' > "benches/$bench.rs"; done \
+ && for bench in masking writer lifecycle; do echo 'fn main() {}' > "benches/$bench.rs"; done \
  && cargo build --release --locked --bin veil \
  && rm -rf src benches target/release/.fingerprint/veil-* target/release/deps/veil-* target/release/deps/libveil-*
-# 2. veil itself.
+# 2. veil itself (the built-in login contract is embedded from examples/).
 COPY src src
 COPY benches benches
+COPY examples/contracts/login.yaml examples/contracts/login.yaml
 RUN cargo build --release --locked --bin veil
 
 FROM debian:bookworm-slim

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context};
-use tokio_postgres::SimpleQueryMessage;
 
 use crate::cli::RevealArgs;
 use crate::config::{database_from_args, key_location};
@@ -166,7 +165,7 @@ fn field_names<'a>(fields: &BTreeSet<&'a str>) -> Vec<&'a str> {
 }
 
 async fn write_audit(
-    client: &tokio_postgres::Client,
+    client: &crate::postgres::Client,
     record: AuditRecord<'_>,
 ) -> anyhow::Result<()> {
     audit::record(client, &record).await.context(
@@ -183,7 +182,7 @@ async fn write_audit(
 /// Masks on stdin, one per line. Values are printed up to the first line
 /// that cannot be opened, which then ends the command with an error.
 async fn reveal_stdin(
-    client: &tokio_postgres::Client,
+    client: &crate::postgres::Client,
     opener: &Opener<'_>,
     reason: &str,
 ) -> anyhow::Result<()> {
@@ -242,7 +241,7 @@ pub const MASK_COLUMNS: [&str; 2] = ["masked_ip", "masked_device_id"];
 /// mask-shaped cell that does not open is left as it is and reported; it
 /// does not stop the others.
 async fn reveal_query(
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::postgres::Client,
     opener: &Opener<'_>,
     sql: &str,
     extra_mask_columns: &[String],
@@ -252,33 +251,20 @@ async fn reveal_query(
     if statement.contains(';') {
         return Err(ConfigError("--sql takes a single statement".into()).into());
     }
-    let transaction = client.build_transaction().read_only(true).start().await?;
-    let messages = transaction
-        .simple_query(statement)
-        .await
-        .context("running --sql (read-only)")?;
-    transaction.rollback().await?;
-
-    let mut headers: Vec<String> = Vec::new();
-    let mut masked: Vec<bool> = Vec::new();
+    let result = crate::postgres::reveal::read_only_rows(client, statement).await?;
+    let headers = result.headers;
+    let masked: Vec<bool> = headers
+        .iter()
+        .map(|h| opener.domains.mask_columns.contains(h) || extra_mask_columns.contains(h))
+        .collect();
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut fields = BTreeSet::new();
     let mut opened = 0usize;
     let mut refused: Vec<String> = Vec::new();
-    for message in messages {
-        let SimpleQueryMessage::Row(row) = message else {
-            continue;
-        };
-        if headers.is_empty() {
-            headers = row.columns().iter().map(|c| c.name().to_string()).collect();
-            masked = headers
-                .iter()
-                .map(|h| opener.domains.mask_columns.contains(h) || extra_mask_columns.contains(h))
-                .collect();
-        }
+    for row in result.rows {
         let mut cells = Vec::with_capacity(row.len());
         for (index, header) in headers.iter().enumerate() {
-            let cell = row.get(index).unwrap_or_default();
+            let cell = row[index].as_deref().unwrap_or_default();
             if !masked[index] || Keyring::key_id_of(cell).is_none() {
                 cells.push(cell.to_string());
                 continue;
@@ -323,30 +309,24 @@ async fn reveal_query(
 
 /// Prints quarantined bodies as JSON lines `{"message_id", "reason", "body"}`.
 async fn reveal_quarantine(
-    client: &tokio_postgres::Client,
+    client: &crate::postgres::Client,
     keyring: &Keyring,
     message_ids: &[String],
     reason: &str,
 ) -> anyhow::Result<()> {
-    let rows = client
-        .query(
-            "SELECT message_id, reason, key_id, body_sealed FROM veil.quarantine WHERE message_id = ANY($1)",
-            &[&message_ids],
-        )
-        .await?;
+    let rows = crate::postgres::reveal::quarantined(client, message_ids).await?;
     let mut lines = Vec::with_capacity(message_ids.len());
     for id in message_ids {
         let row = rows
             .iter()
-            .find(|row| row.get::<_, &str>(0) == id)
+            .find(|row| row.message_id == *id)
             .ok_or_else(|| anyhow::anyhow!("message {id} is not in veil.quarantine"))?;
-        let key_id: String = row.get(2);
         let body = keyring
-            .open_body(&key_id, row.get(3))
+            .open_body(&row.key_id, &row.body_sealed)
             .with_context(|| format!("message {id}: cannot open its body"))?;
         lines.push(serde_json::json!({
             "message_id": id,
-            "reason": row.get::<_, String>(1),
+            "reason": row.reason,
             "body": String::from_utf8_lossy(&body),
         }));
     }

@@ -20,6 +20,7 @@ pub mod maintain;
 pub mod partitions;
 pub mod privacy;
 pub mod rekey;
+pub mod reveal;
 pub mod rights;
 mod schema;
 mod tls;
@@ -38,3 +39,5 @@ pub use schema::{
     USER_LOGINS_DDL,
 };
 pub use tls::{certificate_problem, RootCertificates, SslMode, TlsSettings, Verification};
+/// The connection handle commands pass around (the SQL stays in this module).
+pub use tokio_postgres::Client;

@@ -125,7 +125,7 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     };
     let target = config.describe();
     let config_tls = config.tls.clone();
-    let config_hosts = config.config.get_hosts().to_vec();
+    let local = config.is_local();
     let mut database = match Database::connect(config).await {
         Ok(database) => database,
         Err(error) => {
@@ -140,7 +140,7 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     let Ok(client) = database.client().await else {
         return;
     };
-    check_tls(&config_tls, is_local(&config_hosts), client, report).await;
+    check_tls(&config_tls, local, client, report).await;
     match crate::config::contracts_from_args(&args.contracts) {
         Ok(Some(plan)) => return check_contract_tables(client, &plan, report).await,
         Ok(None) => {}
@@ -152,8 +152,8 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
             )
         }
     }
-    let missing: Vec<String> = match client.query(MISSING_SQL, &[]).await {
-        Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
+    let missing: Vec<String> = match postgres::missing_tables(client).await {
+        Ok(missing) => missing,
         Err(error) => return report.failed("schema", &error.into(), MIGRATE_FIX),
     };
     if missing.is_empty() {
@@ -188,11 +188,11 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
 /// With contracts: veil's schema, and each contract's table against its
 /// contract and the role's right to insert into it.
 async fn check_contract_tables(
-    client: &tokio_postgres::Client,
+    client: &crate::postgres::Client,
     plan: &crate::contract::Plan,
     report: &mut Report,
 ) {
-    use crate::postgres::contract_sql::{table_sql, table_state, TableState};
+    use crate::postgres::contract_sql::{may_insert, table_state, TableState};
     const CONTRACT_FIX: &str = "run `veil migrate --contract ...` as the tables' owner";
     for contract in &plan.contracts {
         let what = format!("table {} (contract {})", contract.table, contract.name);
@@ -211,27 +211,18 @@ async fn check_contract_tables(
             ),
             Err(error) => report.failed(&what, &error, CONTRACT_FIX),
         }
-        let insert = client
-            .query_one(
-                "SELECT to_regclass($1) IS NULL OR has_table_privilege(to_regclass($1), 'INSERT')",
-                &[&table_sql(&contract.table)],
-            )
-            .await;
-        if let Ok(row) = insert {
-            if !row.get::<_, bool>(0) {
-                report.problem(
-                    &format!("permissions (run) on {}", contract.table),
-                    "the role cannot INSERT into it",
-                    "GRANT INSERT on the table to veil's pipeline role",
-                );
-            }
+        if let Ok(false) = may_insert(client, &contract.table).await {
+            report.problem(
+                &format!("permissions (run) on {}", contract.table),
+                "the role cannot INSERT into it",
+                "GRANT INSERT on the table to veil's pipeline role",
+            );
         }
     }
-    match client.query(MISSING_SQL, &[]).await {
-        Ok(rows) => {
-            let missing: Vec<String> = rows
-                .iter()
-                .map(|row| row.get::<_, String>(0))
+    match postgres::missing_tables(client).await {
+        Ok(missing) => {
+            let missing: Vec<String> = missing
+                .into_iter()
                 .filter(|name| name != "user_logins")
                 .collect();
             if missing.is_empty() {
@@ -253,7 +244,7 @@ async fn check_contract_tables(
 /// others are reported as notes when this role lacks them, with the role
 /// that must do them, and as a problem where nobody else does (missing
 /// partitions: see `check_partitions`).
-async fn check_rights(client: &tokio_postgres::Client, report: &mut Report) {
+async fn check_rights(client: &crate::postgres::Client, report: &mut Report) {
     match postgres::rights::pipeline(client).await {
         Ok(lacking) if lacking.is_empty() => report.ok(
             "permissions (run)",
@@ -318,7 +309,7 @@ const HOUSEKEEPING_FIX: &str =
 
 /// Whether today's and the coming days' partitions exist (housekeeping
 /// runs), for the ledger and a partitioned user_logins.
-async fn check_partitions(client: &tokio_postgres::Client, report: &mut Report) {
+async fn check_partitions(client: &crate::postgres::Client, report: &mut Report) {
     use postgres::partitions::{existing, is_partitioned, Bound, Partitioned};
     let today = chrono::Utc::now().date_naive();
     let mut tables = Vec::new();
@@ -369,24 +360,10 @@ async fn check_partitions(client: &tokio_postgres::Client, report: &mut Report) 
     }
 }
 
-/// Whether every host is this machine (a socket, localhost, a loopback IP).
-fn is_local(hosts: &[tokio_postgres::config::Host]) -> bool {
-    hosts.iter().all(|host| match host {
-        tokio_postgres::config::Host::Tcp(name) => {
-            name == "localhost"
-                || name
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        #[cfg(unix)]
-        tokio_postgres::config::Host::Unix(_) => true,
-    })
-}
-
 async fn check_tls(
     tls: &crate::postgres::TlsSettings,
     local: bool,
-    client: &tokio_postgres::Client,
+    client: &crate::postgres::Client,
     report: &mut Report,
 ) {
     match postgres::tls_in_use(client).await {
@@ -406,10 +383,3 @@ async fn check_tls(
 
 const MIGRATE_FIX: &str =
     "run `veil migrate` as the database owner (veil run also does it when it may)";
-
-/// The tables veil needs that are missing (a first-layout ledger, without
-/// `sent_ms`, counts as missing: `veil migrate` upgrades it).
-const MISSING_SQL: &str = "SELECT name FROM unnest(ARRAY['user_logins', 'veil.ledger', 'veil.quarantine', 'veil.audit']) AS name
-     WHERE to_regclass(name) IS NULL
-        OR (name = 'veil.ledger' AND NOT EXISTS (
-            SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(name) AND attname = 'sent_ms'))";

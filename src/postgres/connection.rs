@@ -251,6 +251,23 @@ pub struct Database {
     endpoint: String,
 }
 
+impl DatabaseSettings {
+    /// Whether every host is this machine (a socket, localhost, a loopback
+    /// IP): an unencrypted connection there is no finding.
+    pub fn is_local(&self) -> bool {
+        self.config.get_hosts().iter().all(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => true,
+        })
+    }
+}
+
 impl Database {
     /// Connects once (to fail fast on bad configuration) and returns the handle.
     pub async fn connect(settings: DatabaseSettings) -> anyhow::Result<Self> {

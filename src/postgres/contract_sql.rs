@@ -209,6 +209,21 @@ pub async fn migrate_contracts(
     Ok(changes)
 }
 
+/// Whether the connected role may insert into a contract's table (true
+/// when the table is missing: there is nothing to say yet).
+pub async fn may_insert(
+    client: &impl GenericClient,
+    table: &TableName,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass($1) IS NULL OR has_table_privilege(to_regclass($1), 'INSERT')",
+            &[&table_sql(table)],
+        )
+        .await?
+        .get(0))
+}
+
 /// What `apply` did to one contract's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableChange {

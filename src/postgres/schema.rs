@@ -500,3 +500,20 @@ pub async fn create_analyst_indexes(client: &Client) -> anyhow::Result<Vec<&'sta
     }
     Ok(created)
 }
+
+/// The tables veil needs that are missing (a first-layout ledger, without
+/// `sent_ms`, counts as missing: `veil migrate` upgrades it).
+const MISSING_SQL: &str = "SELECT name FROM unnest(ARRAY['user_logins', 'veil.ledger', 'veil.quarantine', 'veil.audit']) AS name
+     WHERE to_regclass(name) IS NULL
+        OR (name = 'veil.ledger' AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(name) AND attname = 'sent_ms'))";
+
+/// Which of `user_logins` and veil's own tables are missing (`veil doctor`).
+pub async fn missing_tables(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(MISSING_SQL, &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}

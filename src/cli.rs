@@ -464,6 +464,11 @@ pub struct RetireArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// With a contract, the masks of every contract's table are counted
+    /// (instead of user_logins').
+    #[command(flatten)]
+    pub contracts: ContractArgs,
+
     /// Retire the key even though masks or quarantined bodies made by it
     /// remain (or the database cannot be asked): they can then never be
     /// opened again.

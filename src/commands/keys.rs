@@ -70,11 +70,17 @@ async fn new_in_secret(secret: &str, kms_key_id: Option<String>) -> anyhow::Resu
     Ok(())
 }
 
-/// How many masks and quarantined bodies key `args.key_id` made.
+/// How many masks (of user_logins, or of the contracts' tables) and
+/// quarantined bodies key `args.key_id` made.
 async fn masks_made_by(args: &RetireArgs) -> anyhow::Result<i64> {
+    let plan = crate::config::contracts_from_args(&args.contracts)?;
     let settings = crate::config::database_from_args(&args.database)?;
     let mut database = crate::postgres::Database::connect(settings).await?;
-    let made = crate::postgres::privacy::masks_by_key(&*database.client().await?).await?;
+    let client = database.client().await?;
+    let made = match plan {
+        Some(plan) => crate::postgres::privacy::masks_by_key_in(&*client, &plan).await?,
+        None => crate::postgres::privacy::masks_by_key(&*client).await?,
+    };
     Ok(made.get(&args.key_id).copied().unwrap_or(0))
 }
 

@@ -658,6 +658,33 @@ async fn rekey_moves_every_reversible_contract_mask_to_the_active_key_and_leaves
         &[],
     );
 
+    let old_key = load_keyring_file(&key.path)
+        .keys()
+        .map(|k| k.id().to_string())
+        .find(|id| *id != load_keyring_file(&key.path).active().id())
+        .unwrap();
+    let retire = |extra: &[&str]| {
+        let mut args = vec![
+            "keys",
+            "retire",
+            "--key-file",
+            key_file,
+            "--key-id",
+            &old_key,
+            "--database-url",
+            &db.url,
+        ];
+        args.extend_from_slice(extra);
+        veil(&args, "", &[])
+    };
+    let retire_refused = retire(&["--contract", SHOP]);
+    assert_eq!(
+        retire_refused.status.code(),
+        Some(2),
+        "{}",
+        text(&retire_refused.stderr)
+    );
+    says(&retire_refused.stderr, "still made 6 mask(s)");
     let rekeyed = veil(
         &[
             "rekey",

@@ -16,8 +16,11 @@ use crate::sqs::{QueueSettings, ReceiveRequest};
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres:postgres@localhost:5432/postgres";
 
 use crate::error::ConfigError;
+use crate::pipeline::PipelineSettings;
 
-/// Everything `veil run` needs, checked.
+/// Everything `veil run` needs, checked, in one stage: the pipeline's
+/// settings are built here, and only what depends on the queue itself
+/// (its largest message, its redrive policy) is settled at start.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     /// The queue and how to reach it.
@@ -26,46 +29,16 @@ pub struct RunConfig {
     pub database: DatabaseSettings,
     /// The keyring.
     pub key: KeyLocation,
-    /// How masks are made.
-    pub mask_mode: crate::mask::MaskMode,
-    /// Receive parameters.
-    pub receive: ReceiveRequest,
-    /// Stop once the queue is empty.
-    pub until_empty: bool,
-    /// Rows to show at the end of an --until-empty run.
-    pub show_rows: usize,
-    /// Concurrent receivers.
-    pub receivers: usize,
-    /// Concurrent writers.
-    pub writers: usize,
-    /// Messages per Postgres transaction, at most.
-    pub max_batch_rows: usize,
-    /// Longest wait for a batch to fill.
-    pub max_batch_wait: std::time::Duration,
-    /// Most messages held at once.
-    pub max_in_flight: usize,
-    /// Most bytes held at once.
-    pub max_in_flight_bytes: usize,
-    /// statement_timeout and lock_timeout of each writer session.
-    pub session_limits: SessionLimits,
-    /// Show a progress bar (until-empty, on a terminal, not --quiet).
-    pub progress: bool,
-    /// Deliveries after which a message is quarantined (0: no limit).
-    pub max_receives: u32,
-    /// Longest wait for a clean shutdown after a signal or a fatal error.
-    pub shutdown_timeout: std::time::Duration,
     /// Where to serve /metrics, /healthz, /readyz.
     pub http_addr: Option<std::net::SocketAddr>,
-    /// How often to write CloudWatch EMF lines (`None`: never).
-    pub cloudwatch_emf_interval: Option<Duration>,
-    /// How often the queue's depth is read for /metrics (None: never).
-    pub queue_depth_interval: Option<Duration>,
-    /// What housekeeping keeps.
-    pub housekeeping: HousekeepingPolicy,
-    /// How often housekeeping runs (None: never).
-    pub housekeeping_interval: Option<Duration>,
-    /// The contracts of --contract (None: the built-in login path).
-    pub contracts: Option<std::sync::Arc<crate::contract::Plan>>,
+    /// Rows to show at the end of an --until-empty run.
+    pub show_rows: usize,
+    /// Deliveries after which a message is quarantined (0: no limit),
+    /// before the queue's redrive policy is known.
+    pub max_receives: u32,
+    /// How the pipeline runs. `max_message_bytes` is SQS's largest until
+    /// the queue says its own, and `max_receives` is settled at start.
+    pub pipeline: PipelineSettings,
 }
 
 /// The plan of `--contract`, checked (None: the built-in login path).
@@ -110,32 +83,11 @@ impl RunConfig {
             )));
         }
         use std::io::IsTerminal;
-        Ok(RunConfig {
-            max_in_flight_bytes: args.max_in_flight_bytes,
-            session_limits: SessionLimits {
-                statement_timeout: Duration::from_millis(args.statement_timeout_ms),
-                lock_timeout: Duration::from_millis(args.lock_timeout_ms),
-            },
-            receivers: usize::from(args.receivers),
-            writers: usize::from(args.writers),
-            max_batch_rows: args.max_batch_rows as usize,
-            max_batch_wait: std::time::Duration::from_millis(args.max_batch_wait_ms),
-            max_in_flight: args.max_in_flight as usize,
-            progress: args.until_empty && !args.quiet && std::io::stderr().is_terminal(),
-            max_receives: args.max_receives,
-            shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout_secs),
-            http_addr: args.http_addr,
-            cloudwatch_emf_interval: (args.cloudwatch_emf_interval_secs > 0)
-                .then(|| Duration::from_secs(args.cloudwatch_emf_interval_secs)),
-            queue_depth_interval: (args.queue_depth_interval_secs > 0)
-                .then(|| Duration::from_secs(args.queue_depth_interval_secs)),
-            housekeeping: housekeeping_policy(&args.housekeeping),
-            housekeeping_interval: (args.housekeeping_interval_secs > 0)
-                .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
-            queue: queue_settings(&args.queue)?,
-            database: database_from_args(&args.database)?,
-            mask_mode: args.mask_mode,
-            key: key_location(&args.key)?,
+        let session_limits = SessionLimits {
+            statement_timeout: Duration::from_millis(args.statement_timeout_ms),
+            lock_timeout: Duration::from_millis(args.lock_timeout_ms),
+        };
+        let pipeline = PipelineSettings {
             receive: ReceiveRequest {
                 max_messages: args.batch_size,
                 wait_secs: args
@@ -150,8 +102,41 @@ impl RunConfig {
                     .is_some_and(|plan| plan.reads_first_receive_time()),
             },
             until_empty: args.until_empty,
-            show_rows: args.show_rows,
+            keep_rows: if args.until_empty { args.show_rows } else { 0 },
+            mask_mode: args.mask_mode,
+            receivers: usize::from(args.receivers),
+            writers: usize::from(args.writers),
+            max_batch_rows: args.max_batch_rows as usize,
+            // A batch's bytes are copied into one bind message, outside the
+            // bound's count: a sixteenth of the bound keeps that copy small
+            // (4 MiB by default; thousands of ordinary events).
+            max_batch_bytes: (args.max_in_flight_bytes / 16).max(1),
+            max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
+            max_in_flight: args.max_in_flight as usize,
+            max_in_flight_bytes: args.max_in_flight_bytes,
+            max_message_bytes: crate::sqs::SQS_MAX_MESSAGE_BYTES,
+            session_limits,
+            write_deadline: session_limits.statement_timeout * 2 + Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
+            progress: args.until_empty && !args.quiet && std::io::stderr().is_terminal(),
+            cloudwatch_emf_interval: (args.cloudwatch_emf_interval_secs > 0)
+                .then(|| Duration::from_secs(args.cloudwatch_emf_interval_secs)),
+            queue_depth_interval: (args.queue_depth_interval_secs > 0)
+                .then(|| Duration::from_secs(args.queue_depth_interval_secs)),
+            housekeeping: housekeeping_policy(&args.housekeeping),
+            housekeeping_interval: (args.housekeeping_interval_secs > 0)
+                .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
+            max_receives: None,
             contracts,
+        };
+        Ok(RunConfig {
+            queue: queue_settings(&args.queue)?,
+            database: database_from_args(&args.database)?,
+            key: key_location(&args.key)?,
+            http_addr: args.http_addr,
+            show_rows: args.show_rows,
+            max_receives: args.max_receives,
+            pipeline,
         })
     }
 }

@@ -2,7 +2,6 @@
 //! schema), the pipeline, and the end-of-run report.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +23,7 @@ use crate::sqs::SqsClient;
 pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = RunConfig::from_args(&args)?;
     let report = serve(&config, shutdown).await?;
-    if config.until_empty {
+    if config.pipeline.until_empty {
         print!("{}", report::render(&report));
     }
     Ok(())
@@ -60,12 +59,14 @@ pub async fn serve_observed(
         .facts()
         .await
         .with_context(|| format!("checking the queue {}", config.queue.url))?;
-    if !facts.ledger_days_suffice(config.housekeeping.ledger_retention_days) {
-        return Err(
-            ledger_retention_too_short(config.housekeeping.ledger_retention_days, &facts).into(),
-        );
+    if !facts.ledger_days_suffice(config.pipeline.housekeeping.ledger_retention_days) {
+        return Err(ledger_retention_too_short(
+            config.pipeline.housekeeping.ledger_retention_days,
+            &facts,
+        )
+        .into());
     }
-    let schema = match &config.contracts {
+    let schema = match &config.pipeline.contracts {
         None => postgres::migrate(database.client().await?, Default::default()).await?,
         Some(plan) => {
             let changes =
@@ -76,9 +77,14 @@ pub async fn serve_observed(
             postgres::SchemaReport::default()
         }
     };
-    if config.housekeeping_interval.is_some() {
+    if config.pipeline.housekeeping_interval.is_some() {
         // Never fatal: a role without the rights parks housekeeping here.
-        pipeline::housekeeping_pass(database.client().await?, &config.housekeeping, &metrics).await;
+        pipeline::housekeeping_pass(
+            database.client().await?,
+            &config.pipeline.housekeeping,
+            &metrics,
+        )
+        .await;
     }
     drop(database);
     let max_receives = match config.max_receives {
@@ -94,9 +100,9 @@ pub async fn serve_observed(
         database = %endpoint,
         key_id = %keyring.active().id(),
         created_user_logins = schema.created_user_logins,
-        until_empty = config.until_empty,
-        receivers = config.receivers,
-        writers = config.writers,
+        until_empty = config.pipeline.until_empty,
+        receivers = config.pipeline.receivers,
+        writers = config.pipeline.writers,
         "veil started"
     );
     let settings = pipeline_settings(config, facts.max_message_bytes, max_receives);
@@ -153,43 +159,17 @@ pub async fn log_tls(settings: &DatabaseSettings, client: &tokio_postgres::Clien
     }
 }
 
-/// What the pipeline needs of the checked settings and the queue's facts.
+/// The checked settings, with what the queue said of itself: its largest
+/// message, and the receive limit (left to a redrive policy when it has one).
 fn pipeline_settings(
     config: &RunConfig,
     max_message_bytes: usize,
     max_receives: Option<u32>,
 ) -> PipelineSettings {
-    let limits = config.session_limits;
     PipelineSettings {
-        receive: config.receive,
-        until_empty: config.until_empty,
-        keep_rows: if config.until_empty {
-            config.show_rows
-        } else {
-            0
-        },
-        mask_mode: config.mask_mode,
-        receivers: config.receivers,
-        writers: config.writers,
-        max_batch_rows: config.max_batch_rows,
-        // A batch's bytes are copied into one bind message, outside the
-        // bound's count: a sixteenth of the bound keeps that copy small
-        // (4 MiB by default; thousands of ordinary events).
-        max_batch_bytes: (config.max_in_flight_bytes / 16).max(1),
-        max_batch_wait: config.max_batch_wait,
-        max_in_flight: config.max_in_flight,
-        max_in_flight_bytes: config.max_in_flight_bytes,
         // A queue may allow more than the configured bound was checked for.
         max_message_bytes: max_message_bytes.min(crate::sqs::SQS_MAX_MESSAGE_BYTES),
-        session_limits: limits,
-        write_deadline: limits.statement_timeout * 2 + Duration::from_secs(5),
-        shutdown_timeout: config.shutdown_timeout,
-        progress: config.progress,
-        cloudwatch_emf_interval: config.cloudwatch_emf_interval,
-        queue_depth_interval: config.queue_depth_interval,
-        housekeeping: config.housekeeping,
-        housekeeping_interval: config.housekeeping_interval,
         max_receives,
-        contracts: config.contracts.clone(),
+        ..config.pipeline.clone()
     }
 }

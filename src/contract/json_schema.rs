@@ -76,6 +76,8 @@ fn insert(node: &mut Value, path: &[String], leaf: Value, required: bool) {
             }
         }
     }
+    // Every node `insert` walks was made by `object_node` (the root, or a
+    // child made just below), which always has a `properties` object.
     let properties = node["properties"]
         .as_object_mut()
         .expect("object nodes have properties");

@@ -76,11 +76,12 @@ fn insert(node: &mut Value, path: &[String], leaf: Value, required: bool) {
             }
         }
     }
-    // Every node `insert` walks was made by `object_node` (the root, or a
-    // child made just below), which always has a `properties` object.
-    let properties = node["properties"]
-        .as_object_mut()
-        .expect("object nodes have properties");
+    // A node without properties is a leaf some column reads whole (both
+    // `/user` and `/user/email` are read): its schema already covers what
+    // lies below.
+    let Some(properties) = node.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
     if rest.is_empty() {
         properties.insert(first.clone(), leaf);
     } else {
@@ -154,6 +155,19 @@ fn leaf(column: &Column) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_read_whole_and_one_read_inside_it_make_one_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        let text = "contract: c\nversion: 1\ncolumns:\n  - {name: profile, from: /user, type: jsonb}\n  - {name: masked_email, from: /user/email, type: text, pii: siv, domain: email}\n";
+        std::fs::write(&path, text).unwrap();
+        let schema = export(&crate::contract::load(&path).unwrap());
+        assert_eq!(
+            schema["properties"]["user"],
+            json!({"not": {"type": "null"}})
+        );
+    }
 
     #[test]
     fn the_login_schema_requires_the_login_fields_and_allows_a_null_locale() {

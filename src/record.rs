@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::contract::Cell;
+use crate::event::RejectReason;
 
 /// A row for `user_logins`, PII already masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +31,8 @@ pub struct MaskedRow {
 /// A message that is not a valid event, body sealed with the masking key.
 #[derive(Debug, Clone)]
 pub struct QuarantineEntry {
-    /// Reason code (see `event::RejectReason::code`).
-    pub reason: &'static str,
+    /// Why (stored as its code, `RejectReason::code`).
+    pub reason: RejectReason,
     /// The offending field (login) or column (a contract), if one.
     pub field: Option<Cow<'static, str>>,
     /// When SQS accepted the message.
@@ -88,8 +89,8 @@ pub struct Prepared {
 pub enum Recorded {
     /// Its row is in `user_logins`.
     Written,
-    /// It is in the quarantine, with this reason code.
-    Quarantined(&'static str),
+    /// It is in the quarantine, for this reason.
+    Quarantined(RejectReason),
     /// It was recorded before (or twice in this batch): nothing written.
     Duplicate,
 }

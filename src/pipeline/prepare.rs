@@ -300,7 +300,7 @@ fn quarantine_entry(
     field: Option<Cow<'static, str>>,
 ) -> QuarantineEntry {
     QuarantineEntry {
-        reason: reason.code(),
+        reason,
         field,
         sent_at: sent_at(sent_ms),
         receive_count: receive_count.and_then(|c| i32::try_from(c).ok()),
@@ -375,7 +375,7 @@ mod tests {
         let Record::Quarantine(entry) = &junk.prepared.record else {
             panic!("junk is quarantined")
         };
-        assert_eq!(entry.reason, "not_json");
+        assert_eq!(entry.reason, RejectReason::NotJson);
         assert!(junk.original.is_none(), "the raw body is dropped");
         assert!(junk.bytes >= entry.body_sealed.len());
         assert!(junk.droppable_bytes() >= 5_000);
@@ -388,7 +388,7 @@ mod tests {
         let Record::Quarantine(entry) = &item.prepared.record else {
             panic!("quarantined")
         };
-        assert_eq!(entry.reason, "too_many_receives");
+        assert_eq!(entry.reason, RejectReason::TooManyReceives);
     }
 
     #[test]
@@ -401,7 +401,7 @@ mod tests {
         let Record::Quarantine(entry) = &item.prepared.record else {
             panic!("quarantined")
         };
-        assert_eq!(entry.reason, "db_rejected");
+        assert_eq!(entry.reason, RejectReason::DbRejected);
         let opened = keyring
             .open_body(&entry.key_id, &entry.body_sealed)
             .unwrap();
@@ -476,7 +476,7 @@ mod tests {
                 entry.field.as_deref(),
                 entry.contract.as_deref()
             ),
-            ("bad_version", Some("app_version"), Some("login"))
+            (RejectReason::BadVersion, Some("app_version"), Some("login"))
         );
     }
 
@@ -499,7 +499,7 @@ mod tests {
         };
         assert_eq!(
             (entry.reason, entry.contract.as_deref()),
-            ("db_rejected", Some("login"))
+            (RejectReason::DbRejected, Some("login"))
         );
         assert_eq!(
             keyring

@@ -185,7 +185,7 @@ fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], start
             Recorded::Written => written += 1,
             Recorded::Quarantined(reason) => {
                 quarantined += 1;
-                metrics.quarantine(reason);
+                metrics.quarantine(reason.code());
             }
             Recorded::Duplicate => duplicates += 1,
         }

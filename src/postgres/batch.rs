@@ -322,7 +322,7 @@ impl<'a> QuarantineArrays<'a> {
     fn of(entries: &[(&'a str, &'a QuarantineEntry)]) -> Self {
         QuarantineArrays {
             ids: entries.iter().map(|(id, _)| *id).collect(),
-            reasons: entries.iter().map(|(_, e)| e.reason).collect(),
+            reasons: entries.iter().map(|(_, e)| e.reason.code()).collect(),
             fields: entries.iter().map(|(_, e)| e.field.as_deref()).collect(),
             sent: entries.iter().map(|(_, e)| e.sent_at).collect(),
             counts: entries.iter().map(|(_, e)| e.receive_count).collect(),

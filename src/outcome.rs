@@ -1,13 +1,9 @@
 //! How a failed command ends: its exit code (2 for bad configuration, 1 for
 //! everything else) and the one step that fixes it, printed under the error.
-//! Errors stay typed where they arise (`SqsError` with SQS's code,
-//! `tokio_postgres::Error` with its SQLSTATE, `ConfigError`); this module
+//! Errors stay typed where they arise (`SqsError` with SQS's code, a
+//! Postgres error with its SQLSTATE, `ConfigError`); this module
 //! reads the chain once, at the top, so every command explains its failures
 //! the same way.
-
-use std::io::ErrorKind;
-
-use tokio_postgres::error::SqlState;
 
 use crate::error::ConfigError;
 use crate::keyring::KeyFileError;
@@ -55,12 +51,8 @@ pub fn specific_fix(error: &anyhow::Error) -> Option<String> {
         if let Some(sqs) = cause.downcast_ref::<SqsError>() {
             return Some(sqs_fix(sqs));
         }
-        if let Some(postgres) = cause.downcast_ref::<tokio_postgres::Error>() {
-            return postgres_fix(postgres);
-        }
-        // Transparent: its source skips the Postgres error it wraps.
-        if let Some(crate::postgres::ConnectError::Postgres(postgres)) = cause.downcast_ref() {
-            return postgres_fix(postgres);
+        if let Some(fix) = crate::postgres::fix_of(cause) {
+            return fix;
         }
         if let Some(crate::postgres::ConnectError::SecretRefused { secret, .. }) =
             cause.downcast_ref()
@@ -110,67 +102,6 @@ fn sqs_fix(error: &SqsError) -> String {
         _ => "check --queue-url and the queue's permissions",
     }
     .to_string()
-}
-
-fn postgres_fix(error: &tokio_postgres::Error) -> Option<String> {
-    if let Some(fix) = crate::postgres::certificate_problem(error) {
-        return Some(fix);
-    }
-    let refused_plain = error
-        .as_db_error()
-        .is_some_and(|db| db.message().contains("no encryption"));
-    if refused_plain {
-        return Some(
-            "the server accepts only encrypted connections: set sslmode=verify-full with \
-             sslrootcert (or sslmode=require) in DATABASE_URL, or PGSSLMODE"
-                .into(),
-        );
-    }
-    let fix = match error.code() {
-        Some(code)
-            if *code == SqlState::INVALID_PASSWORD
-                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
-        {
-            "Postgres refused the login: set the user and password with DATABASE_URL \
-             (postgres://USER:PASSWORD@HOST:PORT/DB) or PGUSER / PGPASSWORD"
-        }
-        Some(code) if *code == SqlState::INVALID_CATALOG_NAME => {
-            "the database does not exist: create it (createdb NAME) or fix the name in \
-             DATABASE_URL / PGDATABASE"
-        }
-        Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => {
-            "the role lacks a privilege: run `veil migrate` as the owner once, then apply \
-             sql/roles.sql for the pipeline role"
-        }
-        Some(_) => return None,
-        None if refused_or_unreachable(error) => {
-            "no Postgres answered: start it (scripts/services.sh up postgres), or point veil at \
-             yours with DATABASE_URL or PGHOST / PGPORT"
-        }
-        None => return None,
-    };
-    Some(fix.to_string())
-}
-
-/// Whether a connection error is a refused or unreachable server (the
-/// causes are io errors somewhere down tokio-postgres's chain), or a
-/// connect timeout.
-fn refused_or_unreachable(error: &tokio_postgres::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::TimedOut
-                    | ErrorKind::NotFound
-                    | ErrorKind::HostUnreachable
-                    | ErrorKind::NetworkUnreachable
-            );
-        }
-        source = cause.source();
-    }
-    error.to_string().contains("timeout")
 }
 
 #[cfg(test)]

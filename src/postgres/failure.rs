@@ -133,6 +133,82 @@ pub fn classify(code: Option<&SqlState>, constraint: Option<&str>) -> Class {
     }
 }
 
+/// The fix to print for a Postgres error in a failed command's chain:
+/// `Some(Some(fix))` when veil knows one, `Some(None)` for a Postgres
+/// error it has no fix for (the search stops there), `None` when `cause`
+/// is not a Postgres error.
+pub fn fix_of(cause: &(dyn std::error::Error + 'static)) -> Option<Option<String>> {
+    if let Some(postgres) = cause.downcast_ref::<tokio_postgres::Error>() {
+        return Some(postgres_fix(postgres));
+    }
+    // Transparent: its source skips the Postgres error it wraps.
+    if let Some(super::ConnectError::Postgres(postgres)) = cause.downcast_ref() {
+        return Some(postgres_fix(postgres));
+    }
+    None
+}
+
+fn postgres_fix(error: &tokio_postgres::Error) -> Option<String> {
+    if let Some(fix) = super::certificate_problem(error) {
+        return Some(fix);
+    }
+    let refused_plain = error
+        .as_db_error()
+        .is_some_and(|db| db.message().contains("no encryption"));
+    if refused_plain {
+        return Some(
+            "the server accepts only encrypted connections: set sslmode=verify-full with \
+             sslrootcert (or sslmode=require) in DATABASE_URL, or PGSSLMODE"
+                .into(),
+        );
+    }
+    let fix = match error.code() {
+        Some(code)
+            if *code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
+            "Postgres refused the login: set the user and password with DATABASE_URL \
+             (postgres://USER:PASSWORD@HOST:PORT/DB) or PGUSER / PGPASSWORD"
+        }
+        Some(code) if *code == SqlState::INVALID_CATALOG_NAME => {
+            "the database does not exist: create it (createdb NAME) or fix the name in \
+             DATABASE_URL / PGDATABASE"
+        }
+        Some(code) if *code == SqlState::INSUFFICIENT_PRIVILEGE => {
+            "the role lacks a privilege: run `veil migrate` as the owner once, then apply \
+             sql/roles.sql for the pipeline role"
+        }
+        Some(_) => return None,
+        None if refused_or_unreachable(error) => {
+            "no Postgres answered: start it (scripts/services.sh up postgres), or point veil at \
+             yours with DATABASE_URL or PGHOST / PGPORT"
+        }
+        None => return None,
+    };
+    Some(fix.to_string())
+}
+
+/// Whether a connection error is a refused or unreachable server (the
+/// causes are io errors somewhere down tokio-postgres's chain), or a
+/// connect timeout.
+fn refused_or_unreachable(error: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            );
+        }
+        source = cause.source();
+    }
+    error.to_string().contains("timeout")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ pub use connection::{
     describe, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits, CONNECT_TIMEOUT,
 };
 pub use dsn::{split as split_connection_string, Split};
-pub use failure::{classify, Class, WriteError};
+pub use failure::{classify, fix_of, Class, WriteError};
 pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
 pub use schema::{
     check_user_logins_shape, create_analyst_indexes, migrate, missing_tables,

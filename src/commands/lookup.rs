@@ -7,8 +7,7 @@
 use anyhow::Context;
 
 use super::privacy::{
-    audit_and_commit_forget, audit_lookup, listed, refuse_missing_keys, require_reason,
-    search_quarantine,
+    audit_and_commit_forget, audit_lookup, listed, refuse_missing_keys, search_quarantine,
 };
 use crate::cli::{FindArgs, ForgetArgs};
 use crate::config::{contracts_from_args, database_from_args, key_location};
@@ -16,7 +15,7 @@ use crate::contract::Plan;
 use crate::keyring::{self as keys, Keyring};
 use crate::postgres::privacy as sql;
 use crate::postgres::Database;
-use crate::privacy::{resolve, Place};
+use crate::privacy::{resolve, Place, Target};
 use crate::report::psql_table;
 
 /// The plan of `--contract`, or the built-in login contract.
@@ -25,6 +24,39 @@ fn plan_of(args: &crate::cli::ContractArgs) -> anyhow::Result<Plan> {
         Some(plan) => (*plan).clone(),
         None => crate::contract::builtin_login(),
     })
+}
+
+/// What `find` and `forget` by value start from (their `--reason` was
+/// checked by the caller, `super::privacy`).
+struct Lookup {
+    plan: Plan,
+    keyring: Keyring,
+    target: Target,
+    places: Vec<Place>,
+    database: Database,
+}
+
+impl Lookup {
+    /// The plan, the keyring, where `name=value` may stand, and the database.
+    async fn open(
+        contracts: &crate::cli::ContractArgs,
+        key: &crate::cli::KeyArgs,
+        database: &crate::cli::DatabaseArgs,
+        name: &str,
+        value: &str,
+    ) -> anyhow::Result<Self> {
+        let plan = plan_of(contracts)?;
+        let keyring = keys::load(&key_location(key)?, false).await?;
+        let (target, places) = resolve(&plan, &keyring, name, value)?;
+        let database = Database::connect(database_from_args(database)?).await?;
+        Ok(Lookup {
+            plan,
+            keyring,
+            target,
+            places,
+            database,
+        })
+    }
 }
 
 /// Refuses a keyring lacking a key that made masks in the plan's tables.
@@ -42,11 +74,13 @@ async fn require_every_key(
 
 /// `veil find --value`.
 pub async fn find(args: &FindArgs, name: &str, value: &str) -> anyhow::Result<()> {
-    require_reason(&args.reason, "this person's rows are being looked up")?;
-    let plan = plan_of(&args.contracts)?;
-    let keyring = keys::load(&key_location(&args.key)?, false).await?;
-    let (target, places) = resolve(&plan, &keyring, name, value)?;
-    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let Lookup {
+        plan,
+        keyring,
+        target,
+        places,
+        mut database,
+    } = Lookup::open(&args.contracts, &args.key, &args.database, name, value).await?;
     let client = database.client().await?;
     require_every_key(&*client, &plan, &keyring, "find").await?;
     let mut found = Vec::with_capacity(places.len());
@@ -113,11 +147,13 @@ fn place_table(place: &Place, rows: &[Vec<Option<String>>], total: i64) -> Strin
 /// `veil forget --value`: every place and every quarantined body holding
 /// the value, erased in one transaction with its audit row.
 pub async fn forget(args: &ForgetArgs, name: &str, value: &str) -> anyhow::Result<()> {
-    require_reason(&args.reason, "this person's data is being erased")?;
-    let plan = plan_of(&args.contracts)?;
-    let keyring = keys::load(&key_location(&args.key)?, false).await?;
-    let (target, places) = resolve(&plan, &keyring, name, value)?;
-    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let Lookup {
+        plan,
+        keyring,
+        target,
+        places,
+        mut database,
+    } = Lookup::open(&args.contracts, &args.key, &args.database, name, value).await?;
     let client = database.client().await?;
     let transaction = client.transaction().await?;
     require_every_key(&transaction, &plan, &keyring, "forget").await?;

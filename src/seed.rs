@@ -348,11 +348,7 @@ fn sample_value(
 
 /// Sets the value at a JSON pointer, making the objects on the way.
 fn set_pointer(body: &mut serde_json::Value, pointer: &str, value: serde_json::Value) {
-    let tokens: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect();
+    let tokens: Vec<String> = crate::contract::extract::tokens(pointer).collect();
     let Some((last, path)) = tokens.split_last() else {
         return;
     };

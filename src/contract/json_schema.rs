@@ -7,6 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::extract::tokens;
 use super::plan::{Column, ColumnSource, ColumnType, Contract, Plan};
 
 /// The schema of the bodies of every contract of the plan.
@@ -39,14 +40,19 @@ fn contract_schema(contract: &Contract) -> Value {
     if let Some(route) = &contract.route {
         insert(
             &mut root,
-            &segments(&route.pointer),
+            &tokens(&route.pointer).collect::<Vec<_>>(),
             json!({ "const": route.equals }),
             true,
         );
     }
     for column in &contract.columns {
         if let ColumnSource::Body(pointer) = &column.source {
-            insert(&mut root, &segments(pointer), leaf(column), column.required);
+            insert(
+                &mut root,
+                &tokens(pointer).collect::<Vec<_>>(),
+                leaf(column),
+                column.required,
+            );
         }
     }
     root
@@ -54,15 +60,6 @@ fn contract_schema(contract: &Contract) -> Value {
 
 fn object_node() -> Value {
     json!({ "type": "object", "properties": {}, "required": [] })
-}
-
-/// The reference tokens of a pointer, unescaped (RFC 6901: ~1 is /, ~0 is ~).
-fn segments(pointer: &str) -> Vec<String> {
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|token| token.replace("~1", "/").replace("~0", "~"))
-        .collect()
 }
 
 fn insert(node: &mut Value, path: &[String], leaf: Value, required: bool) {

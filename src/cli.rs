@@ -559,7 +559,8 @@ pub struct HousekeepingArgs {
 
     /// Drop partitions of a partitioned user_logins (veil migrate
     /// --partition-by) once they are older than this many months. Off by
-    /// default: rows are kept until you say otherwise.
+    /// default: rows are kept until you say otherwise. A contract's table
+    /// keeps what its contract's `partition.retention_months` says.
     #[arg(long, env = "VEIL_RETENTION_MONTHS", value_name = "MONTHS",
           value_parser = clap::value_parser!(u32).range(1..=1200))]
     pub retention_months: Option<u32>,
@@ -570,6 +571,12 @@ pub struct HousekeepingArgs {
 pub struct MaintainArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    // The contracts whose tables to keep too: each one partitioned on a
+    // date (its `partition:`) gets the same care as user_logins, with its
+    // contract's `retention_months`.
+    #[command(flatten)]
+    pub contracts: ContractArgs,
 
     #[command(flatten)]
     pub housekeeping: HousekeepingArgs,

@@ -51,11 +51,20 @@ pub fn contracts_from_args(
         .transpose()
 }
 
-/// The housekeeping policy of the command line.
-pub fn housekeeping_policy(args: &HousekeepingArgs) -> HousekeepingPolicy {
-    HousekeepingPolicy {
+/// The housekeeping policy of the command line, with the tables of the
+/// contracts (`--contract`) when there are any.
+pub fn housekeeping_policy(
+    args: &HousekeepingArgs,
+    contracts: Option<&crate::contract::Plan>,
+) -> HousekeepingPolicy {
+    let policy = HousekeepingPolicy {
         ledger_retention_days: args.ledger_retention_days,
         user_logins_retention_months: args.retention_months,
+        contract_tables: Vec::new(),
+    };
+    match contracts {
+        Some(plan) => policy.with_contracts(plan),
+        None => policy,
     }
 }
 
@@ -123,7 +132,7 @@ impl RunConfig {
                 .then(|| Duration::from_secs(args.cloudwatch_emf_interval_secs)),
             queue_depth_interval: (args.queue_depth_interval_secs > 0)
                 .then(|| Duration::from_secs(args.queue_depth_interval_secs)),
-            housekeeping: housekeeping_policy(&args.housekeeping),
+            housekeeping: housekeeping_policy(&args.housekeeping, contracts.as_deref()),
             housekeeping_interval: (args.housekeeping_interval_secs > 0)
                 .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
             max_receives: None,

@@ -60,8 +60,17 @@ fn describe(plan: &Plan) -> String {
                 })
             })
             .collect();
+        let partitioned = contract.partition.as_ref().map_or(String::new(), |p| {
+            format!(
+                " (partitioned by {} on {}, {})",
+                p.every.name(),
+                p.column,
+                p.retention_months
+                    .map_or("kept".to_string(), |months| format!("kept {months} months"))
+            )
+        });
         lines.push(format!(
-            "contract {} version {}: {} columns into {}, taking {route}; masked: {}",
+            "contract {} version {}: {} columns into {}{partitioned}, taking {route}; masked: {}",
             contract.name,
             contract.version,
             contract.columns.len(),

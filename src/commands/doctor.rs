@@ -4,6 +4,7 @@
 //! more problems, and a fix that applies to several problems is printed
 //! once.
 
+use crate::postgres::maintain::HousekeepingPolicy;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -142,7 +143,11 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
     };
     check_tls(&config_tls, local, client, report).await;
     match crate::config::contracts_from_args(&args.contracts) {
-        Ok(Some(plan)) => return check_contract_tables(client, &plan, report).await,
+        Ok(Some(plan)) => {
+            check_contract_tables(client, &plan, report).await;
+            let policy = HousekeepingPolicy::default().with_contracts(&plan);
+            return check_partitions(client, &policy, report).await;
+        }
         Ok(None) => {}
         Err(error) => {
             return report.problem(
@@ -182,7 +187,7 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
         return; // privileges on missing tables cannot be checked
     }
     check_rights(client, report).await;
-    check_partitions(client, report).await;
+    check_partitions(client, &HousekeepingPolicy::default(), report).await;
 }
 
 /// With contracts: veil's schema, and each contract's table against its
@@ -260,7 +265,7 @@ async fn check_rights(client: &crate::postgres::Client, report: &mut Report) {
         ),
         Err(error) => return report.failed("permissions (run)", &error.into(), "apply sql/roles.sql"),
     }
-    let policy = crate::postgres::maintain::HousekeepingPolicy::default();
+    let policy = HousekeepingPolicy::default();
     match crate::postgres::maintain::missing_rights(client, &policy).await {
         Ok(lacking) if lacking.is_empty() => report.ok(
             "permissions (housekeeping)",
@@ -308,8 +313,13 @@ const HOUSEKEEPING_FIX: &str =
      or let `veil run` do it under the owner role (--housekeeping-interval-secs)";
 
 /// Whether today's and the coming days' partitions exist (housekeeping
-/// runs), for the ledger and a partitioned user_logins.
-async fn check_partitions(client: &crate::postgres::Client, report: &mut Report) {
+/// runs), for the ledger and the tables partitioned on a date
+/// (`user_logins`, the contracts' tables of `policy`).
+async fn check_partitions(
+    client: &crate::postgres::Client,
+    policy: &HousekeepingPolicy,
+    report: &mut Report,
+) {
     use postgres::partitions::{existing, is_partitioned, Bound, Partitioned};
     let today = chrono::Utc::now().date_naive();
     let mut tables = Vec::new();
@@ -324,8 +334,13 @@ async fn check_partitions(client: &crate::postgres::Client, report: &mut Report)
         }
         Err(error) => return report.failed("partitions", &error, MIGRATE_FIX),
     }
-    if let Ok(Some(table)) = postgres::partitioned_user_logins(client).await {
-        tables.push(table);
+    match policy.dated_tables(client).await {
+        Ok(dated) => tables.extend(
+            dated
+                .into_iter()
+                .map(|(table, _)| Partitioned::Dated(table)),
+        ),
+        Err(error) => return report.failed("partitions", &error, HOUSEKEEPING_FIX),
     }
     for table in tables {
         let parent = table.parent();

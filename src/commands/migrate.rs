@@ -11,12 +11,12 @@ use crate::postgres::{self, Database};
 /// `veil migrate`: the schema, then a housekeeping pass, so the
 /// partitions of the coming days exist before the first run.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let policy = crate::config::housekeeping_policy(&args.housekeeping);
+    let contracts = crate::config::contracts_from_args(&args.contracts)?;
+    let policy = crate::config::housekeeping_policy(&args.housekeeping, contracts.as_deref());
     if policy.ledger_retention_days < 15 {
         super::maintain::confirm_short_retention(&args.queue_url, policy.ledger_retention_days)
             .await?;
     }
-    let contracts = crate::config::contracts_from_args(&args.contracts)?;
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config.clone()).await?;
     if let Some(plan) = contracts {
@@ -39,14 +39,11 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         (true, None) => "created, with analyst indexes".to_string(),
         (true, Some(granularity)) => format!(
             "created, partitioned by {}, with analyst indexes",
-            granularity_name(granularity)
+            granularity.name()
         ),
         (false, None) => "already there".to_string(),
         (false, Some(granularity)) => {
-            format!(
-                "already there, partitioned by {}",
-                granularity_name(granularity)
-            )
+            format!("already there, partitioned by {}", granularity.name())
         }
     };
     println!(
@@ -77,11 +74,4 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         println!("analyst indexes created: {created:?} (any others already existed)");
     }
     Ok(())
-}
-
-fn granularity_name(granularity: postgres::partitions::Granularity) -> &'static str {
-    match granularity {
-        postgres::partitions::Granularity::Month => "month",
-        postgres::partitions::Granularity::Day => "day",
-    }
 }

@@ -27,8 +27,27 @@ pub struct ContractFile {
     /// A free description for people.
     #[serde(default)]
     pub description: Option<String>,
+    /// Range partitions of the table on a date column, kept by
+    /// `veil maintain` (optional; a table is never partitioned after the
+    /// fact).
+    #[serde(default)]
+    pub partition: Option<PartitionFile>,
     /// The columns of the table, in order.
     pub columns: Vec<ColumnFile>,
+}
+
+/// `partition: {by: signed_up_on, every: month, retention_months: 24}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionFile {
+    /// The column partitioned on: a `date` column every row has.
+    pub by: String,
+    /// The width of a partition: `month` or `day`.
+    pub every: String,
+    /// `veil maintain` drops partitions older than this many months
+    /// (default: keep every row).
+    #[serde(default)]
+    pub retention_months: Option<u32>,
 }
 
 /// `match: {field: /type, equals: signup}`.

@@ -18,7 +18,8 @@ use std::path::Path;
 
 pub use parse::{parse, stored_form, Cell, ContractRejection, ParsedEvent, SqsFacts};
 pub use plan::{
-    Column, ColumnSource, ColumnType, Contract, MaskKind, Normalize, Pii, Plan, TableName,
+    Column, ColumnSource, ColumnType, Contract, Granularity, MaskKind, Normalize, Partitioning,
+    Pii, Plan, TableName,
 };
 
 use crate::error::ConfigError;

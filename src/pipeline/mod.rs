@@ -106,8 +106,11 @@ pub async fn run(
         });
     }
     if let Some(interval) = settings.housekeeping_interval {
-        let (database, policy, metrics) =
-            (database.clone(), settings.housekeeping, metrics.clone());
+        let (database, policy, metrics) = (
+            database.clone(),
+            settings.housekeeping.clone(),
+            metrics.clone(),
+        );
         supervisor.spawn_background("housekeeping", move |stop| {
             housekeeping::housekeeping_loop(database, policy, interval, metrics, stop)
         });

@@ -151,10 +151,35 @@ pub fn create_table_sql(contract: &Contract) -> String {
         Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS {};\n", quoted(schema)),
         None => String::new(),
     };
-    sql.push_str(&format!(
-        "CREATE TABLE IF NOT EXISTS {table}(\n{}\n);\n",
-        columns.join(",\n")
-    ));
+    match &contract.partition {
+        None => sql.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS {table}(\n{}\n);\n",
+            columns.join(",\n")
+        )),
+        Some(partition) => {
+            // The default partition catches dates no partition covers yet;
+            // `veil migrate` and `veil maintain` add the ranges. The comment
+            // is where housekeeping reads the width back.
+            let default = match &contract.table.schema {
+                Some(schema) => format!(
+                    "{}.{}",
+                    quoted(schema),
+                    quoted(&format!("{}_default", contract.table.name))
+                ),
+                None => quoted(&format!("{}_default", contract.table.name)),
+            };
+            sql.push_str(&format!(
+                "CREATE TABLE IF NOT EXISTS {table}(\n{}\n) PARTITION BY RANGE ({});\n\
+                 CREATE TABLE IF NOT EXISTS {default} PARTITION OF {table} DEFAULT;\n\
+                 COMMENT ON TABLE {table} IS 'contract {}: partitioned by {} on {}; veil maintain keeps the partitions';\n",
+                columns.join(",\n"),
+                quoted(&partition.column),
+                contract.name,
+                partition.every.name(),
+                partition.column,
+            ));
+        }
+    }
     for column in index_columns(contract) {
         sql.push_str(&format!(
             "CREATE INDEX IF NOT EXISTS {} ON {table} ({});\n",
@@ -260,6 +285,9 @@ pub async fn apply(
                 TableChange::Created
             }
             Some(columns) => {
+                if let Some(refusal) = partitioning_refusal(client, contract).await? {
+                    return Err(ConfigError(refusal).into());
+                }
                 let added = additive_columns(contract, &columns)?;
                 for column in &added {
                     client
@@ -300,14 +328,53 @@ pub async fn table_state(
     client: &impl GenericClient,
     contract: &Contract,
 ) -> anyhow::Result<TableState> {
-    Ok(match table_columns(client, &contract.table).await? {
-        None => TableState::Missing,
-        Some(columns) => match additive_columns(contract, &columns) {
-            Ok(lacking) if lacking.is_empty() => TableState::Fits,
-            Ok(lacking) => TableState::Lacks(lacking.iter().map(|c| c.name.clone()).collect()),
-            Err(refusal) => TableState::Refused(refusal.0),
-        },
+    let Some(columns) = table_columns(client, &contract.table).await? else {
+        return Ok(TableState::Missing);
+    };
+    if let Some(refusal) = partitioning_refusal(client, contract).await? {
+        return Ok(TableState::Refused(refusal));
+    }
+    Ok(match additive_columns(contract, &columns) {
+        Ok(lacking) if lacking.is_empty() => TableState::Fits,
+        Ok(lacking) => TableState::Lacks(lacking.iter().map(|c| c.name.clone()).collect()),
+        Err(refusal) => TableState::Refused(refusal.0),
     })
+}
+
+/// Why an existing table cannot be the contract's partitioned table (veil
+/// never partitions a table after the fact, nor changes how it is
+/// partitioned); None when it fits. A contract without `partition:` takes
+/// any table: its rows go where the table routes them.
+async fn partitioning_refusal(
+    client: &impl GenericClient,
+    contract: &Contract,
+) -> anyhow::Result<Option<String>> {
+    let Some(wanted) = &contract.partition else {
+        return Ok(None);
+    };
+    let table = contract.table.to_string();
+    let has = super::partitions::dated_table(client, &table_sql(&contract.table)).await?;
+    let problem = match has {
+        None => format!(
+            "table {table} exists and is not partitioned, and veil never alters how a table holding \
+             rows is stored. Remove `partition:` from contract {:?}, or create the partitioned table \
+             under a new name (`table:`) and copy the rows over",
+            contract.name
+        ),
+        Some(dated) if dated.column != wanted.column => format!(
+            "table {table} is partitioned on {} but contract {:?} says {}: change `partition.by` back to {}",
+            dated.column, contract.name, wanted.column, dated.column
+        ),
+        Some(dated) if dated.granularity != wanted.every => format!(
+            "table {table} is partitioned by {} but contract {:?} says every {}: change `partition.every` back to {}",
+            dated.granularity.name(),
+            contract.name,
+            wanted.every.name(),
+            dated.granularity.name()
+        ),
+        Some(_) => return Ok(None),
+    };
+    Ok(Some(problem))
 }
 
 /// The contract's columns the table lacks; an error naming the first

@@ -15,11 +15,10 @@ use chrono::{Datelike, Months, NaiveDate, Utc};
 use tokio_postgres::Client;
 
 use super::partitions::{
-    self, create_partition, drop_partition, existing, is_partitioned, Cutoff, Granularity,
-    Partitioned, DAY_MS,
+    self, create_partition, drop_partition, existing, is_partitioned, Cutoff, DatedTable,
+    Granularity, Partitioned, DAY_MS,
 };
 use super::rights::{self, Lacking};
-use super::schema::partitioned_user_logins;
 
 /// Days of ledger partitions made ahead of today.
 pub const LEDGER_DAYS_AHEAD: u32 = 7;
@@ -30,7 +29,7 @@ pub const LEDGER_DAYS_AHEAD: u32 = 7;
 const OLDEST_ARRIVAL_DAYS: u32 = 15;
 
 /// What housekeeping keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HousekeepingPolicy {
     /// Ledger entries are kept this many days after their send time
     /// (`--ledger-retention-days`); longer than the queue keeps a message,
@@ -39,6 +38,10 @@ pub struct HousekeepingPolicy {
     /// Partitions of a partitioned `user_logins` older than this many
     /// months are dropped (`--retention-months`); None keeps everything.
     pub user_logins_retention_months: Option<u32>,
+    /// The contracts' tables (`--contract`), each as SQL with the months
+    /// its contract keeps (`partition.retention_months`); those the catalog
+    /// shows partitioned on a date get the same care as `user_logins`.
+    pub contract_tables: Vec<(String, Option<u32>)>,
 }
 
 impl Default for HousekeepingPolicy {
@@ -46,7 +49,46 @@ impl Default for HousekeepingPolicy {
         HousekeepingPolicy {
             ledger_retention_days: 15,
             user_logins_retention_months: None,
+            contract_tables: Vec::new(),
         }
+    }
+}
+
+impl HousekeepingPolicy {
+    /// The policy with the tables of `plan`'s contracts to keep too.
+    pub fn with_contracts(mut self, plan: &crate::contract::Plan) -> Self {
+        self.contract_tables = plan
+            .contracts
+            .iter()
+            .map(|contract| {
+                (
+                    super::contract_sql::table_sql(&contract.table),
+                    contract.partition.as_ref().and_then(|p| p.retention_months),
+                )
+            })
+            .collect();
+        self
+    }
+
+    /// The date-partitioned tables to keep, from the catalog, each with
+    /// the months it keeps: `user_logins` (`--retention-months`), then each
+    /// contract's table that is not `user_logins`.
+    pub async fn dated_tables(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+    ) -> anyhow::Result<Vec<(DatedTable, Option<u32>)>> {
+        let mut tables = Vec::new();
+        if let Some(table) = partitions::dated_table(client, "user_logins").await? {
+            tables.push((table, self.user_logins_retention_months));
+        }
+        for (name, retention_months) in &self.contract_tables {
+            if let Some(table) = partitions::dated_table(client, name).await? {
+                if !tables.iter().any(|(known, _)| known == &table) {
+                    tables.push((table, *retention_months));
+                }
+            }
+        }
+        Ok(tables)
     }
 }
 
@@ -61,7 +103,7 @@ pub struct HousekeepingReport {
     pub dropped: Vec<(String, i64)>,
     /// Ledger entries deleted from the default and no-send-time partitions.
     pub pruned_entries: u64,
-    /// Rows of `user_logins`' default partition past the retention, deleted.
+    /// Rows of a dated table's default partition past the retention, deleted.
     pub pruned_rows: u64,
     /// The first-layout ledger, dropped once nothing in it can come back.
     pub retired: Option<String>,
@@ -114,16 +156,14 @@ pub async fn missing_rights(
     client: &Client,
     policy: &HousekeepingPolicy,
 ) -> anyhow::Result<Lacking> {
-    let schema = match partitioned_user_logins(client).await? {
-        Some(Partitioned::UserLogins { schema, .. }) => Some(schema),
-        _ => None,
-    };
-    Ok(rights::housekeeping(
-        client,
-        schema.as_deref(),
-        policy.user_logins_retention_months.is_some(),
-    )
-    .await?)
+    let tables: Vec<(Partitioned, bool)> = policy
+        .dated_tables(client)
+        .await?
+        .into_iter()
+        .map(|(table, retention_months)| (Partitioned::Dated(table), retention_months.is_some()))
+        .collect();
+    let tables: Vec<(&Partitioned, bool)> = tables.iter().map(|(t, p)| (t, *p)).collect();
+    Ok(rights::housekeeping(client, &tables).await?)
 }
 
 async fn maintain_locked(
@@ -135,8 +175,8 @@ async fn maintain_locked(
     if is_partitioned(client, "veil.ledger").await? {
         ledger(client, policy, today, &mut report).await?;
     }
-    if let Some(table) = partitioned_user_logins(&*client).await? {
-        user_logins(client, policy, &table, today, &mut report).await?;
+    for (table, retention_months) in policy.dated_tables(&*client).await? {
+        dated(client, table, retention_months, today, &mut report).await?;
     }
     Ok(report)
 }
@@ -215,21 +255,23 @@ async fn ledger(
     Ok(())
 }
 
-async fn user_logins(
+/// One table partitioned on a date: the partitions from the oldest day a
+/// row may arrive with to the days ahead, and those past `retention_months`
+/// dropped (with the default partition's rows that old).
+async fn dated(
     client: &mut Client,
-    policy: &HousekeepingPolicy,
-    table: &Partitioned,
+    dated: DatedTable,
+    retention_months: Option<u32>,
     today: NaiveDate,
     report: &mut HousekeepingReport,
 ) -> anyhow::Result<()> {
-    let Partitioned::UserLogins { granularity, .. } = table else {
-        return Ok(());
-    };
-    let ahead = match granularity {
+    let ahead = match dated.granularity {
         Granularity::Month => 62,
         Granularity::Day => LEDGER_DAYS_AHEAD,
     };
-    let cutoff = policy.user_logins_retention_months.map(|months| {
+    let column = dated.column.replace('"', "\"\"");
+    let table = &Partitioned::Dated(dated);
+    let cutoff = retention_months.map(|months| {
         let first_of_month = today.with_day(1).unwrap_or(today);
         Cutoff::Date(first_of_month - Months::new(months))
     });
@@ -242,10 +284,10 @@ async fn user_logins(
         Some(cutoff) => {
             sync_partitions(client, table, &wanted, cutoff, today, report).await?;
             if let Cutoff::Date(date) = cutoff {
-                let default = partitions::default_partition(&table.parent());
+                let default = table.default_partition();
                 match client
                     .execute(
-                        &format!("DELETE FROM {default} WHERE create_date < $1"),
+                        &format!("DELETE FROM {default} WHERE \"{column}\" < $1"),
                         &[&date],
                     )
                     .await

@@ -35,8 +35,8 @@ pub use failure::{classify, fix_of, Class, WriteError};
 pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
 pub use schema::{
     check_user_logins_shape, create_analyst_indexes, migrate, missing_tables,
-    partitioned_user_logins, user_logins_granularity, MigrateOptions, SchemaReport,
-    ANALYST_INDEXES, MIGRATE_LOCK_SQL, USER_LOGINS_DDL,
+    user_logins_granularity, MigrateOptions, SchemaReport, ANALYST_INDEXES, MIGRATE_LOCK_SQL,
+    USER_LOGINS_DDL,
 };
 pub use tls::{certificate_problem, RootCertificates, SslMode, TlsSettings, Verification};
 /// The connection handle commands pass around (the SQL stays in this module).

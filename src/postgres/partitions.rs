@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{Datelike, Months, NaiveDate};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -34,25 +34,60 @@ const ATTEMPTS: u32 = 5;
 pub enum Partitioned {
     /// `veil.ledger`, by UTC day on `sent_ms`.
     Ledger,
-    /// `user_logins`, by month or day on `create_date`, in the schema
-    /// `search_path` finds it in (quoted as an identifier), like every
-    /// other statement of veil's.
-    UserLogins {
-        /// The width of a partition.
-        granularity: Granularity,
-        /// The table's schema, quoted (`public`, `"Analytics"`).
-        schema: String,
-    },
+    /// A table of rows by month or day on a date column: `user_logins`
+    /// (`veil migrate --partition-by`) or a contract's table (its
+    /// `partition:`), as the catalog names it.
+    Dated(DatedTable),
 }
 
-/// The width of a `user_logins` partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Granularity {
-    /// One partition per calendar month.
-    Month,
-    /// One partition per UTC day.
-    Day,
+/// A table partitioned by range on a date column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatedTable {
+    /// The table's schema, quoted as an identifier (`public`, `"Analytics"`).
+    pub schema: String,
+    /// The table's name as it is (unquoted).
+    pub name: String,
+    /// The date column it is partitioned on, as it is.
+    pub column: String,
+    /// The width of a partition.
+    pub granularity: Granularity,
 }
+
+impl DatedTable {
+    /// `user_logins` in `schema`, on `create_date`.
+    pub fn user_logins(schema: &str, granularity: Granularity) -> Self {
+        DatedTable {
+            schema: schema.into(),
+            name: "user_logins".into(),
+            column: "create_date".into(),
+            granularity,
+        }
+    }
+
+    /// A sibling table's name (`<table><suffix>`) in the same schema, as SQL.
+    fn sibling(&self, suffix: &str) -> String {
+        format!(
+            "{}.{}",
+            self.schema,
+            identifier(&format!("{}{suffix}", self.name))
+        )
+    }
+}
+
+/// An identifier as SQL: as it is when plain lower-case (so partition names
+/// read as they always have), else double-quoted.
+fn identifier(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    match plain {
+        true => name.to_string(),
+        false => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
+pub use crate::contract::Granularity;
 
 /// The bounds of one range partition, in the partition key's own terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,15 +123,23 @@ impl Partitioned {
     pub fn parent(&self) -> String {
         match self {
             Partitioned::Ledger => "veil.ledger".into(),
-            Partitioned::UserLogins { schema, .. } => format!("{schema}.user_logins"),
+            Partitioned::Dated(table) => table.sibling(""),
         }
     }
 
-    /// The partition key's column.
-    fn column(&self) -> &'static str {
+    /// Its DEFAULT partition, which holds the rows no range covers.
+    pub fn default_partition(&self) -> String {
         match self {
-            Partitioned::Ledger => "sent_ms",
-            Partitioned::UserLogins { .. } => "create_date",
+            Partitioned::Ledger => "veil.ledger_default".into(),
+            Partitioned::Dated(table) => table.sibling("_default"),
+        }
+    }
+
+    /// The partition key's column, as SQL.
+    fn column(&self) -> String {
+        match self {
+            Partitioned::Ledger => "sent_ms".into(),
+            Partitioned::Dated(table) => format!("\"{}\"", table.column.replace('"', "\"\"")),
         }
     }
 
@@ -113,23 +156,17 @@ impl Partitioned {
                     },
                 }
             }
-            Partitioned::UserLogins {
-                granularity: Granularity::Day,
-                schema,
-            } => PartitionSpec {
-                name: format!("{schema}.user_logins_d{}", day.format("%Y%m%d")),
+            Partitioned::Dated(table) if table.granularity == Granularity::Day => PartitionSpec {
+                name: table.sibling(&format!("_d{}", day.format("%Y%m%d"))),
                 bound: Bound::Dates {
                     from: day,
                     to: day.succ_opt().unwrap_or(day),
                 },
             },
-            Partitioned::UserLogins {
-                granularity: Granularity::Month,
-                schema,
-            } => {
+            Partitioned::Dated(table) => {
                 let from = day.with_day(1).unwrap_or(day);
                 PartitionSpec {
-                    name: format!("{schema}.user_logins_m{}", from.format("%Y%m")),
+                    name: table.sibling(&format!("_m{}", from.format("%Y%m"))),
                     bound: Bound::Dates {
                         from,
                         to: from + Months::new(1),
@@ -335,9 +372,61 @@ pub async fn is_partitioned(client: &Client, table: &str) -> anyhow::Result<bool
         .get(0))
 }
 
-/// The name of the DEFAULT partition of a parent.
-pub fn default_partition(parent: &str) -> String {
-    format!("{parent}_default")
+/// `table` (SQL, as `search_path` finds it) as a table partitioned by
+/// range on a date column; None when it is a plain table or missing. The
+/// width is what its comment says (veil writes "partitioned by month|day"
+/// when it creates the table), else the width of its first range
+/// partition (a month is 28 days or more).
+pub async fn dated_table(
+    client: &impl GenericClient,
+    table: &str,
+) -> anyhow::Result<Option<DatedTable>> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT quote_ident(n.nspname), c.relname::text,
+                    coalesce(obj_description(c.oid, 'pg_class'), ''),
+                    (SELECT pg_get_expr(p.relpartbound, p.oid)
+                       FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid
+                      WHERE i.inhparent = c.oid
+                        AND pg_get_expr(p.relpartbound, p.oid) <> 'DEFAULT'
+                      ORDER BY 1 LIMIT 1),
+                    (SELECT a.attname::text FROM pg_partitioned_table pt
+                       JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+                      WHERE pt.partrelid = c.oid)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = to_regclass($1) AND c.relkind = 'p'",
+            &[&table],
+        )
+        .await
+        .with_context(|| format!("reading how {table} is partitioned"))?
+    else {
+        return Ok(None);
+    };
+    let Some(column) = row.get::<_, Option<String>>(4) else {
+        // Partitioned on an expression: not a table veil partitioned.
+        return Ok(None);
+    };
+    let comment: String = row.get(2);
+    let granularity = if comment.contains("partitioned by day") {
+        Granularity::Day
+    } else if comment.contains("partitioned by month") {
+        Granularity::Month
+    } else {
+        match row
+            .get::<_, Option<String>>(3)
+            .as_deref()
+            .and_then(Bound::parse)
+        {
+            Some(Bound::Dates { from, to }) if (to - from).num_days() < 28 => Granularity::Day,
+            _ => Granularity::Month,
+        }
+    };
+    Ok(Some(DatedTable {
+        schema: row.get(0),
+        name: row.get(1),
+        column,
+        granularity,
+    }))
 }
 
 /// Runs `sql` in a transaction under a short lock timeout, retrying when
@@ -380,9 +469,10 @@ pub async fn create_partition(
     spec: &PartitionSpec,
 ) -> anyhow::Result<()> {
     let parent = table.parent();
-    let check = spec.bound.check(table.column());
-    let default = default_partition(&parent);
-    let constraint = format!("{}_range", spec.name.rsplit('.').next().unwrap_or("p"));
+    let check = spec.bound.check(&table.column());
+    let default = table.default_partition();
+    // Constraint names are per table: one name serves every partition.
+    let constraint = "veil_partition_range";
     // ATTACH locks the default partition ACCESS EXCLUSIVE and scans it for
     // rows of the new range. Taken only there, writers could still add such
     // rows between the move and the scan (23514 on every attempt while any
@@ -439,10 +529,7 @@ mod tests {
         assert_eq!(wanted[0].name, "veil.ledger_d20261110");
         assert_eq!(wanted[22].name, "veil.ledger_d20261202");
 
-        let monthly = Partitioned::UserLogins {
-            granularity: Granularity::Month,
-            schema: "public".into(),
-        };
+        let monthly = Partitioned::Dated(DatedTable::user_logins("public", Granularity::Month));
         let months = monthly.wanted(day("2026-11-25"), 15, 40);
         let names: Vec<&str> = months.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
@@ -458,6 +545,34 @@ mod tests {
         assert_eq!(
             early[0].bound.for_values(),
             "FROM ('2026-10-01') TO ('2026-11-01')"
+        );
+    }
+
+    #[test]
+    fn a_contract_tables_partitions_are_named_beside_it_and_quoted_when_needed() {
+        let table = Partitioned::Dated(DatedTable {
+            schema: "\"Shop\"".into(),
+            name: "Orders".into(),
+            column: "placed_on".into(),
+            granularity: Granularity::Day,
+        });
+        assert_eq!(table.parent(), "\"Shop\".\"Orders\"");
+        assert_eq!(table.default_partition(), "\"Shop\".\"Orders_default\"");
+        let spec = table.partition_for(day("2026-12-04"));
+        assert_eq!(spec.name, "\"Shop\".\"Orders_d20261204\"");
+        assert_eq!(
+            spec.bound.check(&table.column()),
+            "\"placed_on\" >= '2026-12-04' AND \"placed_on\" < '2026-12-05'"
+        );
+        let plain = Partitioned::Dated(DatedTable {
+            schema: "analytics".into(),
+            name: "signups".into(),
+            column: "signed_up_on".into(),
+            granularity: Granularity::Month,
+        });
+        assert_eq!(
+            plain.partition_for(day("2026-12-04")).name,
+            "analytics.signups_m202612"
         );
     }
 
@@ -500,10 +615,7 @@ mod tests {
         assert!(older.ends_before(&keep_from));
         assert!(!kept.ends_before(&keep_from));
         assert!(!unsent.ends_before(&keep_from));
-        let month = Partitioned::UserLogins {
-            granularity: Granularity::Month,
-            schema: "analytics".into(),
-        };
+        let month = Partitioned::Dated(DatedTable::user_logins("analytics", Granularity::Month));
         assert_eq!(month.parent(), "analytics.user_logins");
         let month = month.partition_for(day("2026-09-15")).bound;
         assert!(month.ends_before(&Cutoff::Date(day("2026-10-01"))));

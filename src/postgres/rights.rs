@@ -8,6 +8,8 @@
 
 use tokio_postgres::GenericClient;
 
+use super::partitions::Partitioned;
+
 /// The rights one feature lacks under the connected role.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lacking {
@@ -157,14 +159,13 @@ async fn lacking(
 
 /// What housekeeping needs: ownership of the partitioned tables (ATTACH and
 /// DROP of partitions are the owner's), CREATE in their schemas (the new
-/// partitions), and DELETE on the default partitions (pruning).
-/// `user_logins` counts only when it is partitioned (`user_logins_schema`
-/// is its schema, quoted), its default partition only when
-/// `--retention-months` prunes it.
+/// partitions), and DELETE on the default partitions (pruning). Beside the
+/// ledger, `dated` lists the tables partitioned on a date (`user_logins`,
+/// contract tables), each with whether a retention prunes its default
+/// partition.
 pub async fn housekeeping(
     client: &impl GenericClient,
-    user_logins_schema: Option<&str>,
-    prunes_user_logins: bool,
+    dated: &[(&Partitioned, bool)],
 ) -> Result<Lacking, tokio_postgres::Error> {
     let mut rights = vec![
         Right::owns("veil.ledger", "ATTACH and DROP of its partitions"),
@@ -173,15 +174,16 @@ pub async fn housekeeping(
         Right::on_table("DELETE", "veil.ledger_unsent"),
         Right::owns("veil.ledger_v1", "dropping it once past the retention"),
     ];
-    if let Some(schema) = user_logins_schema {
-        let table = format!("{schema}.user_logins");
-        rights.push(Right::owns(&table, "ATTACH and DROP of its partitions"));
-        rights.push(Right::on_schema("CREATE", schema));
-        if prunes_user_logins {
-            rights.push(Right::on_table(
-                "DELETE",
-                &format!("{schema}.user_logins_default"),
-            ));
+    for (table, prunes) in dated {
+        rights.push(Right::owns(
+            &table.parent(),
+            "ATTACH and DROP of its partitions",
+        ));
+        if let Partitioned::Dated(dated) = table {
+            rights.push(Right::on_schema("CREATE", &dated.schema));
+        }
+        if *prunes {
+            rights.push(Right::on_table("DELETE", &table.default_partition()));
         }
     }
     lacking(client, "veil.ledger", &rights).await

@@ -187,7 +187,7 @@ pub async fn migrate(client: &mut Client, options: MigrateOptions) -> anyhow::Re
                  alters an existing table. Drop --partition-by, or create the partitioned table in a new \
                  database (veil migrate --partition-by there) and copy the rows over \
                  (docs/operations.md, \"Partitioning user_logins\")",
-                granularity_name(wanted)
+                wanted.name()
             ))
             .into());
         }
@@ -266,13 +266,6 @@ async fn quarantine_names_contracts(transaction: &Transaction<'_>) -> anyhow::Re
         .get(0))
 }
 
-fn granularity_name(granularity: Granularity) -> &'static str {
-    match granularity {
-        Granularity::Month => "month",
-        Granularity::Day => "day",
-    }
-}
-
 async fn create_user_logins(
     transaction: &Transaction<'_>,
     partitioned: Option<Granularity>,
@@ -291,7 +284,7 @@ async fn create_user_logins(
         transaction
             .batch_execute(&format!(
                 "COMMENT ON TABLE user_logins IS 'login events with masked PII, partitioned by {} on create_date; veil maintain keeps the partitions'",
-                granularity_name(granularity)
+                granularity.name()
             ))
             .await?;
     }
@@ -305,77 +298,20 @@ async fn create_user_logins(
     match partitioned {
         None => tracing::info!("created table user_logins with its analyst indexes"),
         Some(granularity) => tracing::info!(
-            partition_by = granularity_name(granularity),
+            partition_by = granularity.name(),
             "created table user_logins, partitioned on create_date, with its analyst indexes"
         ),
     }
     Ok(())
 }
 
-/// `user_logins` as the partitioned table housekeeping keeps, in the
-/// schema `search_path` finds it in (as the writer, find/forget and rekey
-/// do); None when it is a plain table or missing.
-pub async fn partitioned_user_logins(
-    client: &impl tokio_postgres::GenericClient,
-) -> anyhow::Result<Option<partitions::Partitioned>> {
-    let Some(granularity) = user_logins_granularity(client).await? else {
-        return Ok(None);
-    };
-    let schema: String = client
-        .query_one(
-            "SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.oid = to_regclass('user_logins')",
-            &[],
-        )
-        .await?
-        .get(0);
-    Ok(Some(partitions::Partitioned::UserLogins {
-        granularity,
-        schema,
-    }))
-}
-
-/// How `user_logins` is partitioned: as its comment says (veil writes it
-/// when it creates the table), else by the width of its first range
-/// partition (a month is 28 days or more); None when it is a plain table.
+/// How `user_logins` is partitioned; None when it is a plain table.
 pub async fn user_logins_granularity(
     client: &impl tokio_postgres::GenericClient,
 ) -> anyhow::Result<Option<Granularity>> {
-    let Some(row) = client
-        .query_opt(
-            "SELECT c.relkind = 'p', coalesce(obj_description(c.oid, 'pg_class'), ''),
-                    (SELECT pg_get_expr(p.relpartbound, p.oid)
-                       FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid
-                      WHERE i.inhparent = c.oid
-                        AND pg_get_expr(p.relpartbound, p.oid) <> 'DEFAULT'
-                      ORDER BY 1 LIMIT 1)
-               FROM pg_class c WHERE c.oid = to_regclass('user_logins')",
-            &[],
-        )
+    Ok(partitions::dated_table(client, "user_logins")
         .await?
-    else {
-        return Ok(None);
-    };
-    if !row.get::<_, bool>(0) {
-        return Ok(None);
-    }
-    let comment: String = row.get(1);
-    if comment.contains("partitioned by day") {
-        return Ok(Some(Granularity::Day));
-    }
-    if comment.contains("partitioned by month") {
-        return Ok(Some(Granularity::Month));
-    }
-    let width = row
-        .get::<_, Option<String>>(2)
-        .as_deref()
-        .and_then(partitions::Bound::parse);
-    Ok(Some(match width {
-        Some(partitions::Bound::Dates { from, to }) if (to - from).num_days() < 28 => {
-            Granularity::Day
-        }
-        _ => Granularity::Month,
-    }))
+        .map(|table| table.granularity))
 }
 
 async fn audit_actions_current(transaction: &Transaction<'_>) -> anyhow::Result<bool> {

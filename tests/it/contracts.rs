@@ -234,6 +234,22 @@ async fn routed_queue_lands_each_event_in_its_table(endpoint: &str) {
             .await,
         20
     );
+    // Purchases are partitioned by month (the contract's `partition:`): the
+    // run's first housekeeping pass made this month's partition, so no row
+    // waits in the default one.
+    let this_month = chrono::Utc::now().format("%Y%m");
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM analytics.purchases_m{this_month}"
+        ))
+        .await,
+        15
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.purchases_default")
+            .await,
+        0
+    );
     // The key opens the reversible masks of the contract's domains, audited.
     let key_file = key.path.to_str().unwrap();
     let reveal = |extra: &[&str], stdin: &str| {
@@ -446,6 +462,146 @@ async fn migrate_adds_a_new_nullable_column_and_refuses_a_destructive_change() {
             .contains("column masked_email (character varying(256)) is not in the contract"),
         "{}",
         text(&removal.stderr)
+    );
+}
+
+/// A contract whose table is partitioned by month on its send date,
+/// keeping `retention` months, in `dir/name`.
+fn partitioned_contract(dir: &tempfile::TempDir, name: &str, partition: &str) -> String {
+    let path = dir.path().join(name);
+    let text = format!(
+        "contract: tickets\nversion: 1\ntable: support.tickets\npartition: {partition}\ncolumns:\n  \
+         - {{name: ticket_id, from: /id, type: text, max_chars: 32, required: true}}\n  \
+         - {{name: opened_on, sqs: sent_timestamp, type: date}}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_partitioned_contract_table_gets_its_partitions_and_maintain_drops_those_past_retention()
+{
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let monthly = partitioned_contract(
+        &dir,
+        "monthly.yaml",
+        "{by: opened_on, every: month, retention_months: 2}",
+    );
+    let daily = partitioned_contract(&dir, "daily.yaml", "{by: opened_on, every: day}");
+    let plain = contract_file(
+        &dir,
+        "plain.yaml",
+        "  - {name: ticket_id, from: /id, type: text, max_chars: 32, required: true}\n  - {name: opened_on, sqs: sent_timestamp, type: date}\n",
+    );
+    let ddl = veil(&["contract", "ddl", "--contract", &monthly], "", &[]);
+    assert!(ddl.status.success(), "{}", text(&ddl.stderr));
+    says(&ddl.stdout, "PARTITION BY RANGE (\"opened_on\")");
+    says(&ddl.stdout, "PARTITION OF \"support\".\"tickets\" DEFAULT");
+    let check = veil(&["contract", "check", "--contract", &monthly], "", &[]);
+    says(
+        &check.stdout,
+        "(partitioned by month on opened_on, kept 2 months)",
+    );
+
+    let migrate = |contract: &str| {
+        veil(
+            &["migrate", "--database-url", &db.url, "--contract", contract],
+            "",
+            &[],
+        )
+    };
+    let created = migrate(&monthly);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    says(&created.stdout, "table support.tickets: created");
+    let today = chrono::Utc::now().date_naive();
+    let month = |months_back: u32| {
+        let first =
+            chrono::Datelike::with_day(&today, 1).unwrap() - chrono::Months::new(months_back);
+        (first, first + chrono::Months::new(1))
+    };
+    let this_month = format!("tickets_m{}", month(0).0.format("%Y%m"));
+    let partitions = db
+        .strings(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'support.tickets'::regclass ORDER BY 1",
+        )
+        .await;
+    assert!(partitions.contains(&this_month), "{partitions:?}");
+    assert!(
+        partitions.contains(&"tickets_default".to_string()),
+        "{partitions:?}"
+    );
+
+    // Six months back: a partition past the two months kept, and a row of
+    // that age in the default partition; both go, this month stays.
+    let (from, to) = month(6);
+    let old = format!("tickets_m{}", from.format("%Y%m"));
+    let client = db.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE support.{old} PARTITION OF support.tickets FOR VALUES FROM ('{from}') TO ('{to}');
+             INSERT INTO support.tickets VALUES ('old', '{from}'), ('older', '{}'), ('now', current_date);",
+            from - chrono::Months::new(12)
+        ))
+        .await
+        .unwrap();
+    let maintain = veil(
+        &[
+            "maintain",
+            "--database-url",
+            &db.url,
+            "--contract",
+            &monthly,
+        ],
+        "",
+        &[],
+    );
+    assert!(maintain.status.success(), "{}", text(&maintain.stderr));
+    says(&maintain.stdout, &format!("dropped support.{old}"));
+    assert_eq!(
+        db.strings("SELECT ticket_id FROM support.tickets ORDER BY 1")
+            .await,
+        ["now"],
+        "the old partition and the default partition's old row are gone"
+    );
+    assert_eq!(
+        db.scalar(&format!("SELECT count(*) FROM support.{this_month}"))
+            .await,
+        1
+    );
+
+    // A table partitioned another way, or not at all, is refused (exit 2).
+    let other_width = migrate(&daily);
+    assert_eq!(
+        other_width.status.code(),
+        Some(2),
+        "{}",
+        text(&other_width.stderr)
+    );
+    says(
+        &other_width.stderr,
+        "table support.tickets is partitioned by month but contract \"tickets\" says every day",
+    );
+    let doctor = veil(
+        &["doctor", "--database-url", &db.url, "--contract", &daily],
+        "",
+        &[],
+    );
+    says(
+        &doctor.stdout,
+        "PROBLEM table support.tickets (contract tickets)",
+    );
+    client
+        .batch_execute("DROP TABLE support.tickets")
+        .await
+        .unwrap();
+    assert!(migrate(&plain).status.success());
+    let not_partitioned = migrate(&monthly);
+    assert_eq!(not_partitioned.status.code(), Some(2));
+    says(
+        &not_partitioned.stderr,
+        "table support.tickets exists and is not partitioned",
     );
 }
 

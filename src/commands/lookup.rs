@@ -61,7 +61,7 @@ impl Lookup {
 
 /// Refuses a keyring lacking a key that made masks in the plan's tables.
 async fn require_every_key(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl crate::postgres::GenericClient,
     plan: &Plan,
     keyring: &Keyring,
     command: &str,

@@ -17,5 +17,5 @@ pub mod seed;
 pub use maintain::maintain;
 pub use migrate::migrate;
 pub use rekey::rekey;
-pub use run::{log_tls, run, serve, serve_observed};
+pub use run::{run, serve, serve_observed};
 pub use seed::seed;

@@ -64,7 +64,7 @@ pub(super) fn require_reason(reason: &str, why: &str) -> Result<(), ConfigError>
 /// were made with: the lookup would miss what they hold and report it
 /// absent.
 async fn require_every_key(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl crate::postgres::GenericClient,
     keyring: &Keyring,
     command: &str,
 ) -> anyhow::Result<()> {
@@ -100,13 +100,13 @@ pub(super) fn refuse_missing_keys(
 
 /// The audit row of a `find` or `forget` of `target`, `count` values.
 pub(super) async fn audit_lookup(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl crate::postgres::GenericClient,
     action: &'static str,
     target: &Target,
     count: i64,
     reason: &str,
     query: &str,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), crate::postgres::Error> {
     let record = AuditRecord {
         action,
         value_count: i32::try_from(count).unwrap_or(i32::MAX),
@@ -196,7 +196,7 @@ impl QuarantineSearch {
 /// Opens every quarantined body and checks it for the value; with `lock`,
 /// the entries stay locked until the transaction ends.
 pub(super) async fn search_quarantine(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl crate::postgres::GenericClient,
     keyring: &Keyring,
     target: &Target,
     lock: bool,
@@ -305,7 +305,7 @@ pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
 /// record and the erasure stand or fall together. `erased` is (rows,
 /// quarantined messages).
 pub(super) async fn audit_and_commit_forget(
-    transaction: tokio_postgres::Transaction<'_>,
+    transaction: crate::postgres::Transaction<'_>,
     keyring: &Keyring,
     target: &Target,
     erased: (u64, usize),
@@ -335,7 +335,7 @@ pub(super) async fn audit_and_commit_forget(
 }
 
 async fn erase(
-    transaction: &tokio_postgres::Transaction<'_>,
+    transaction: &crate::postgres::Transaction<'_>,
     keyring: &Keyring,
     target: &Target,
     dry_run: bool,

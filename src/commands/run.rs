@@ -13,7 +13,7 @@ use crate::keyring as key_sources;
 use crate::metrics::{Metrics, ServiceState};
 use crate::ops::OpsServer;
 use crate::pipeline::{self, PipelineSettings, RunReport};
-use crate::postgres::{self, Database, DatabaseSettings};
+use crate::postgres::{self, Database};
 use crate::report;
 use crate::sqs::SqsClient;
 
@@ -51,7 +51,7 @@ pub async fn serve_observed(
     // before it touches the queue.
     let mut database = Database::connect(config.database.clone()).await?;
     let endpoint = database.endpoint();
-    log_tls(&config.database, database.client().await?).await;
+    postgres::log_tls(&config.database, database.client().await?).await;
     let sqs = SqsClient::connect(&config.queue).await?;
     // The first call to the queue itself: a missing queue or a denied
     // permission stops veil here, with its fix, before anything is written.
@@ -142,21 +142,6 @@ pub(super) fn ledger_retention_too_short(days: u32, facts: &crate::sqs::QueueFac
          Use --ledger-retention-days {needed} or more",
         retention_secs
     ))
-}
-
-/// Logs once whether the Postgres connection is encrypted, as the server
-/// sees it, and how the certificate was checked.
-pub async fn log_tls(settings: &DatabaseSettings, client: &tokio_postgres::Client) {
-    match postgres::tls_in_use(client).await {
-        Ok(Some(tls)) => {
-            tracing::info!(tls = %tls, check = %settings.tls.describe(), "Postgres connection encrypted")
-        }
-        Ok(None) => tracing::warn!(
-            sslmode = settings.tls.mode.name(),
-            "Postgres connection NOT encrypted: the password and the data travel in clear; set sslmode=verify-full for anything but a local database"
-        ),
-        Err(error) => tracing::debug!(%error, "could not read pg_stat_ssl"),
-    }
 }
 
 /// The checked settings, with what the queue said of itself: its largest

@@ -14,22 +14,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::postgres::maintain::{describe, maintain, missing_rights, HousekeepingPolicy};
 use crate::postgres::rights::Lacking;
-use crate::postgres::{Database, DatabaseSettings};
-
-/// Whether a pass failed for want of privileges (rights revoked since the
-/// check, or one the check does not know of).
-fn lacks_privilege(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
-        .any(|error| error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE))
-}
+use crate::postgres::{lacks_privilege, Database, DatabaseSettings};
 
 /// Marks housekeeping as delegated to `veil maintain` and says so once.
 fn delegate(metrics: &Metrics, lacking: &Lacking) {
@@ -57,7 +47,7 @@ fn delegate(metrics: &Metrics, lacking: &Lacking) {
 /// rights, housekeeping becomes delegated (`Metrics::housekeeping_delegated`)
 /// and later passes do nothing.
 pub async fn pass(
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::postgres::Client,
     policy: &HousekeepingPolicy,
     metrics: &Metrics,
 ) {

@@ -131,7 +131,7 @@ async fn write_with_retry(
 /// stopped answering cannot hold the batch.
 async fn record_within_deadline(
     shared: &Shared,
-    client: &mut tokio_postgres::Client,
+    client: &mut crate::postgres::Client,
     statements: &WriterStatements,
     items: &[Item],
 ) -> Result<Vec<Recorded>, WriteError> {
@@ -146,7 +146,7 @@ async fn record_within_deadline(
 /// messages commit and only the culprit is quarantined (`db_rejected`).
 fn write_isolating<'a>(
     shared: &'a Shared,
-    client: &'a mut tokio_postgres::Client,
+    client: &'a mut crate::postgres::Client,
     statements: &'a WriterStatements,
     items: &'a mut [Item],
 ) -> BoxFuture<'a, Result<Vec<Recorded>, WriteError>> {

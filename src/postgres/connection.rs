@@ -367,6 +367,21 @@ pub fn describe(config: &Config) -> String {
     )
 }
 
+/// Logs once whether the Postgres connection is encrypted, as the server
+/// sees it, and how the certificate was checked.
+pub async fn log_tls(settings: &DatabaseSettings, client: &Client) {
+    match tls_in_use(client).await {
+        Ok(Some(tls)) => {
+            tracing::info!(tls = %tls, check = %settings.tls.describe(), "Postgres connection encrypted")
+        }
+        Ok(None) => tracing::warn!(
+            sslmode = settings.tls.mode.name(),
+            "Postgres connection NOT encrypted: the password and the data travel in clear; set sslmode=verify-full for anything but a local database"
+        ),
+        Err(error) => tracing::debug!(%error, "could not read pg_stat_ssl"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,6 +209,16 @@ fn refused_or_unreachable(error: &tokio_postgres::Error) -> bool {
     error.to_string().contains("timeout")
 }
 
+/// Whether an error, anywhere in its chain, is the server refusing for want
+/// of a privilege (SQLSTATE 42501): rights revoked since they were checked,
+/// or one the check does not know of.
+pub fn lacks_privilege(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
+        .any(|error| error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,21 +23,28 @@ pub mod rekey;
 pub mod reveal;
 pub mod rights;
 mod schema;
+mod settings;
 mod tls;
 mod tls_names;
 
 pub use batch::{record_batch, WriterStatements};
 pub use connection::{
-    describe, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits, CONNECT_TIMEOUT,
+    describe, log_tls, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits,
+    CONNECT_TIMEOUT,
 };
 pub use dsn::{split as split_connection_string, Split};
-pub use failure::{classify, fix_of, Class, WriteError};
+pub use failure::{classify, fix_of, lacks_privilege, Class, WriteError};
 pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
 pub use schema::{
     check_user_logins_shape, create_analyst_indexes, migrate, missing_tables,
     user_logins_granularity, MigrateOptions, SchemaReport, ANALYST_INDEXES, MIGRATE_LOCK_SQL,
     USER_LOGINS_DDL,
 };
+pub use settings::{
+    database_config, KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, KEEPALIVES_RETRIES, TCP_USER_TIMEOUT,
+};
 pub use tls::{certificate_problem, RootCertificates, SslMode, TlsSettings, Verification};
-/// The connection handle commands pass around (the SQL stays in this module).
-pub use tokio_postgres::Client;
+/// The driver's handles the application passes around (a connection, a
+/// transaction, either, and the error they fail with); the SQL stays in
+/// this module, and no other names the driver.
+pub use tokio_postgres::{Client, Error, GenericClient, Transaction};

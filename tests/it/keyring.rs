@@ -577,7 +577,7 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     );
     // A redelivery takes the writer's other path (ON CONFLICT), which reads
     // the ledger's key: the role can do that too.
-    let settings = veil::config::database_config(Some(&url_as(&pipeline)), |_| None).unwrap();
+    let settings = veil::postgres::database_config(Some(&url_as(&pipeline)), |_| None).unwrap();
     let mut database = veil::postgres::Database::connect(settings).await.unwrap();
     let batch = [prepared_row("redelivered", 1_764_000_000_000)];
     for expected_duplicates in [0, 1] {

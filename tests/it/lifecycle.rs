@@ -462,7 +462,7 @@ async fn rekey_walks_every_partition_of_a_partitioned_user_logins() {
 #[tokio::test]
 async fn a_message_without_a_send_time_is_still_recorded_once() {
     let db = migrated_db().await;
-    let settings = veil::config::database_config(Some(&db.url), |_| None).unwrap();
+    let settings = veil::postgres::database_config(Some(&db.url), |_| None).unwrap();
     let mut database = veil::postgres::Database::connect(settings).await.unwrap();
     let row = prepared_row("no-sent-timestamp", 0);
     let mut outcomes = Vec::new();

@@ -51,6 +51,8 @@
 //! - `outcome`: exit codes and the fix printed under a failed command.
 //! - `metrics`: every counter, gauge and histogram, the service state, and
 //!   their Prometheus text; `ops` serves them (/metrics, /healthz, /readyz).
+//!   Stages report through its observations (`metrics::observe`): verbs
+//!   that count and log in one call (`batch_committed`, `sqs_failed`, ...).
 //! - `seed`, `report`, `telemetry`, `backoff`: demo data, the end-of-run
 //!   table, logging, retry delays.
 

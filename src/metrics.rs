@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod observe;
+
+pub use observe::BatchCounts;
+
 use crate::event::RejectReason;
 use crate::sqs::QueueDepth;
 

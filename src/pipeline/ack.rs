@@ -4,7 +4,6 @@
 //! so another consumer can take it at once. Either way its slot and bytes
 //! are freed afterwards.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::flight::Delivery;
@@ -27,15 +26,13 @@ pub async fn delete(shared: Arc<Shared>, deliveries: Vec<Delivery>) {
     let mut backoff = Backoff::default();
     for attempt in 1..=DELETE_ATTEMPTS {
         let result = shared.sqs.delete(&pending).await;
-        metrics
-            .deleted
-            .fetch_add(result.done() as u64, Ordering::Relaxed);
+        metrics.deleted_messages(result.done());
         let mut unsent = Vec::new();
         for (receipt, outcome) in pending.iter().zip(&result.entries) {
             match outcome {
                 EntryResult::Done => {}
                 EntryResult::Refused(code) if is_permission(code) => {
-                    metrics.delete_failures.fetch_add(1, Ordering::Relaxed);
+                    metrics.delete_failed(1, code);
                     shared.fail(anyhow::anyhow!(
                         "SQS refused to delete recorded message {} ({code}): veil may not delete from this queue, \
                          so every recorded message would come back; grant sqs:DeleteMessage on the queue \
@@ -44,29 +41,27 @@ pub async fn delete(shared: Arc<Shared>, deliveries: Vec<Delivery>) {
                     ));
                 }
                 EntryResult::Refused(code) => {
-                    metrics.delete_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(message_id = %receipt.message_id, %code, "SQS did not delete a recorded message; it will be skipped when redelivered");
+                    tracing::debug!(message_id = %receipt.message_id, %code, "delete refused");
+                    metrics.delete_failed(1, code);
                 }
                 EntryResult::Unsent => unsent.push(*receipt),
             }
         }
         let Some(error) = result.error else { break };
-        metrics.sqs_errors.add("delete", 1);
-        metrics.sqs_ready.store(false, Ordering::Relaxed);
+        metrics.sqs_failed(
+            "delete",
+            &error,
+            true,
+            &format!("delete failed (attempt {attempt})"),
+        );
         if error.is_transient() && attempt < DELETE_ATTEMPTS {
-            tracing::debug!(%error, attempt, "delete failed; retrying");
             pending = unsent;
             tokio::time::sleep(backoff.next_delay()).await;
         } else if error.is_transient() {
-            metrics
-                .delete_failures
-                .fetch_add(unsent.len() as u64, Ordering::Relaxed);
-            tracing::warn!(%error, messages = unsent.len(), "delete failed; the recorded messages will be redelivered and skipped");
+            metrics.delete_failed(unsent.len(), &error);
             break;
         } else {
-            metrics
-                .delete_failures
-                .fetch_add(unsent.len() as u64, Ordering::Relaxed);
+            metrics.delete_failed(unsent.len(), &error);
             shared.fail(anyhow::Error::new(error).context(
                 "deleting recorded messages: SQS refuses for good, so every recorded message would come back \
                  each visibility timeout",
@@ -99,17 +94,12 @@ pub async fn release(shared: &Shared, deliveries: Vec<Delivery>) {
         })
         .collect();
     let result = shared.sqs.change_visibility(&changes).await;
-    let metrics = &shared.metrics;
-    metrics
-        .released
-        .fetch_add(result.done() as u64, Ordering::Relaxed);
-    if let Some(error) = &result.error {
-        metrics.sqs_errors.add("release", 1);
-        tracing::warn!(%error, messages = deliveries.len() - result.done(), "could not release messages; they return after their visibility timeout");
-    }
-    tracing::info!(
-        released = result.done(),
-        "gave unrecorded messages back to the queue"
-    );
+    let failed = result.error.as_ref().map(|error| {
+        (
+            deliveries.len() - result.done(),
+            error as &dyn std::fmt::Display,
+        )
+    });
+    shared.metrics.released_messages(result.done(), failed);
     shared.flight.finish(&deliveries);
 }

@@ -17,10 +17,12 @@ pub async fn queue_depth_loop(shared: Arc<Shared>, interval: Duration, stop: Can
             Ok(depth) => {
                 *shared.metrics.queue_depth.lock().expect("queue depth lock") = Some(depth);
             }
-            Err(error) => {
-                shared.metrics.sqs_errors.add("depth", 1);
-                tracing::debug!(%error, "could not read the queue's depth; trying again at the next tick");
-            }
+            Err(error) => shared.metrics.sqs_failed(
+                "depth",
+                &error,
+                false,
+                "could not read the queue's depth; trying again at the next tick",
+            ),
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -4,7 +4,6 @@
 //! whose call failed stays due and is tried again at the next tick (a
 //! quarter of the timeout later, well before it would become visible).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,13 +45,17 @@ pub async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             .map(|(change, _)| change.receipt)
             .collect();
         shared.flight.extended(&settled, sent_at);
-        shared
-            .metrics
-            .visibility_extensions
-            .fetch_add(result.done() as u64, Ordering::Relaxed);
+        shared.metrics.visibility_extended(result.done());
         if let Some(error) = result.error {
-            shared.metrics.sqs_errors.add("extend_visibility", 1);
-            tracing::warn!(%error, retry_in_ms = tick.as_millis() as u64, "could not extend visibility; retrying");
+            shared.metrics.sqs_failed(
+                "extend_visibility",
+                &error,
+                false,
+                &format!(
+                    "could not extend visibility; retrying in {} ms",
+                    tick.as_millis()
+                ),
+            );
         }
     }
 }

@@ -3,7 +3,6 @@
 //! anywhere (it reports its own: a queue that refuses it), or, with
 //! --until-empty, once the queue is drained.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,19 +53,25 @@ pub async fn receive_loop(
         let mut messages = match received {
             Ok(messages) => {
                 backoff.reset();
-                shared.metrics.sqs_ready.store(true, Ordering::Relaxed);
+                shared.metrics.sqs_answered();
                 messages
             }
             Err(error) => {
                 shared.flight.cancel(reservation);
-                shared.metrics.sqs_errors.add("receive", 1);
                 if !error.is_transient() {
+                    shared
+                        .metrics
+                        .sqs_failed("receive", &error, true, "receive refused; stopping");
                     shared.fail(anyhow::Error::new(error).context("receiving from the queue"));
                     return;
                 }
-                shared.metrics.sqs_ready.store(false, Ordering::Relaxed);
                 let delay = backoff.next_delay();
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "receive failed");
+                shared.metrics.sqs_failed(
+                    "receive",
+                    &error,
+                    true,
+                    &format!("receive failed; retrying in {} ms", delay.as_millis()),
+                );
                 sleep_or_cancel(delay, &stop).await;
                 continue;
             }
@@ -100,11 +105,7 @@ pub async fn receive_loop(
             .map(|item| (&item.receipt, item.bytes))
             .collect();
         shared.flight.hold(reservation, &deliveries).await;
-        let metrics = &shared.metrics;
-        metrics
-            .received
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
-        metrics.receive_calls.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.received_messages(items.len());
         let mut items = items.into_iter();
         while let Some(item) = items.next() {
             if let Err(unsent) = sender.send(item).await {
@@ -166,8 +167,9 @@ async fn drained(shared: &Shared) -> bool {
     match shared.sqs.depth().await {
         Ok(depth) => depth.visible == 0 && depth.in_flight == 0,
         Err(error) => {
-            shared.metrics.sqs_errors.add("depth", 1);
-            tracing::warn!(%error, "could not read the queue depth");
+            shared
+                .metrics
+                .sqs_failed("depth", &error, false, "could not read the queue depth");
             false
         }
     }

@@ -13,7 +13,6 @@
 //!   on a shutdown while Postgres is unreachable, items are given back to
 //!   the queue instead of written.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,7 +49,7 @@ pub async fn write_loop(
             Ok(Some(results)) => committed(&shared, batch, &results, started),
             Ok(None) => release(&shared, batch).await,
             Err(error) => {
-                shared.metrics.postgres_errors.add(error.kind(), 1);
+                shared.metrics.database_failed(&error);
                 shared.fail(anyhow::Error::new(error).context("recording a batch in Postgres"));
                 release(&shared, batch).await;
             }
@@ -98,10 +97,7 @@ async fn write_with_retry(
         let error = match database.writer().await {
             Ok((client, statements)) => {
                 match write_isolating(shared, client, statements, batch).await {
-                    Ok(results) => {
-                        metrics.postgres_ready.store(true, Ordering::Relaxed);
-                        return Ok(Some(results));
-                    }
+                    Ok(results) => return Ok(Some(results)),
                     Err(error) if error.is_transient() => error,
                     Err(error) => return Err(error),
                 }
@@ -111,11 +107,9 @@ async fn write_with_retry(
         if !error.is_transient() {
             return Err(error);
         }
-        metrics.postgres_errors.add(error.kind(), 1);
-        metrics.postgres_ready.store(false, Ordering::Relaxed);
         database.reset();
         let delay = backoff.next_delay();
-        tracing::warn!(error = %crate::error::std_error_chain(&error), retry_in_ms = delay.as_millis() as u64, "database unavailable; batch not recorded yet");
+        metrics.database_unavailable(&error, delay);
         let stop = shutdown.clone();
         tokio::select! {
             _ = shared.failure.token().cancelled() => return Ok(None),
@@ -163,8 +157,7 @@ fn write_isolating<'a>(
                 if matches!(items[0].prepared.record, Record::Row(_) | Record::Event(_)) =>
             {
                 let culprit = &mut items[0];
-                tracing::warn!(message_id = %culprit.receipt.message_id, "Postgres rejected a value; quarantining the message");
-                shared.metrics.postgres_errors.add("data", 1);
+                shared.metrics.value_rejected(&culprit.receipt.message_id);
                 culprit.reject_by_database(&shared.keyring, shared.settings.contracts.as_deref());
                 record_within_deadline(shared, client, statements, items).await
             }
@@ -176,22 +169,7 @@ fn write_isolating<'a>(
 /// After commit: count, keep sample rows, log, free what the batch no
 /// longer needs (bodies, rows) and hand its receipts to a delete task.
 fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], started: Instant) {
-    let metrics = &shared.metrics;
-    metrics.batch_seconds.observe(started.elapsed());
-    metrics.batches.fetch_add(1, Ordering::Relaxed);
-    let (mut written, mut quarantined, mut duplicates) = (0u64, 0u64, 0u64);
-    for result in results {
-        match result {
-            Recorded::Written => written += 1,
-            Recorded::Quarantined(reason) => {
-                quarantined += 1;
-                metrics.quarantine(reason.code());
-            }
-            Recorded::Duplicate => duplicates += 1,
-        }
-    }
-    metrics.written.fetch_add(written, Ordering::Relaxed);
-    metrics.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+    shared.metrics.batch_committed(results, started.elapsed());
     shared.keep_sample(
         batch
             .iter()
@@ -201,14 +179,6 @@ fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], start
                 Record::Row(row) => Some(row),
                 Record::Event(_) | Record::Quarantine(_) => None,
             }),
-    );
-    tracing::info!(
-        messages = batch.len(),
-        written,
-        quarantined,
-        duplicates,
-        write_ms = started.elapsed().as_millis() as u64,
-        "batch committed"
     );
     shared
         .flight

@@ -46,6 +46,17 @@ pub enum Command {
     /// Consume the queue into Postgres until stopped (SIGINT/SIGTERM finish
     /// the batch in hand, then exit 0), or until it is empty.
     Run(RunArgs),
+
+    /// Serve AWS Lambda's Runtime API: the binary as the bootstrap of a
+    /// provided.al2023 function behind an SQS event source mapping (with
+    /// ReportBatchItemFailures). Each batch goes through the same
+    /// validation, masks, contracts, quarantine and ledger as `veil run`;
+    /// the answer lists the records not recorded, which the mapping
+    /// retries. Takes veil run's options (VEIL_* variables); those about
+    /// receiving and deleting do not apply, and it never creates tables
+    /// (run `veil migrate` first). Chosen by itself when
+    /// AWS_LAMBDA_RUNTIME_API is set and no subcommand is given.
+    Lambda(RunArgs),
     /// Turn masks back into values, with an audit record in veil.audit.
     /// Reads masks from stdin (one per line, values printed in the same
     /// order), or runs --sql and opens the masked columns, or opens

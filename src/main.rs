@@ -11,7 +11,10 @@ use veil::cli::{Cli, Command};
 use veil::{commands, outcome, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match lambda_bootstrap() {
+        true => Cli::parse_from(["veil", "lambda"]),
+        false => Cli::parse(),
+    };
     // Before any thread starts: the environment is not thread-safe.
     veil::keyring::take_env_key();
     telemetry::init(cli.log_format);
@@ -23,6 +26,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+/// The binary started by Lambda as `bootstrap`, with no arguments: it
+/// serves the Runtime API (`veil lambda`).
+fn lambda_bootstrap() -> bool {
+    std::env::args_os().len() == 1
+        && std::env::var_os(commands::lambda::RUNTIME_API_ENV).is_some_and(|api| !api.is_empty())
 }
 
 /// One thread unless `run --worker-threads` asks for more: every other
@@ -47,6 +57,7 @@ async fn run(cli: Cli) -> ExitCode {
     tokio::spawn(watch_signals(shutdown.clone()));
     let result = match cli.command {
         Command::Run(args) => commands::run(args, shutdown).await,
+        Command::Lambda(args) => commands::lambda::lambda(args).await,
         Command::Reveal(args) => commands::reveal::reveal(args).await,
         Command::Keys(command) => commands::keys::keys(command).await,
         Command::Keygen(args) => commands::keys::new(args).await,

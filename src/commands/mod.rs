@@ -5,6 +5,7 @@
 pub mod contract;
 pub mod doctor;
 pub mod keys;
+pub mod lambda;
 pub mod lookup;
 pub mod maintain;
 pub mod migrate;

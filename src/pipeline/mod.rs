@@ -16,6 +16,7 @@ mod depth;
 mod flight;
 mod heartbeat;
 mod housekeeping;
+pub mod lambda;
 mod prepare;
 mod progress;
 mod receive;

@@ -188,6 +188,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What the writers record batches with.
+    pub fn recorder(&self) -> super::write::Recorder<'_> {
+        super::write::Recorder {
+            keyring: &self.keyring,
+            contracts: self.settings.contracts.as_deref(),
+            metrics: &self.metrics,
+            deadline: self.settings.write_deadline,
+        }
+    }
+
     /// The shared state of a new run.
     pub fn new(
         sqs: SqsClient,

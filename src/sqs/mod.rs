@@ -10,6 +10,7 @@ mod client;
 mod detect;
 mod endpoint;
 mod error;
+pub mod event_source;
 mod json;
 mod query;
 mod signer;

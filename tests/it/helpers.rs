@@ -504,3 +504,39 @@ pub async fn kill_9_rounds(
         assert!(recorded(db).await >= before, "round {round}");
     }
 }
+
+/// A valid login body, and bodies that break every quarantine rule of the
+/// login path, each with its reason.
+pub fn hostile_cases() -> (&'static str, Vec<(String, &'static str)>) {
+    let valid = r#"{"user_id": "u", "app_version": "1.2.3", "device_type": "ios", "ip": "10.0.0.1", "locale": null, "device_id": "123-45-6789"}"#;
+    let with = |field: &str, raw_json: &str| {
+        valid.replacen(
+            &format!("\"{field}\": "),
+            &format!("\"{field}\": {raw_json}, \"was_{field}\": "),
+            1,
+        )
+    };
+    let cases: Vec<(String, &'static str)> = vec![
+        ("this is not json <&>".into(), "not_json"),
+        ("[".repeat(5_000) + &"]".repeat(5_000), "not_json"),
+        (format!("{valid} trailing"), "not_json"),
+        (with("user_id", r#""\ud800""#), "not_json"),
+        (with("ip", "1e999999"), "not_json"),
+        (format!("\u{feff}{valid}"), "not_json"),
+        ("[1, 2, 3]".into(), "wrong_shape"),
+        (r#"{"foo": "x", "bar": "1"}"#.into(), "wrong_shape"),
+        (with("app_version", "2"), "bad_type"),
+        (with("device_id", r#"{"nested": "object"}"#), "bad_type"),
+        (with("user_id", r#""a\u0000b""#), "bad_char"),
+        (
+            with("locale", &format!("\"{}\"", "x".repeat(33))),
+            "too_long",
+        ),
+        (with("ip", r#""<script>&amp;</script>""#), "bad_ip"),
+        (
+            with("locale", &format!("\"{}\"", "y".repeat(250 * 1024))),
+            "too_large",
+        ),
+    ];
+    (valid, cases)
+}

@@ -1,0 +1,164 @@
+//! `veil lambda`: the binary as the `bootstrap` of a `provided.al2023`
+//! function behind an SQS event source mapping. Init (once per execution
+//! environment) loads the keyring, opens the writer connection and
+//! prepares its statements; each invocation then records its batch
+//! through them (`pipeline::lambda`). A configuration error at init is
+//! reported to the Runtime API's init error endpoint and ends the
+//! process: Lambda counts the invocation as failed and every record
+//! returns to the queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+
+use crate::cli::RunArgs;
+use crate::config::RunConfig;
+use crate::error::ConfigError;
+use crate::keyring as key_sources;
+use crate::metrics::{Metrics, ServiceState};
+use crate::pipeline::lambda::{LambdaHandler, ANSWER_MARGIN};
+use crate::postgres::{self, Database};
+
+/// The variable Lambda sets to the Runtime API's `host:port`.
+pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
+
+/// What the Lambda runtime must find in the environment (Lambda sets them).
+const LAMBDA_ENV: [&str; 3] = [
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+/// `veil lambda`.
+pub async fn lambda(args: RunArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let Some(api) = std::env::var(RUNTIME_API_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())
+    else {
+        return Err(ConfigError(format!(
+            "veil lambda serves AWS Lambda's Runtime API, and {RUNTIME_API_ENV} is not set: this is not a \
+             Lambda execution environment. Deploy the binary as the function's bootstrap \
+             (docs/deploy.md, Lambda), or run `veil run` to poll the queue yourself"
+        ))
+        .into());
+    };
+    if let Some(missing) = LAMBDA_ENV.iter().find(|name| std::env::var(name).is_err()) {
+        return Err(ConfigError(format!(
+            "{missing} is not set; Lambda sets it in every execution environment (a test harness must too)"
+        ))
+        .into());
+    }
+    let handler = match init(&args).await {
+        Ok(handler) => Arc::new(handler),
+        Err(error) => {
+            report_init_error(&api, &error).await;
+            return Err(error);
+        }
+    };
+    tracing::info!(
+        init_ms = started.elapsed().as_millis() as u64,
+        "veil lambda ready"
+    );
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let handler = handler.clone();
+        async move { invoke(&handler, event).await }
+    }))
+    .await
+    .map_err(|error| anyhow::anyhow!("the Lambda runtime stopped: {error}"))
+}
+
+/// Once per execution environment: settings, keyring, the writer
+/// connection with its statements prepared (a missing table or a refused
+/// login stops here).
+async fn init(args: &RunArgs) -> anyhow::Result<LambdaHandler> {
+    let config = RunConfig::from_args(args)?;
+    let metrics = Arc::new(Metrics::default());
+    metrics.set_state(ServiceState::Starting);
+    // Never a generated key: each execution environment would mask with
+    // its own.
+    let keyring = Arc::new(key_sources::load(&config.key, false).await?);
+    let mut settings = config.pipeline.clone();
+    // The queue's redrive policy counts deliveries; the mapping receives.
+    settings.max_receives = None;
+    let mut database = Database::connect_writer(
+        config.database.clone(),
+        settings.session_limits,
+        settings.contracts.clone(),
+    )
+    .await?;
+    postgres::log_tls(&config.database, database.client().await?).await;
+    database.writer().await.map_err(|error| {
+        anyhow::Error::new(postgres::WriteError::from(error)).context(
+            "preparing the batch statements (run `veil migrate` as the tables' owner first)",
+        )
+    })?;
+    tracing::info!(
+        database = %database.endpoint(),
+        key_id = %keyring.active().id(),
+        contracts = settings.contracts.as_ref().map_or(0, |plan| plan.contracts.len()),
+        "veil lambda initialised"
+    );
+    metrics.set_state(ServiceState::Running);
+    Ok(LambdaHandler::new(keyring, settings, database, metrics))
+}
+
+/// One invocation: the batch, within the invocation's deadline.
+async fn invoke(
+    handler: &LambdaHandler,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Diagnostic> {
+    let remaining = Duration::from_millis(event.context.deadline)
+        .checked_sub(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+    let deadline = Instant::now() + remaining.saturating_sub(ANSWER_MARGIN);
+    let records = event.payload.records.len();
+    let started = Instant::now();
+    match handler.handle(event.payload, deadline).await {
+        Ok(response) => {
+            tracing::info!(
+                request_id = %event.context.request_id,
+                records,
+                failed = response.batch_item_failures.len(),
+                handle_ms = started.elapsed().as_millis() as u64,
+                "invocation answered"
+            );
+            Ok(response)
+        }
+        Err(error) => {
+            let message = crate::error::error_chain(&error);
+            tracing::error!(request_id = %event.context.request_id, records, error = %message, "invocation failed; every record returns to the queue");
+            Err(Diagnostic {
+                error_type: "veil.RecordingFailed".into(),
+                error_message: message,
+            })
+        }
+    }
+}
+
+/// Tells the Runtime API why init failed (Lambda logs it and fails the
+/// invocation), best effort: the process exits next either way.
+async fn report_init_error(api: &str, error: &anyhow::Error) {
+    let body = serde_json::json!({
+        "errorType": if error.downcast_ref::<ConfigError>().is_some() { "veil.ConfigError" } else { "veil.InitError" },
+        "errorMessage": crate::error::error_chain(error),
+    });
+    let url = format!("http://{api}/2018-06-01/runtime/init/error");
+    let client = reqwest::Client::new();
+    let sent = client
+        .post(&url)
+        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
+        .body(body.to_string())
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    if let Err(error) = sent {
+        tracing::warn!(%error, "could not report the init error to the Runtime API");
+    }
+}

@@ -1,0 +1,210 @@
+//! The Lambda handler: one batch of Lambda's SQS event source through the
+//! same prepare and write path as `veil run` (validation, masks, contracts,
+//! quarantine, the ledger), answering which records were not recorded.
+//!
+//! - The event source mapping receives and deletes; veil never touches the
+//!   queue here. A record is done when it is written, quarantined, or found
+//!   in the ledger (a duplicate); only records not recorded go in
+//!   `batchItemFailures`, so the mapping retries just those.
+//! - Records are written in batches of `--max-batch-rows`, each in its own
+//!   transaction, so a batch that could not be written in time fails alone.
+//! - The invocation's deadline bounds every write (a lock held past it, a
+//!   database that stopped answering): what is left when the time is short
+//!   is reported as failed, with a margin to send the answer.
+//! - A passing failure is retried with backoff within the deadline, on a new
+//!   connection; an error no retry mends (a table missing, a privilege
+//!   revoked, a bad password) fails the invocation, so every record is
+//!   retried and, past the queue's receive limit, goes to the DLQ.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use tokio::sync::Mutex;
+
+use super::prepare::{prepare, Item};
+use super::shared::PipelineSettings;
+use super::write::Recorder;
+use crate::backoff::Backoff;
+use crate::keyring::Keyring;
+use crate::metrics::{EmfTotals, Metrics};
+use crate::postgres::{Database, WriteError};
+use crate::record::Recorded;
+
+/// Time kept back from the deadline to send the answer.
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
+/// Less time than this left, a write is not started.
+const SHORTEST_WRITE: Duration = Duration::from_millis(100);
+
+/// What one execution environment keeps across invocations: the keyring,
+/// the settings and the open connection (with its prepared statements).
+pub struct LambdaHandler {
+    keyring: Arc<Keyring>,
+    settings: PipelineSettings,
+    database: Mutex<Database>,
+    metrics: Arc<Metrics>,
+    emf: std::sync::Mutex<EmfTotals>,
+}
+
+/// What one invocation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// Records recorded (written, quarantined or already recorded).
+    pub recorded: usize,
+    /// Message ids of the records not recorded.
+    pub failed: Vec<String>,
+}
+
+impl LambdaHandler {
+    /// A handler over an open writer connection.
+    pub fn new(
+        keyring: Arc<Keyring>,
+        settings: PipelineSettings,
+        database: Database,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        LambdaHandler {
+            keyring,
+            settings,
+            database: Mutex::new(database),
+            metrics,
+            emf: std::sync::Mutex::new(EmfTotals::default()),
+        }
+    }
+
+    /// One invocation: the batch, answered by the records not recorded
+    /// before `deadline` (the invocation's, less the answer's margin). An
+    /// error fails the whole invocation.
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: Instant,
+    ) -> anyhow::Result<SqsBatchResponse> {
+        let handled = self.record(event, deadline).await;
+        self.write_emf_line();
+        let handled = handled?;
+        let mut response = SqsBatchResponse::default();
+        for id in handled.failed {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+        Ok(response)
+    }
+
+    /// Prepares and records the records in batches, stopping at the deadline.
+    pub async fn record(&self, event: SqsEvent, deadline: Instant) -> anyhow::Result<Handled> {
+        let count = event.records.len();
+        let mut messages = Vec::with_capacity(count);
+        for record in event.records {
+            match crate::sqs::event_source::queue_message(record) {
+                Some(message) => messages.push(message),
+                None => anyhow::bail!(
+                    "a record of the SQS event has no messageId: this is not an event of the SQS event \
+                     source mapping (is the function invoked by something else?)"
+                ),
+            }
+        }
+        self.metrics.received_messages(count);
+        let settings = &self.settings;
+        let mut items: Vec<Item> = messages
+            .into_iter()
+            .map(|message| {
+                prepare(
+                    &self.keyring,
+                    settings.mask_mode,
+                    settings.max_receives,
+                    settings.contracts.as_deref(),
+                    message,
+                )
+            })
+            .collect();
+        let mut handled = Handled::default();
+        let mut database = self.database.lock().await;
+        for batch in items.chunks_mut(settings.max_batch_rows.max(1)) {
+            let recorded = match handled.failed.is_empty() {
+                // Once time ran short, the rest is left for the retry.
+                true => self.write(&mut database, batch, deadline).await?,
+                false => None,
+            };
+            match recorded {
+                Some(_) => handled.recorded += batch.len(),
+                None => handled
+                    .failed
+                    .extend(batch.iter().map(|item| item.receipt.message_id.clone())),
+            }
+        }
+        if !handled.failed.is_empty() {
+            tracing::warn!(
+                records = count,
+                recorded = handled.recorded,
+                failed = handled.failed.len(),
+                "time ran short before every record was recorded; the event source retries the rest"
+            );
+        }
+        Ok(handled)
+    }
+
+    /// One batch, retried within the deadline. `None`: not recorded in time.
+    async fn write(
+        &self,
+        database: &mut Database,
+        batch: &mut [Item],
+        deadline: Instant,
+    ) -> anyhow::Result<Option<Vec<Recorded>>> {
+        let mut backoff = Backoff::default();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < SHORTEST_WRITE {
+                return Ok(None);
+            }
+            let started = Instant::now();
+            let recorder = Recorder {
+                keyring: &self.keyring,
+                contracts: self.settings.contracts.as_deref(),
+                metrics: &self.metrics,
+                deadline: left.min(self.settings.write_deadline),
+            };
+            let attempt = async {
+                let (client, statements) = database.writer().await?;
+                recorder.write_isolating(client, statements, batch).await
+            };
+            let result = match tokio::time::timeout(left, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(WriteError::Deadline(left.as_secs())),
+            };
+            let error = match result {
+                Ok(results) => {
+                    self.metrics.batch_committed(&results, started.elapsed());
+                    return Ok(Some(results));
+                }
+                Err(error) => error,
+            };
+            // A statement cut short may still run on the server: the next
+            // attempt gets a new session.
+            database.reset();
+            if !error.is_transient() {
+                self.metrics.database_failed(&error);
+                return Err(anyhow::Error::new(error).context("recording a batch in Postgres"));
+            }
+            let delay = backoff.next_delay();
+            self.metrics.database_unavailable(&error, delay);
+            if Instant::now() + delay + SHORTEST_WRITE >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One CloudWatch EMF line per invocation on stdout (Lambda sends it to
+    /// CloudWatch Logs, which makes the metrics).
+    fn write_emf_line(&self) {
+        use std::io::Write;
+        let mut last = self.emf.lock().expect("emf totals lock");
+        let line = self
+            .metrics
+            .render_emf(&mut last, chrono::Utc::now().timestamp_millis());
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    }
+}

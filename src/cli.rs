@@ -56,7 +56,7 @@ pub enum Command {
     /// receiving and deleting do not apply, and it never creates tables
     /// (run `veil migrate` first). Chosen by itself when
     /// AWS_LAMBDA_RUNTIME_API is set and no subcommand is given.
-    Lambda(RunArgs),
+    Lambda(LambdaArgs),
     /// Turn masks back into values, with an audit record in veil.audit.
     /// Reads masks from stdin (one per line, values printed in the same
     /// order), or runs --sql and opens the masked columns, or opens
@@ -225,6 +225,29 @@ pub struct DatabaseArgs {
     /// sslmode=require or stronger (verify-full with the RDS CA bundle).
     #[arg(long, env = "VEIL_DATABASE_IAM_AUTH")]
     pub database_iam_auth: bool,
+}
+
+/// What each invocation of `veil lambda` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LambdaHandlerKind {
+    /// Record the batch of an SQS event source mapping.
+    Sqs,
+    /// One housekeeping pass (`veil maintain`), for a scheduled invocation
+    /// as the tables' owner; the event is ignored.
+    Maintain,
+}
+
+/// Options of `veil lambda`: veil run's, and what an invocation does.
+#[derive(Debug, Args)]
+pub struct LambdaArgs {
+    /// sqs: each invocation records an SQS batch. maintain: each invocation
+    /// is one `veil maintain` pass (the stack schedules one daily as the
+    /// tables' owner).
+    #[arg(long, value_enum, env = "VEIL_LAMBDA_HANDLER", default_value_t = LambdaHandlerKind::Sqs)]
+    pub handler: LambdaHandlerKind,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Options of `veil run`.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 
-use crate::cli::RunArgs;
+use crate::cli::{LambdaArgs, LambdaHandlerKind, RunArgs};
 use crate::config::RunConfig;
 use crate::error::ConfigError;
 use crate::keyring as key_sources;
@@ -32,7 +32,7 @@ const LAMBDA_ENV: [&str; 3] = [
 ];
 
 /// `veil lambda`.
-pub async fn lambda(args: RunArgs) -> anyhow::Result<()> {
+pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let Some(api) = std::env::var(RUNTIME_API_ENV)
         .ok()
@@ -51,7 +51,10 @@ pub async fn lambda(args: RunArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let handler = match init(&args).await {
+    if args.handler == LambdaHandlerKind::Maintain {
+        return serve_maintain(&api, &args.run, started).await;
+    }
+    let handler = match init(&args.run).await {
         Ok(handler) => Arc::new(handler),
         Err(error) => {
             report_init_error(&api, &error).await;
@@ -140,6 +143,61 @@ async fn invoke(
             })
         }
     }
+}
+
+/// `--handler maintain`: each invocation (the stack's daily schedule) is
+/// one housekeeping pass as the tables' owner; a failed step or a missing
+/// right fails the invocation, so the schedule's retries and alarms see it.
+async fn serve_maintain(api: &str, args: &RunArgs, started: Instant) -> anyhow::Result<()> {
+    let init = async {
+        let config = RunConfig::from_args(args)?;
+        let database = Database::connect(config.database.clone()).await?;
+        Ok::<_, anyhow::Error>((database, config.pipeline.housekeeping))
+    };
+    let (database, policy) = match init.await {
+        Ok(ready) => ready,
+        Err(error) => {
+            report_init_error(api, &error).await;
+            return Err(error);
+        }
+    };
+    tracing::info!(
+        init_ms = started.elapsed().as_millis() as u64,
+        "veil lambda (maintain) ready"
+    );
+    let database = Arc::new(tokio::sync::Mutex::new(database));
+    let policy = Arc::new(policy);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let (database, policy) = (database.clone(), policy.clone());
+        async move {
+            let mut database = database.lock().await;
+            let pass = async {
+                let client = database.client().await?;
+                super::maintain::pass(client, &policy, Duration::from_secs(60)).await
+            };
+            let failed = |error: anyhow::Error| {
+                let message = crate::error::error_chain(&error);
+                tracing::error!(request_id = %event.context.request_id, error = %message, "housekeeping failed");
+                Diagnostic {
+                    error_type: "veil.HousekeepingFailed".into(),
+                    error_message: message,
+                }
+            };
+            let report = pass.await.map_err(failed)?;
+            let summary = postgres::maintain::describe(&report);
+            tracing::info!(request_id = %event.context.request_id, "{summary}");
+            if !report.failures.is_empty() {
+                return Err(failed(anyhow::anyhow!("{summary}")));
+            }
+            Ok::<_, Diagnostic>(serde_json::json!({
+                "summary": summary,
+                "created": report.created,
+                "dropped": report.dropped.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            }))
+        }
+    }))
+    .await
+    .map_err(|error| anyhow::anyhow!("the Lambda runtime stopped: {error}"))
 }
 
 /// Tells the Runtime API why init failed (Lambda logs it and fails the

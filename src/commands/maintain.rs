@@ -20,19 +20,9 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config.clone()).await?;
     let client = database.client().await?;
-    let lacking = postgres::maintain::missing_rights(client, &policy).await?;
-    if !lacking.is_empty() {
-        return Err(ConfigError(format!(
-            "role {} may not do housekeeping: it lacks {}. Run `veil maintain` as {}",
-            lacking.role,
-            lacking.list(),
-            lacking.who_may()
-        ))
-        .into());
-    }
     let started = Instant::now();
     let wait = Duration::from_secs(args.wait_secs);
-    let report = postgres::maintain::maintain(client, &policy, wait).await?;
+    let report = pass(client, &policy, wait).await?;
     if report.skipped {
         return Err(crate::error::LockHeld(format!(
             "another veil held the housekeeping lock{}; nothing was done. It is doing the same pass; \
@@ -65,6 +55,26 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One pass as the tables' owner: refused (exit 2) when the connected role
+/// lacks a right housekeeping needs, naming who may.
+pub(super) async fn pass(
+    client: &mut postgres::Client,
+    policy: &postgres::maintain::HousekeepingPolicy,
+    wait: Duration,
+) -> anyhow::Result<postgres::maintain::HousekeepingReport> {
+    let lacking = postgres::maintain::missing_rights(client, policy).await?;
+    if !lacking.is_empty() {
+        return Err(ConfigError(format!(
+            "role {} may not do housekeeping: it lacks {}. Run `veil maintain` as {}",
+            lacking.role,
+            lacking.list(),
+            lacking.who_may()
+        ))
+        .into());
+    }
+    postgres::maintain::maintain(client, policy, wait).await
 }
 
 /// A ledger retention under SQS's 14 days is safe only for a queue that

@@ -15,9 +15,9 @@ fn says(output: &[u8], needle: &str) {
     assert!(output.contains(needle), "expected {needle:?} in:\n{output}");
 }
 
-const SHOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/contracts/shop");
+pub const SHOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/contracts/shop");
 
-fn signup(id: u32, email: &str) -> String {
+pub fn signup(id: u32, email: &str) -> String {
     serde_json::json!({
         "type": "signup",
         "user": {
@@ -33,7 +33,7 @@ fn signup(id: u32, email: &str) -> String {
     .to_string()
 }
 
-fn purchase(id: u32, email: &str) -> String {
+pub fn purchase(id: u32, email: &str) -> String {
     serde_json::json!({
         "type": "purchase",
         "order_id": format!("A-{id}"),

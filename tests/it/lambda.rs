@@ -366,3 +366,88 @@ async fn wait_for_child(child: &mut Child, limit: Duration) -> std::process::Exi
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn the_maintain_handler_does_one_housekeeping_pass_per_invocation() {
+    let db = migrated_db().await;
+    let key = TestKey::create();
+    // Yesterday's ledger partition goes missing; the scheduled pass makes it again.
+    let yesterday = chrono::Utc::now().date_naive() - chrono::Days::new(1);
+    let partition = format!("veil.ledger_d{}", yesterday.format("%Y%m%d"));
+    db.client()
+        .await
+        .batch_execute(&format!("DROP TABLE {partition}"))
+        .await
+        .unwrap();
+    let api = RuntimeApi::start().await;
+    let function = Function::start(&api, &db, &key, &["lambda", "--handler", "maintain"]);
+
+    let answer = invoke(
+        &api,
+        &serde_json::json!({"source": "aws.scheduler"}),
+        ANSWER_WITHIN,
+    )
+    .await;
+
+    let Answer::Response(report) = &answer else {
+        panic!("{answer:?}\n{}", function.logs());
+    };
+    assert_eq!(
+        report["created"],
+        serde_json::json!([partition]),
+        "{report}"
+    );
+    assert!(
+        report["summary"]
+            .as_str()
+            .unwrap()
+            .contains("1 partition(s) created"),
+        "{report}"
+    );
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM pg_class WHERE oid = to_regclass('{partition}')"
+        ))
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn contracts_route_a_lambda_batch_into_each_contracts_table() {
+    use crate::contracts::{purchase, signup, SHOP};
+    let db = TestDb::create().await;
+    let migrate = crate::cli::veil(
+        &["migrate", "--database-url", &db.url, "--contract", SHOP],
+        "",
+        &[],
+    );
+    assert!(
+        migrate.status.success(),
+        "{}",
+        crate::cli::text(&migrate.stderr)
+    );
+    let key = TestKey::create();
+    let queue = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
+    let mut bodies: Vec<String> = (0..4).map(|i| signup(i, "ann@example.com")).collect();
+    bodies.extend((0..3).map(|i| purchase(i, "ann@example.com")));
+    bodies.push(r#"{"type": "refund"}"#.to_string());
+    queue.send(&bodies).await;
+    let messages = receive(&queue, bodies.len()).await;
+    let api = RuntimeApi::start().await;
+    let _function = Function::start(&api, &db, &key, &["lambda", "--contract", SHOP]);
+
+    let answer = invoke(&api, &sqs_event(&queue.url, &messages), ANSWER_WITHIN).await;
+
+    assert_eq!(failures(&answer), Vec::<String>::new());
+    assert_eq!(db.scalar("SELECT count(*) FROM analytics.signups").await, 4);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM analytics.purchases").await,
+        3
+    );
+    assert_eq!(
+        db.strings("SELECT reason || '|' || coalesce(contract, '-') FROM veil.quarantine")
+            .await,
+        ["unknown_type|-"]
+    );
+}

@@ -165,11 +165,24 @@ fn outputs(xml: &str) -> HashMap<String, String> {
 
 /// Creates the stack and waits for it; returns its outputs.
 async fn create_stack(name: &str, parameters: &[(&str, &str)]) -> HashMap<String, String> {
+    let (status, described) = deploy_stack(name, parameters, false).await;
+    if status == "CREATE_COMPLETE" {
+        return outputs(&described);
+    }
+    let events = cloudformation(&[("Action", "DescribeStackEvents"), ("StackName", name)]).await;
+    panic!("stack {name}: {status}\n{events}");
+}
+
+/// Creates the stack and waits until it is no longer in progress; its
+/// final status and the DescribeStacks reply. `keep`: no rollback, so what
+/// was created stays when a resource fails.
+async fn deploy_stack(name: &str, parameters: &[(&str, &str)], keep: bool) -> (String, String) {
     let mut params: Vec<(String, String)> = vec![
         ("Action".into(), "CreateStack".into()),
         ("StackName".into(), name.into()),
         ("TemplateBody".into(), TEMPLATE.into()),
         ("Capabilities.member.1".into(), "CAPABILITY_IAM".into()),
+        ("DisableRollback".into(), keep.to_string()),
     ];
     for (index, (key, value)) in parameters.iter().enumerate() {
         let n = index + 1;
@@ -191,14 +204,8 @@ async fn create_stack(name: &str, parameters: &[(&str, &str)]) -> HashMap<String
     loop {
         let described = cloudformation(&[("Action", "DescribeStacks"), ("StackName", name)]).await;
         let status = first(&described, "StackStatus").unwrap_or_default();
-        match status.as_str() {
-            "CREATE_COMPLETE" => return outputs(&described),
-            status if status.ends_with("IN_PROGRESS") => {}
-            failed => {
-                let events =
-                    cloudformation(&[("Action", "DescribeStackEvents"), ("StackName", name)]).await;
-                panic!("stack {name}: {failed}\n{events}");
-            }
+        if !status.ends_with("IN_PROGRESS") {
+            return (status, described);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -453,6 +460,166 @@ async fn on_kubernetes_the_stack_makes_an_irsa_role_for_veils_service_account_an
             "sqs:ChangeMessageVisibility",
             "sqs:GetQueueAttributes"
         ])
+    );
+
+    cloudformation(&[("Action", "DeleteStack"), ("StackName", &name)]).await;
+}
+
+/// The physical id (a role's name, a schedule's name) of a stack's resource.
+async fn physical_id(stack: &str, logical: &str) -> String {
+    let reply = cloudformation(&[
+        ("Action", "DescribeStackResource"),
+        ("StackName", stack),
+        ("LogicalResourceId", logical),
+    ])
+    .await;
+    first(&reply, "PhysicalResourceId").unwrap_or_else(|| panic!("{logical}: {reply}"))
+}
+
+#[test]
+fn on_lambda_the_queue_hides_a_batch_six_times_as_long_as_the_function_may_run() {
+    let allowed = TEMPLATE
+        .split("  LambdaTimeoutSecs:")
+        .nth(1)
+        .and_then(|rest| rest.split("AllowedValues: [").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .unwrap();
+    let timeouts: Vec<u32> = allowed.split(", ").map(|t| t.parse().unwrap()).collect();
+    for timeout in &timeouts {
+        let entry = format!("    \"{timeout}\": {{Secs: {}}}", timeout * 6);
+        assert!(
+            TEMPLATE.contains(&entry),
+            "no {entry:?} in LambdaQueueVisibility"
+        );
+    }
+    assert_eq!(TEMPLATE.matches("{Secs: ").count(), timeouts.len());
+}
+
+#[tokio::test]
+async fn on_lambda_the_stack_sizes_the_queue_and_grants_the_mapping_only_its_calls_as_far_as_localstack_creates(
+) {
+    let name = format!("veil-fn-{}", rand::random::<u32>() % 100_000);
+    let (status, _) = deploy_stack(
+        &name,
+        &[
+            ("Name", &name),
+            ("Platform", "lambda"),
+            ("LambdaTimeoutSecs", "60"),
+        ],
+        true,
+    )
+    .await;
+    // LocalStack needs Docker to create a function: the functions (last in
+    // the template) fail here, and only they; everything else is created.
+    let events = cloudformation(&[("Action", "DescribeStackEvents"), ("StackName", &name)]).await;
+    let failed: std::collections::BTreeSet<String> = events
+        .split("<member>")
+        .filter(|event| event.contains("<ResourceStatus>CREATE_FAILED</ResourceStatus>"))
+        .filter_map(|event| first(event, "LogicalResourceId"))
+        .filter(|id| id != &name)
+        .collect();
+    assert!(
+        status == "CREATE_COMPLETE"
+            || failed
+                .iter()
+                .all(|id| ["Function", "EventSourceMapping", "MaintainFunction"]
+                    .contains(&id.as_str())),
+        "{status}: {failed:?}\n{events}"
+    );
+
+    // The queue hides a batch six times the function's timeout.
+    let queue_url = format!("{}/000000000000/{name}-login-queue", modern_endpoint());
+    let attributes = query_api(
+        "sqs",
+        "2012-11-05",
+        &[
+            ("Action", "GetQueueAttributes"),
+            ("QueueUrl", &queue_url),
+            ("AttributeName.1", "VisibilityTimeout"),
+        ],
+    )
+    .await;
+    assert!(attributes.contains("<Value>360</Value>"), "{attributes}");
+
+    // The execution role: the mapping's three calls and the logs, inline;
+    // veil's own policy without any SQS call.
+    let role = physical_id(&name, "LambdaRole").await;
+    let (may, trust) = role_policies(&role, "event-source").await;
+    assert_eq!(
+        allowed_actions(&may),
+        [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents"
+        ]
+    );
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "lambda.amazonaws.com"
+    );
+    let attached = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "ListAttachedRolePolicies"), ("RoleName", &role)],
+    )
+    .await;
+    let policy_arn = first(&attached, "PolicyArn").expect("veil's policy attached");
+    let policy = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "GetPolicy"), ("PolicyArn", &policy_arn)],
+    )
+    .await;
+    let version = first(&policy, "DefaultVersionId").unwrap();
+    let document = query_api(
+        "iam",
+        "2010-05-08",
+        &[
+            ("Action", "GetPolicyVersion"),
+            ("PolicyArn", &policy_arn),
+            ("VersionId", &version),
+        ],
+    )
+    .await;
+    let veil_actions = allowed_actions(&json_document(&first(&document, "Document").unwrap()));
+    assert!(!veil_actions.is_empty());
+    assert!(
+        veil_actions
+            .iter()
+            .all(|action| !action.starts_with("sqs:")),
+        "{veil_actions:?}"
+    );
+
+    // The owner's daily pass invokes the maintain function, and only it.
+    let schedule = rest_get(
+        "scheduler",
+        &format!(
+            "/schedules/{}",
+            physical_id(&name, "LambdaMaintainSchedule").await
+        ),
+    )
+    .await;
+    assert_eq!(schedule["ScheduleExpression"], "cron(17 3 * * ? *)");
+    assert!(
+        schedule["Target"]["Arn"]
+            .as_str()
+            .is_some_and(|arn| arn.ends_with(&format!(":function:{name}-maintain"))),
+        "{schedule}"
+    );
+    let scheduler_role = physical_id(&name, "LambdaMaintainSchedulerRole").await;
+    let (may, _) = role_policies(&scheduler_role, "invoke-maintain").await;
+    assert_eq!(allowed_actions(&may), ["lambda:InvokeFunction"]);
+    let maintain_role = physical_id(&name, "LambdaMaintainRole").await;
+    let (may, _) = role_policies(&maintain_role, "owner-secret").await;
+    assert_eq!(
+        allowed_actions(&may),
+        [
+            "secretsmanager:GetSecretValue",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents"
+        ]
     );
 
     cloudformation(&[("Action", "DeleteStack"), ("StackName", &name)]).await;

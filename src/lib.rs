@@ -46,7 +46,9 @@
 //!   housekeeping (`partitions`, `maintain`), find/forget SQL, and the
 //!   rights each feature needs, read from the catalog (`rights`).
 //! - `pipeline`: receive -> parse -> mask -> write -> delete, with shutdown,
-//!   and the loops beside it (heartbeat, queue depth, housekeeping).
+//!   and the loops beside it (heartbeat, queue depth, housekeeping); and
+//!   `pipeline::lambda`, the same prepare and write path for the batches of
+//!   Lambda's SQS event source (`sqs::event_source` reads their records).
 //! - `commands`: one function per subcommand; `main.rs` only dispatches.
 //! - `outcome`: exit codes and the fix printed under a failed command.
 //! - `metrics`: every counter, gauge and histogram, the service state, and

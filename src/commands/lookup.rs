@@ -7,11 +7,13 @@
 use anyhow::Context;
 
 use super::privacy::{
-    audit_and_commit_forget, audit_lookup, listed, refuse_missing_keys, search_quarantine,
+    audit_and_commit_forget, audit_lookup, find_login, forget_login, listed, refuse_missing_keys,
+    require_reason, search_quarantine,
 };
 use crate::cli::{FindArgs, ForgetArgs};
 use crate::config::{contracts_from_args, database_from_args, key_location};
 use crate::contract::Plan;
+use crate::error::ConfigError;
 use crate::keyring::{self as keys, Keyring};
 use crate::postgres::privacy as sql;
 use crate::postgres::Database;
@@ -59,6 +61,41 @@ impl Lookup {
     }
 }
 
+/// `--value NAME=VALUE` split at its first `=`.
+fn value_flag(flag: &Option<String>) -> Result<Option<(&str, &str)>, ConfigError> {
+    flag.as_deref()
+        .map(|text| {
+            text.split_once('=').ok_or_else(|| {
+                ConfigError(format!(
+                    "--value {text:?} needs NAME=VALUE, a domain or column name and the value (--value email=ann@example.com)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// `veil find`: by `--value NAME=VALUE` through the contracts, or by the
+/// login flags (`--ip`, `--device-id`, `--user-id`).
+pub async fn find(args: FindArgs) -> anyhow::Result<()> {
+    require_reason(&args.reason, "this person's rows are being looked up")?;
+    if args.limit < 1 {
+        return Err(ConfigError("--limit must be at least 1".into()).into());
+    }
+    match value_flag(&args.lookup.value)? {
+        Some((name, value)) => find_value(&args, name, value).await,
+        None => find_login(args).await,
+    }
+}
+
+/// `veil forget`: as `find`, erasing in one audited transaction.
+pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
+    require_reason(&args.reason, "this person's data is being erased")?;
+    match value_flag(&args.target.value)? {
+        Some((name, value)) => forget_value(&args, name, value).await,
+        None => forget_login(args).await,
+    }
+}
+
 /// Refuses a keyring lacking a key that made masks in the plan's tables.
 async fn require_every_key(
     client: &impl crate::postgres::GenericClient,
@@ -73,7 +110,7 @@ async fn require_every_key(
 }
 
 /// `veil find --value`.
-pub async fn find(args: &FindArgs, name: &str, value: &str) -> anyhow::Result<()> {
+async fn find_value(args: &FindArgs, name: &str, value: &str) -> anyhow::Result<()> {
     let Lookup {
         plan,
         keyring,
@@ -146,7 +183,7 @@ fn place_table(place: &Place, rows: &[Vec<Option<String>>], total: i64) -> Strin
 
 /// `veil forget --value`: every place and every quarantined body holding
 /// the value, erased in one transaction with its audit row.
-pub async fn forget(args: &ForgetArgs, name: &str, value: &str) -> anyhow::Result<()> {
+async fn forget_value(args: &ForgetArgs, name: &str, value: &str) -> anyhow::Result<()> {
     let Lookup {
         plan,
         keyring,

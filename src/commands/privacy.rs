@@ -18,21 +18,7 @@ use crate::privacy::{Holding, Target};
 use crate::report::psql_table;
 
 /// Quarantine entries read (and locked) per page while `forget` checks them.
-/// (The `--value` path through contracts is `super::lookup`.)
 const QUARANTINE_PAGE_ROWS: i64 = 1000;
-
-/// `--value NAME=VALUE` split at its first `=`.
-fn value_flag(flag: &Option<String>) -> Result<Option<(&str, &str)>, ConfigError> {
-    flag.as_deref()
-        .map(|text| {
-            text.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "--value {text:?} needs NAME=VALUE, a domain or column name and the value (--value email=ann@example.com)"
-                ))
-            })
-        })
-        .transpose()
-}
 
 fn lookup_target(args: &LookupArgs) -> Result<Target, ConfigError> {
     match (&args.ip, &args.device_id) {
@@ -118,14 +104,7 @@ pub(super) async fn audit_lookup(
 }
 
 /// `veil find`.
-pub async fn find(args: FindArgs) -> anyhow::Result<()> {
-    require_reason(&args.reason, "this person's rows are being looked up")?;
-    if args.limit < 1 {
-        return Err(ConfigError("--limit must be at least 1".into()).into());
-    }
-    if let Some((name, value)) = value_flag(&args.lookup.value)? {
-        return super::lookup::find(&args, name, value).await;
-    }
+pub(super) async fn find_login(args: FindArgs) -> anyhow::Result<()> {
     let target = lookup_target(&args.lookup)?;
     let keyring = keys::load(&key_location(&args.key)?, false).await?;
     let mut database = Database::connect(database_from_args(&args.database)?).await?;
@@ -265,11 +244,7 @@ struct Erased {
 }
 
 /// `veil forget`.
-pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
-    require_reason(&args.reason, "this person's data is being erased")?;
-    if let Some((name, value)) = value_flag(&args.target.value)? {
-        return super::lookup::forget(&args, name, value).await;
-    }
+pub(super) async fn forget_login(args: ForgetArgs) -> anyhow::Result<()> {
     let target = forget_target(&args.target)?;
     let keyring = keys::load(&key_location(&args.key)?, false).await?;
     let mut database = Database::connect(database_from_args(&args.database)?).await?;

@@ -23,8 +23,8 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use tokio::sync::Mutex;
 
 use super::prepare::{prepare, Item};
+use super::recorder::Recorder;
 use super::shared::PipelineSettings;
-use super::write::Recorder;
 use crate::backoff::Backoff;
 use crate::keyring::Keyring;
 use crate::metrics::{EmfTotals, Metrics};

@@ -20,6 +20,7 @@ pub mod lambda;
 mod prepare;
 mod progress;
 mod receive;
+mod recorder;
 mod shared;
 mod supervisor;
 mod write;

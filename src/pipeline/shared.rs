@@ -189,8 +189,8 @@ pub struct Shared {
 
 impl Shared {
     /// What the writers record batches with.
-    pub fn recorder(&self) -> super::write::Recorder<'_> {
-        super::write::Recorder {
+    pub fn recorder(&self) -> super::recorder::Recorder<'_> {
+        super::recorder::Recorder {
             keyring: &self.keyring,
             contracts: self.settings.contracts.as_deref(),
             metrics: &self.metrics,

@@ -540,3 +540,62 @@ pub fn hostile_cases() -> (&'static str, Vec<(String, &'static str)>) {
     ];
     (valid, cases)
 }
+
+/// A TCP proxy in front of a server (LocalStack, Postgres) that can be taken down (connections
+/// refused, open ones cut) and brought back on the same port.
+pub struct Proxy {
+    pub port: u16,
+    upstream: String,
+    running: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut proxy = Proxy {
+            port,
+            upstream: upstream.to_string(),
+            running: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let stop = CancellationToken::new();
+        let upstream = self.upstream.clone();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = token.cancelled() => break,
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                };
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+            connections.abort_all();
+        });
+        self.running = Some((stop, task));
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            stop.cancel();
+            task.await.unwrap();
+        }
+    }
+
+    pub async fn resume(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(listener);
+    }
+}

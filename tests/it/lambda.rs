@@ -24,7 +24,7 @@ struct Function {
 impl Function {
     /// Starts the binary as Lambda does (`bootstrap`, no arguments) when
     /// `args` is empty, else as `veil <args>`.
-    fn start(api: &RuntimeApi, db: &TestDb, key: &TestKey, args: &[&str]) -> Function {
+    fn start(api: &RuntimeApi, database_url: &str, key: &TestKey, args: &[&str]) -> Function {
         let logs = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(veil_binary())
             .args(args)
@@ -34,7 +34,7 @@ impl Function {
             .env("AWS_LAMBDA_FUNCTION_NAME", "veil")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("DATABASE_URL", &db.url)
+            .env("DATABASE_URL", database_url)
             .env("VEIL_KEY_FILE", &key.path)
             .env("VEIL_LOG_FORMAT", "json")
             .stdout(append(&logs))
@@ -100,7 +100,7 @@ async fn lambda_records_a_real_batch_once_across_lambdas_duplicates(endpoint: &s
     let seeded = queue.seed(10, 0.0, 19).await;
     let messages = receive(&queue, 10).await;
     let api = RuntimeApi::start().await;
-    let function = Function::start(&api, &db, &key, &[]);
+    let function = Function::start(&api, &db.url, &key, &[]);
     let event = sqs_event(&queue.url, &messages);
 
     let first = invoke(&api, &event, ANSWER_WITHIN).await;
@@ -189,7 +189,7 @@ async fn a_hostile_batch_is_quarantined_whole_and_answered_as_done() {
     }
     let messages = receive(&queue, bodies.len()).await;
     let api = RuntimeApi::start().await;
-    let _function = Function::start(&api, &db, &key, &["lambda"]);
+    let _function = Function::start(&api, &db.url, &key, &["lambda"]);
 
     let answer = invoke(&api, &sqs_event(&queue.url, &messages), ANSWER_WITHIN).await;
 
@@ -212,8 +212,8 @@ async fn two_concurrent_environments_record_one_batch_once() {
     queue.seed(40, 0.1, 29).await;
     let messages = receive(&queue, 40).await;
     let api = RuntimeApi::start().await;
-    let _a = Function::start(&api, &db, &key, &["lambda"]);
-    let _b = Function::start(&api, &db, &key, &["lambda"]);
+    let _a = Function::start(&api, &db.url, &key, &["lambda"]);
+    let _b = Function::start(&api, &db.url, &key, &["lambda"]);
     wait_until("both environments wait for work", || async {
         api.next_calls() >= 2
     })
@@ -248,7 +248,7 @@ async fn a_write_held_past_the_deadline_reports_exactly_its_records_and_their_re
     queue.seed(10, 0.0, 31).await;
     let messages = receive(&queue, 10).await;
     let api = RuntimeApi::start().await;
-    let function = Function::start(&api, &db, &key, &["lambda", "--max-batch-rows", "5"]);
+    let function = Function::start(&api, &db.url, &key, &["lambda", "--max-batch-rows", "5"]);
     // Another session holds the ledger entry of the eighth record: the
     // second batch of five waits on it past the invocation's deadline.
     let blocker = db.client().await;
@@ -302,14 +302,14 @@ async fn a_fatal_error_fails_init_or_the_invocation_never_reporting_success() {
     // A keyring that is not there: init fails, reported, exit code 2.
     let api = RuntimeApi::start().await;
     let missing = TestKey::at(std::env::temp_dir().join("veil-no-such-dir/keyring.json"));
-    let mut broken = Function::start(&api, &db, &missing, &[]);
+    let mut broken = Function::start(&api, &db.url, &missing, &[]);
     let status = wait_for_child(&mut broken.child, Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(2), "{}", broken.logs());
     let init_error = api.init_error().expect("init error reported");
     assert_eq!(init_error["errorType"], "veil.ConfigError", "{init_error}");
 
     // A table gone after init: the invocation fails (every record retried).
-    let function = Function::start(&api, &db, &key, &[]);
+    let function = Function::start(&api, &db.url, &key, &[]);
     wait_until("the function is ready", || async {
         function.logs().contains("veil lambda ready")
     })
@@ -380,7 +380,7 @@ async fn the_maintain_handler_does_one_housekeeping_pass_per_invocation() {
         .await
         .unwrap();
     let api = RuntimeApi::start().await;
-    let function = Function::start(&api, &db, &key, &["lambda", "--handler", "maintain"]);
+    let function = Function::start(&api, &db.url, &key, &["lambda", "--handler", "maintain"]);
 
     let answer = invoke(
         &api,
@@ -435,7 +435,7 @@ async fn contracts_route_a_lambda_batch_into_each_contracts_table() {
     queue.send(&bodies).await;
     let messages = receive(&queue, bodies.len()).await;
     let api = RuntimeApi::start().await;
-    let _function = Function::start(&api, &db, &key, &["lambda", "--contract", SHOP]);
+    let _function = Function::start(&api, &db.url, &key, &["lambda", "--contract", SHOP]);
 
     let answer = invoke(&api, &sqs_event(&queue.url, &messages), ANSWER_WITHIN).await;
 
@@ -450,4 +450,50 @@ async fn contracts_route_a_lambda_batch_into_each_contracts_table() {
             .await,
         ["unknown_type|-"]
     );
+}
+
+#[tokio::test]
+async fn postgres_unavailable_reports_the_batch_as_failed_and_its_retry_records_it_once() {
+    let db = migrated_db().await;
+    let key = TestKey::create();
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    queue.seed(20, 0.0, 43).await;
+    let messages = receive(&queue, 20).await;
+    let mut proxy = Proxy::start("127.0.0.1:5432").await;
+    let through_proxy = db.url.replace(":5432/", &format!(":{}/", proxy.port));
+    assert_ne!(through_proxy, db.url);
+    let api = RuntimeApi::start().await;
+    let function = Function::start(&api, &through_proxy, &key, &[]);
+    let first = sqs_event(&queue.url, &messages[..10]);
+    assert_eq!(
+        failures(&invoke(&api, &first, ANSWER_WITHIN).await),
+        Vec::<String>::new()
+    );
+
+    // The database goes away (open connections cut, new ones refused): a
+    // passing failure, retried until the deadline, then every record of
+    // the batch is reported, never success and never a failed invocation.
+    proxy.stop().await;
+    let second = sqs_event(&queue.url, &messages[10..]);
+    let answer = invoke(&api, &second, Duration::from_secs(3)).await;
+    let mut expected: Vec<String> = messages[10..]
+        .iter()
+        .map(|m| m.receipt.message_id.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(failures(&answer), expected, "{}", function.logs());
+    assert!(function.logs().contains("database unavailable"));
+
+    // Back: the same environment reconnects and the retry records them once.
+    proxy.resume().await;
+    assert_eq!(
+        failures(&invoke(&api, &second, ANSWER_WITHIN).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        failures(&invoke(&api, &second, ANSWER_WITHIN).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 20);
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, 20);
 }

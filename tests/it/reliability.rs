@@ -5,8 +5,6 @@
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use veil::sqs::{ProtocolChoice, ReceiveRequest};
 
@@ -70,63 +68,6 @@ async fn sigterm_finishes_the_batch_in_hand_and_exits_0_in_time() {
     let rest = spawn_veil(&args).wait_with_output().unwrap();
     assert!(rest.status.success(), "{}", text(&rest.stderr));
     assert_exactly_once(&db, &queue, 300, valid).await;
-}
-
-/// A TCP proxy in front of LocalStack that can be taken down (connections
-/// refused, open ones cut) and brought back on the same port.
-struct Proxy {
-    port: u16,
-    upstream: String,
-    running: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
-}
-
-impl Proxy {
-    async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut proxy = Proxy {
-            port,
-            upstream: upstream.to_string(),
-            running: None,
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        let stop = CancellationToken::new();
-        let upstream = self.upstream.clone();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let (mut inbound, _) = tokio::select! {
-                    _ = token.cancelled() => break,
-                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
-                };
-                let upstream = upstream.clone();
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-            connections.abort_all();
-        });
-        self.running = Some((stop, task));
-    }
-
-    async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            stop.cancel();
-            task.await.unwrap();
-        }
-    }
-
-    async fn resume(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        self.serve(listener);
-    }
 }
 
 #[tokio::test]

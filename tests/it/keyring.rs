@@ -157,7 +157,7 @@ async fn keys_list_shows_ids_and_the_active_key_but_no_material() {
     assert!(!listing.contains(material));
 }
 
-async fn kms_key(endpoint: &str) -> String {
+pub async fn kms_key(endpoint: &str) -> String {
     let config = veil::aws::sdk_config(Some(endpoint), true, None).await;
     let kms = aws_sdk_kms::Client::new(&config);
     let created = kms

@@ -25,6 +25,17 @@ impl Function {
     /// Starts the binary as Lambda does (`bootstrap`, no arguments) when
     /// `args` is empty, else as `veil <args>`.
     fn start(api: &RuntimeApi, database_url: &str, key: &TestKey, args: &[&str]) -> Function {
+        Function::start_with(api, database_url, &key.path, args, &[])
+    }
+
+    /// `start`, with the keyring at `key_file` and more environment.
+    fn start_with(
+        api: &RuntimeApi,
+        database_url: &str,
+        key_file: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Function {
         let logs = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(veil_binary())
             .args(args)
@@ -35,7 +46,8 @@ impl Function {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("DATABASE_URL", database_url)
-            .env("VEIL_KEY_FILE", &key.path)
+            .env("VEIL_KEY_FILE", key_file)
+            .envs(envs.iter().copied())
             .env("VEIL_LOG_FORMAT", "json")
             .stdout(append(&logs))
             .stderr(append(&logs))
@@ -496,4 +508,48 @@ async fn postgres_unavailable_reports_the_batch_as_failed_and_its_retry_records_
     );
     assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 20);
     assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, 20);
+}
+
+#[tokio::test]
+async fn a_kms_enveloped_keyring_is_opened_once_at_init_and_serves_every_invocation() {
+    let endpoint = modern_endpoint();
+    let arn = crate::keyring::kms_key(&endpoint).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("kms-keyring.json");
+    let kms_env = [("AWS_ENDPOINT_URL_KMS", endpoint.as_str())];
+    let created = crate::cli::veil(
+        &[
+            "keys",
+            "new",
+            "--kms-key-id",
+            &arn,
+            "--out",
+            key_file.to_str().unwrap(),
+        ],
+        "",
+        &kms_env,
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        crate::cli::text(&created.stderr)
+    );
+    let db = migrated_db().await;
+    let queue = TestQueue::create(&endpoint, ProtocolChoice::Auto).await;
+    queue.seed(20, 0.0, 47).await;
+    let messages = receive(&queue, 20).await;
+    let api = RuntimeApi::start().await;
+    let function = Function::start_with(&api, &db.url, &key_file, &[], &kms_env);
+
+    for batch in messages.chunks(5) {
+        let event = sqs_event(&queue.url, batch);
+        assert_eq!(
+            failures(&invoke(&api, &event, ANSWER_WITHIN).await),
+            Vec::<String>::new()
+        );
+    }
+
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 20);
+    let logs = function.logs();
+    assert_eq!(logs.matches("keyring opened with KMS").count(), 1, "{logs}");
 }

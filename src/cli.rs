@@ -303,7 +303,8 @@ pub struct RunArgs {
     pub writers: u16,
 
     /// Messages per Postgres transaction, at most.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "VEIL_MAX_BATCH_ROWS", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_batch_rows: u32,
 
     /// How long a batch waits for more messages before it is written anyway.
@@ -326,13 +327,13 @@ pub struct RunArgs {
     /// Postgres cancels it (statement_timeout); the batch is then retried.
     /// A whole batch write is abandoned after twice this plus 5 s, however
     /// the connection behaves.
-    #[arg(long, default_value_t = 30_000, value_name = "MS",
+    #[arg(long, env = "VEIL_STATEMENT_TIMEOUT_MS", default_value_t = 30_000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub statement_timeout_ms: u64,
 
     /// Longest a batch waits for a lock (lock_timeout), e.g. behind an
     /// operator's ALTER TABLE; the batch is then retried with backoff.
-    #[arg(long, default_value_t = 5_000, value_name = "MS",
+    #[arg(long, env = "VEIL_LOCK_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub lock_timeout_ms: u64,
 

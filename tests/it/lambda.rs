@@ -260,7 +260,14 @@ async fn a_write_held_past_the_deadline_reports_exactly_its_records_and_their_re
     queue.seed(10, 0.0, 31).await;
     let messages = receive(&queue, 10).await;
     let api = RuntimeApi::start().await;
-    let function = Function::start(&api, &db.url, &key, &["lambda", "--max-batch-rows", "5"]);
+    // On Lambda settings arrive as variables: batches of five.
+    let function = Function::start_with(
+        &api,
+        &db.url,
+        &key.path,
+        &[],
+        &[("VEIL_MAX_BATCH_ROWS", "5")],
+    );
     // Another session holds the ledger entry of the eighth record: the
     // second batch of five waits on it past the invocation's deadline.
     let blocker = db.client().await;

@@ -507,6 +507,16 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// One EMF line on stdout: the counts since `last` (then updated).
+    pub fn print_emf_line(&self, last: &mut EmfTotals) {
+        use std::io::Write;
+        let line = self.render_emf(last, chrono::Utc::now().timestamp_millis());
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    }
+}
+
 /// Writes an EMF line to stdout every `interval` until `stop`, and a last
 /// one then, so nothing counted is left out. CloudWatch Logs (the awslogs
 /// driver, the agent) turns each line into metrics; no agent of veil's own.
@@ -515,16 +525,13 @@ pub async fn write_emf_lines(
     interval: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    use std::io::Write;
     let mut last = EmfTotals::default();
     loop {
         let stopping = tokio::select! {
             _ = stop.cancelled() => true,
             _ = tokio::time::sleep(interval) => false,
         };
-        let line = metrics.render_emf(&mut last, chrono::Utc::now().timestamp_millis());
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+        metrics.print_emf_line(&mut last);
         if stopping {
             return;
         }

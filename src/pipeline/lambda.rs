@@ -199,12 +199,7 @@ impl LambdaHandler {
     /// One CloudWatch EMF line per invocation on stdout (Lambda sends it to
     /// CloudWatch Logs, which makes the metrics).
     fn write_emf_line(&self) {
-        use std::io::Write;
         let mut last = self.emf.lock().expect("emf totals lock");
-        let line = self
-            .metrics
-            .render_emf(&mut last, chrono::Utc::now().timestamp_millis());
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+        self.metrics.print_emf_line(&mut last);
     }
 }

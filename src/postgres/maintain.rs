@@ -269,7 +269,6 @@ async fn dated(
         Granularity::Month => 62,
         Granularity::Day => LEDGER_DAYS_AHEAD,
     };
-    let column = dated.column.replace('"', "\"\"");
     let table = &Partitioned::Dated(dated);
     let cutoff = retention_months.map(|months| {
         let first_of_month = today.with_day(1).unwrap_or(today);
@@ -287,7 +286,7 @@ async fn dated(
                 let default = table.default_partition();
                 match client
                     .execute(
-                        &format!("DELETE FROM {default} WHERE \"{column}\" < $1"),
+                        &format!("DELETE FROM {default} WHERE {} < $1", table.column()),
                         &[&date],
                     )
                     .await

@@ -136,7 +136,7 @@ impl Partitioned {
     }
 
     /// The partition key's column, as SQL.
-    fn column(&self) -> String {
+    pub fn column(&self) -> String {
         match self {
             Partitioned::Ledger => "sent_ms".into(),
             Partitioned::Dated(table) => format!("\"{}\"", table.column.replace('"', "\"\"")),

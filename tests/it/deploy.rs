@@ -113,6 +113,35 @@ async fn role_policies(role: &str, policy: &str) -> (serde_json::Value, serde_js
     )
 }
 
+/// The document of the managed policy attached to IAM role `role` (veil's).
+async fn attached_policy(role: &str) -> serde_json::Value {
+    let attached = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "ListAttachedRolePolicies"), ("RoleName", role)],
+    )
+    .await;
+    let policy_arn = first(&attached, "PolicyArn").expect("veil's policy attached");
+    let policy = query_api(
+        "iam",
+        "2010-05-08",
+        &[("Action", "GetPolicy"), ("PolicyArn", &policy_arn)],
+    )
+    .await;
+    let version = first(&policy, "DefaultVersionId").unwrap();
+    let policy_version = query_api(
+        "iam",
+        "2010-05-08",
+        &[
+            ("Action", "GetPolicyVersion"),
+            ("PolicyArn", &policy_arn),
+            ("VersionId", &version),
+        ],
+    )
+    .await;
+    json_document(&first(&policy_version, "Document").expect("a policy document"))
+}
+
 /// The actions a policy document allows, in order.
 fn allowed_actions(policy: &serde_json::Value) -> Vec<String> {
     policy["Statement"]
@@ -420,31 +449,7 @@ async fn on_kubernetes_the_stack_makes_an_irsa_role_for_veils_service_account_an
         statement["Condition"]["StringEquals"][format!("{issuer}:aud")],
         "sts.amazonaws.com"
     );
-    let attached = query_api(
-        "iam",
-        "2010-05-08",
-        &[("Action", "ListAttachedRolePolicies"), ("RoleName", &role)],
-    )
-    .await;
-    let policy_arn = first(&attached, "PolicyArn").expect("veil's policy attached");
-    let policy = query_api(
-        "iam",
-        "2010-05-08",
-        &[("Action", "GetPolicy"), ("PolicyArn", &policy_arn)],
-    )
-    .await;
-    let version = first(&policy, "DefaultVersionId").unwrap();
-    let policy_version = query_api(
-        "iam",
-        "2010-05-08",
-        &[
-            ("Action", "GetPolicyVersion"),
-            ("PolicyArn", &policy_arn),
-            ("VersionId", &version),
-        ],
-    )
-    .await;
-    let policy = json_document(&first(&policy_version, "Document").expect("a policy document"));
+    let policy = attached_policy(&role).await;
     let sqs_actions = policy["Statement"]
         .as_array()
         .unwrap()
@@ -559,31 +564,7 @@ async fn on_lambda_the_stack_sizes_the_queue_and_grants_the_mapping_only_its_cal
         trust["Statement"][0]["Principal"]["Service"],
         "lambda.amazonaws.com"
     );
-    let attached = query_api(
-        "iam",
-        "2010-05-08",
-        &[("Action", "ListAttachedRolePolicies"), ("RoleName", &role)],
-    )
-    .await;
-    let policy_arn = first(&attached, "PolicyArn").expect("veil's policy attached");
-    let policy = query_api(
-        "iam",
-        "2010-05-08",
-        &[("Action", "GetPolicy"), ("PolicyArn", &policy_arn)],
-    )
-    .await;
-    let version = first(&policy, "DefaultVersionId").unwrap();
-    let document = query_api(
-        "iam",
-        "2010-05-08",
-        &[
-            ("Action", "GetPolicyVersion"),
-            ("PolicyArn", &policy_arn),
-            ("VersionId", &version),
-        ],
-    )
-    .await;
-    let veil_actions = allowed_actions(&json_document(&first(&document, "Document").unwrap()));
+    let veil_actions = allowed_actions(&attached_policy(&role).await);
     assert!(!veil_actions.is_empty());
     assert!(
         veil_actions

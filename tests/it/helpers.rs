@@ -203,9 +203,17 @@ impl TestKey {
     }
 
     pub fn create() -> Self {
+        Self::of(Keyring::generate())
+    }
+
+    /// A key file holding this keyring's JSON (a fixed key of a fixture).
+    pub fn from_json(json: &str) -> Self {
+        Self::of(Keyring::from_json(json, std::path::Path::new("fixture")).unwrap())
+    }
+
+    fn of(keyring: Keyring) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring.json");
-        let keyring = Keyring::generate();
         veil::keyring::write_private_file(&path, keyring.to_json().as_bytes()).unwrap();
         TestKey {
             _dir: dir,

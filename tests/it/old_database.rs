@@ -1,0 +1,211 @@
+//! Old databases keep working: a database migrated and filled by the release
+//! before the built-in login contract (`tests/fixtures/old-database/`, made
+//! by its `make.sh`, plain and partitioned by month) runs under this one.
+//! `veil migrate` changes nothing there, or only adds; then `run`, `find`,
+//! `forget`, `reveal`, `rekey` and `maintain` work on its old rows.
+
+use veil::keyring::Keyring;
+use veil::sqs::ProtocolChoice;
+
+use crate::cli::{text, veil};
+use crate::golden::GOLDEN_KEYRING;
+use crate::helpers::*;
+
+fn fixture(layout: &str, file: &str) -> String {
+    format!(
+        "{}/tests/fixtures/old-database/{layout}/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A fresh database holding the fixture of `layout`, restored with psql.
+async fn restored(layout: &str) -> TestDb {
+    let db = TestDb::create().await;
+    for file in ["schema.sql", "rows.sql"] {
+        let output = std::process::Command::new("psql")
+            .args([&db.url, "-q", "-X", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(fixture(layout, file))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{layout}/{file}: {}",
+            text(&output.stderr)
+        );
+    }
+    db
+}
+
+/// What veil's tables are, as the catalog says (partitions aside, which
+/// housekeeping adds and drops by date): each table's kind and partition
+/// key, columns, defaults, constraints, indexes and comments, one per line.
+async fn catalog(db: &TestDb) -> Vec<String> {
+    db.strings(
+        "WITH t(oid) AS (
+             SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE (n.nspname, c.relname) IN (('public', 'user_logins'), ('veil', 'ledger'),
+                    ('veil', 'quarantine'), ('veil', 'audit'), ('veil', 'ledger_unsent'),
+                    ('veil', 'ledger_default'), ('public', 'user_logins_default')))
+         SELECT oid::regclass::text || ' kind ' || (SELECT relkind::text FROM pg_class WHERE pg_class.oid = t.oid)
+                || coalesce(' by ' || pg_get_partkeydef(oid), '')
+                || coalesce(' comment ' || obj_description(oid, 'pg_class'), '') FROM t
+         UNION ALL
+         SELECT attrelid::regclass::text || ' column ' || attname || ' ' || format_type(atttypid, atttypmod)
+                || CASE WHEN attnotnull THEN ' not null' ELSE '' END
+                || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+                || coalesce(' collate ' || (SELECT collname FROM pg_collation WHERE oid = attcollation
+                                             AND attcollation <> 100), '')
+                || coalesce(' comment ' || col_description(attrelid, attnum), '')
+           FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
+          WHERE attrelid IN (SELECT oid FROM t) AND attnum > 0 AND NOT attisdropped
+         UNION ALL
+         SELECT conrelid::regclass::text || ' constraint ' || conname || ' ' || pg_get_constraintdef(oid)
+           FROM pg_constraint WHERE conrelid IN (SELECT oid FROM t)
+         UNION ALL
+         SELECT indrelid::regclass::text || ' index ' || indexrelid::regclass::text || ' '
+                || regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', '')
+           FROM pg_index WHERE indrelid IN (SELECT oid FROM t)
+         ORDER BY 1",
+    )
+    .await
+}
+
+/// `veil` with these arguments; fails the test unless it exits 0.
+fn ok(args: &[&str]) -> String {
+    let output = veil(args, "", &[]);
+    assert!(
+        output.status.success(),
+        "veil {}: {}{}",
+        args.join(" "),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+async fn old_database_runs_under_this_release(layout: &str) {
+    let db = restored(layout).await;
+    let key = TestKey::from_json(GOLDEN_KEYRING);
+    let key_file = key.path.to_str().unwrap();
+    let before = catalog(&db).await;
+    let old_rows = db.scalar("SELECT count(*) FROM user_logins").await;
+    assert_eq!(old_rows, 24, "the fixture's rows are there");
+
+    ok(&["migrate", "--database-url", &db.url]);
+    let after = catalog(&db).await;
+    let lost: Vec<&String> = before.iter().filter(|line| !after.contains(line)).collect();
+    assert!(lost.is_empty(), "migrate only adds; it changed {lost:#?}");
+
+    // New messages land beside the old rows, once each.
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let seeded = queue.seed(20, 0.25, 5).await;
+    let valid = seeded.iter().filter(|m| m.valid).count() as i64;
+    let mut run = run_args(&queue, &db, &key);
+    run.push("--until-empty".into());
+    ok(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM user_logins").await,
+        old_rows + valid
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM veil.quarantine").await,
+        6 + 20 - valid
+    );
+
+    // An old row's values, opened with the key they were made with.
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT masked_ip, masked_device_id FROM user_logins ORDER BY user_id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let keyring = Keyring::from_json(GOLDEN_KEYRING, std::path::Path::new("golden")).unwrap();
+    let ip = keyring.reveal(row.get(0)).unwrap().1;
+    let device_id = keyring.reveal(row.get(1)).unwrap().1;
+    let with_ip = db
+        .scalar(&format!(
+            "SELECT count(*) FROM user_logins WHERE masked_ip = '{}'",
+            row.get::<_, String>(0)
+        ))
+        .await;
+
+    let found = ok(&[
+        "find",
+        "--ip",
+        &ip,
+        "--reason",
+        "old rows",
+        "--key-file",
+        key_file,
+        "--database-url",
+        &db.url,
+    ]);
+    assert!(found.contains(&format!("({with_ip} row")), "{found}");
+
+    let revealed = ok(&[
+        "reveal",
+        "--sql",
+        &format!(
+            "SELECT masked_ip FROM user_logins WHERE masked_ip = '{}' LIMIT 1",
+            row.get::<_, String>(0)
+        ),
+        "--reason",
+        "old rows",
+        "--key-file",
+        key_file,
+        "--database-url",
+        &db.url,
+    ]);
+    assert!(revealed.contains(&ip), "{revealed}");
+
+    let rows_before = db.scalar("SELECT count(*) FROM user_logins").await;
+    let with_device = db
+        .scalar(&format!(
+            "SELECT count(*) FROM user_logins WHERE masked_device_id = '{}'",
+            row.get::<_, String>(1)
+        ))
+        .await;
+    ok(&[
+        "forget",
+        "--device-id",
+        &device_id,
+        "--reason",
+        "erasure request",
+        "--key-file",
+        key_file,
+        "--database-url",
+        &db.url,
+    ]);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM user_logins").await,
+        rows_before - with_device
+    );
+
+    // A rotated key re-masks the old rows, and they still open.
+    ok(&["keys", "rotate", "--key-file", key_file]);
+    let rotated = load_keyring_file(&key.path);
+    ok(&["rekey", "--key-file", key_file, "--database-url", &db.url]);
+    let masks = db
+        .strings(
+            "SELECT masked_ip FROM user_logins UNION ALL SELECT masked_device_id FROM user_logins",
+        )
+        .await;
+    let active = format!("siv1.{}.", rotated.active().id());
+    assert!(masks.iter().all(|mask| mask.starts_with(&active)));
+    assert!(masks.iter().all(|mask| rotated.reveal(mask).is_ok()));
+
+    ok(&["maintain", "--database-url", &db.url]);
+}
+
+#[tokio::test]
+async fn a_plain_old_database_runs_under_this_release_after_a_migrate_that_only_adds() {
+    old_database_runs_under_this_release("plain").await;
+}
+
+#[tokio::test]
+async fn a_monthly_partitioned_old_database_runs_under_this_release_after_a_migrate_that_only_adds()
+{
+    old_database_runs_under_this_release("monthly").await;
+}

@@ -159,6 +159,82 @@ mod tests {
         ]
     }
 
+    /// Writes `tests/fixtures/golden/login-parse-answers.jsonl`: 1 500
+    /// bodies drawn (seeded) from the values above, each with the login
+    /// parser's answer: its cells, or its reason and field. Run once with
+    /// the login parser, so the built-in contract can be held to it after
+    /// that parser is gone.
+    #[test]
+    #[ignore = "writes the fixture; run by hand with --ignored"]
+    fn write_the_login_parse_answers_fixture() {
+        use proptest::strategy::ValueTree;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(25);
+        let strategy = field_value();
+        let mut runner = proptest::test_runner::TestRunner::new_with_rng(
+            ProptestConfig::default(),
+            proptest::test_runner::TestRng::from_seed(
+                proptest::test_runner::RngAlgorithm::ChaCha,
+                &[25; 32],
+            ),
+        );
+        let keys = [
+            "user_id",
+            "app_version",
+            "device_type",
+            "ip",
+            "locale",
+            "device_id",
+            "other",
+        ];
+        let mut lines = String::new();
+        for index in 0..1_500 {
+            let body = match index % 50 {
+                0 => b"not json".to_vec(),
+                1 => b"[1]".to_vec(),
+                2 => br#"{"foo": "x", "bar": "1"}"#.to_vec(),
+                _ => {
+                    let object: serde_json::Map<String, serde_json::Value> = keys
+                        .iter()
+                        .filter_map(|key| {
+                            let value = strategy.new_tree(&mut runner).unwrap().current();
+                            // most fields valid, so later checks are reached too
+                            let value = match (rng.random_range(0..4), *key) {
+                                (0, _) => value,
+                                (_, "user_id") => Some(serde_json::json!("u-1")),
+                                (_, "app_version") => Some(serde_json::json!("2.3.0")),
+                                (_, "device_type") => Some(serde_json::json!("ios")),
+                                (_, "ip") => Some(serde_json::json!("10.0.0.1")),
+                                (_, "device_id") => Some(serde_json::json!("593-47-5928")),
+                                _ => value,
+                            };
+                            value.map(|v| (key.to_string(), v))
+                        })
+                        .collect();
+                    serde_json::to_vec(&object).unwrap()
+                }
+            };
+            let answer = match login_answer(&body) {
+                Ok(cells) => serde_json::json!({"cells": cells.iter().map(|cell| match cell {
+                    Cell::Null => serde_json::Value::Null,
+                    Cell::Text(text) => serde_json::json!(text),
+                    Cell::Integer(number) => serde_json::json!(number),
+                    other => panic!("no login cell is {other:?}"),
+                }).collect::<Vec<_>>()}),
+                Err((reason, field)) => serde_json::json!({"reason": reason, "field": field}),
+            };
+            let line =
+                serde_json::json!({"body": String::from_utf8(body).unwrap(), "answer": answer});
+            lines.push_str(&line.to_string());
+            lines.push('\n');
+        }
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/golden/login-parse-answers.jsonl"
+        );
+        std::fs::write(path, lines).unwrap();
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
         #[test]

@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use veil::event::canonical_ip;
+use veil::contract::values::canonical_ip;
 use veil::keyring::Keyring;
 use veil::mask::{Field, MaskMode};
 use veil::pipeline::prepare;

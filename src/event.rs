@@ -8,12 +8,12 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use std::net::IpAddr;
-
+use crate::contract::extract::Skip;
+use crate::contract::values::{canonical_ip, major_version};
+use crate::contract::MAX_BODY_BYTES;
 use crate::mask::MAX_MASKED_VALUE_BYTES;
+use crate::record::RejectReason;
 
-/// Largest body accepted as an event; a login event is a few hundred bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Column widths of `user_logins`, in characters (varchar counts characters).
 pub const USER_ID_MAX_CHARS: usize = 128;
 /// Width of `device_type`.
@@ -36,85 +36,6 @@ pub struct LoginEvent {
     pub device_id: String,
     /// First number of the version string: "2.3.0" -> 2, "0.96" -> 0.
     pub app_version_major: i32,
-}
-
-/// Why a body is not a valid login event. The set is small and fixed so it
-/// can be a metric label and a stable `reason` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
-    /// The body is not UTF-8 JSON (or nests too deeply to parse).
-    NotJson,
-    /// JSON, but not an object with any login-event field.
-    WrongShape,
-    /// A required field is absent, null or empty.
-    MissingField,
-    /// A field is not a string (or null, for locale).
-    BadType,
-    /// A value is longer than its column.
-    TooLong,
-    /// `ip` is not an IPv4 or IPv6 address.
-    BadIp,
-    /// `app_version` is not dotted numbers ("2.3.0", "0.96", "2.3").
-    BadVersion,
-    /// A value holds a character Postgres cannot store (NUL).
-    BadChar,
-    /// The body is larger than `MAX_BODY_BYTES`.
-    TooLarge,
-    /// Postgres rejected the row although it passed validation.
-    DbRejected,
-    /// Delivered more than --max-receives times without being recorded.
-    TooManyReceives,
-    /// Matches no contract's `match` (a routed queue).
-    UnknownType,
-    /// A value not in its column's format: `pattern`, a date, a timestamp,
-    /// a uuid, a number in a string.
-    BadFormat,
-    /// A value outside its column's `enum`.
-    BadValue,
-    /// A number outside its column's `min`/`max` or its SQL type.
-    OutOfRange,
-}
-
-impl RejectReason {
-    /// Every reason, for docs and metrics.
-    pub const ALL: [RejectReason; 15] = [
-        RejectReason::NotJson,
-        RejectReason::WrongShape,
-        RejectReason::MissingField,
-        RejectReason::BadType,
-        RejectReason::TooLong,
-        RejectReason::BadIp,
-        RejectReason::BadVersion,
-        RejectReason::BadChar,
-        RejectReason::TooLarge,
-        RejectReason::DbRejected,
-        RejectReason::TooManyReceives,
-        RejectReason::UnknownType,
-        RejectReason::BadFormat,
-        RejectReason::BadValue,
-        RejectReason::OutOfRange,
-    ];
-
-    /// The stable code stored in `veil.quarantine.reason`.
-    pub fn code(self) -> &'static str {
-        match self {
-            RejectReason::NotJson => "not_json",
-            RejectReason::WrongShape => "wrong_shape",
-            RejectReason::MissingField => "missing_field",
-            RejectReason::BadType => "bad_type",
-            RejectReason::TooLong => "too_long",
-            RejectReason::BadIp => "bad_ip",
-            RejectReason::BadVersion => "bad_version",
-            RejectReason::BadChar => "bad_char",
-            RejectReason::TooLarge => "too_large",
-            RejectReason::DbRejected => "db_rejected",
-            RejectReason::TooManyReceives => "too_many_receives",
-            RejectReason::UnknownType => "unknown_type",
-            RejectReason::BadFormat => "bad_format",
-            RejectReason::BadValue => "bad_value",
-            RejectReason::OutOfRange => "out_of_range",
-        }
-    }
 }
 
 /// A rejected body: the reason and, where one is to blame, the field name.
@@ -423,85 +344,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Slot<'a> {
                 Ok(Slot::Other)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                SkipVisitor.visit_seq(seq).map(|_| Slot::Other)
+                Skip::visit_seq(seq).map(|_| Slot::Other)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                SkipVisitor.visit_map(map).map(|_| Slot::Other)
+                Skip::visit_map(map).map(|_| Slot::Other)
             }
         }
         deserializer.deserialize_any(SlotVisitor)
     }
-}
-
-/// Any JSON value, read and dropped. Unlike serde's `IgnoredAny`, which
-/// serde_json skips without looking, numbers are converted, so a number out
-/// of range (`1e999`) fails here as it does in `serde_json::Value`.
-pub(crate) struct Skip;
-
-impl<'de> Deserialize<'de> for Skip {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SkipVisitor)
-    }
-}
-
-struct SkipVisitor;
-
-impl<'de> Visitor<'de> for SkipVisitor {
-    type Value = Skip;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_unit<E>(self) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        Ok(Skip)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
-        while map.next_entry::<Skip, Skip>()?.is_some() {}
-        Ok(Skip)
-    }
-}
-
-/// Canonical text of an IP address, so equal addresses mask equally:
-/// IPv6 in RFC 5952 form (lower case, longest zero run compressed) and
-/// IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as the IPv4 address it carries.
-/// Returns `None` for anything that is not an IP address (including zone ids
-/// and IPv4 with leading zeros, which some parsers read as octal).
-pub fn canonical_ip(text: &str) -> Option<String> {
-    let address: IpAddr = text.parse().ok()?;
-    Some(address.to_canonical().to_string())
-}
-
-/// The first number of a dotted version of one to four numeric parts:
-/// "2.3.0" -> 2, "0.96" -> 0, "2.3" -> 2. Anything else (letters,
-/// suffixes, empty parts, a first number beyond i32) is `None`.
-pub fn major_version(text: &str) -> Option<i32> {
-    let parts: Vec<&str> = text.split('.').collect();
-    let well_formed = (1..=4).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-    if !well_formed {
-        return None;
-    }
-    parts[0].parse().ok()
 }
 
 #[cfg(test)]
@@ -549,27 +399,6 @@ mod tests {
     fn ipv6_is_canonicalized() {
         let event = parse(&with("ip", "2001:DB8:0:0:0:0:0:1".into())).unwrap();
         assert_eq!(event.ip, "2001:db8::1");
-    }
-
-    #[test]
-    fn version_forms_give_their_first_number() {
-        assert_eq!(major_version("2.3.0"), Some(2));
-        assert_eq!(major_version("0.96"), Some(0));
-        assert_eq!(major_version("2.3"), Some(2));
-        assert_eq!(major_version("10"), Some(10));
-        for bad in [
-            "",
-            "2.",
-            ".2",
-            "2..3",
-            "v2.3",
-            "2.3.0-beta",
-            "1.2.3.4.5",
-            "99999999999.1",
-            "-1.2",
-        ] {
-            assert_eq!(major_version(bad), None, "{bad:?}");
-        }
     }
 
     #[test]
@@ -706,64 +535,5 @@ mod tests {
             "device_type": "ios", "ip": "1.2.3.4", "device_id": "d"}"#;
         assert_eq!(parse(body).unwrap().user_id, "last");
         assert_eq!(parse(body), parse_generic(body));
-    }
-
-    #[test]
-    fn equal_ip_addresses_canonicalize_equally() {
-        assert_eq!(
-            canonical_ip("2001:DB8:0:0:0:0:0:1"),
-            canonical_ip("2001:db8::1")
-        );
-        assert_eq!(canonical_ip("2001:db8::1").unwrap(), "2001:db8::1");
-        assert_eq!(canonical_ip("::ffff:10.1.2.3").unwrap(), "10.1.2.3");
-        assert_eq!(canonical_ip("199.172.111.135").unwrap(), "199.172.111.135");
-    }
-
-    #[test]
-    fn non_addresses_are_not_canonicalized() {
-        for text in [
-            "",
-            "1.2.3",
-            "256.1.1.1",
-            "01.2.3.4",
-            "fe80::1%eth0",
-            " 1.2.3.4",
-            "abc",
-        ] {
-            assert_eq!(canonical_ip(text), None, "{text:?}");
-        }
-    }
-
-    mod ip_properties {
-        use super::*;
-        use proptest::prelude::*;
-        use std::net::{Ipv4Addr, Ipv6Addr};
-
-        proptest! {
-            #[test]
-            fn ipv6_spellings_canonicalize_to_one_text(segments in any::<[u16; 8]>()) {
-                let address = Ipv6Addr::from(segments);
-                let expanded = segments.iter().map(|s| format!("{s:04X}")).collect::<Vec<_>>().join(":");
-                let short = segments.iter().map(|s| format!("{s:x}")).collect::<Vec<_>>().join(":");
-                let canonical = canonical_ip(&address.to_string());
-                prop_assert!(canonical.is_some());
-                prop_assert_eq!(canonical_ip(&expanded), canonical.clone());
-                prop_assert_eq!(canonical_ip(&short), canonical);
-            }
-
-            #[test]
-            fn ipv4_mapped_ipv6_equals_the_ipv4_address(octets in any::<[u8; 4]>()) {
-                let v4 = Ipv4Addr::from(octets);
-                let mapped = format!("::ffff:{v4}");
-                prop_assert_eq!(canonical_ip(&mapped), Some(v4.to_string()));
-            }
-        }
-    }
-
-    #[test]
-    fn reason_codes_are_unique() {
-        let codes: std::collections::HashSet<_> =
-            RejectReason::ALL.iter().map(|r| r.code()).collect();
-        assert_eq!(codes.len(), RejectReason::ALL.len());
     }
 }

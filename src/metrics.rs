@@ -14,7 +14,7 @@ mod observe;
 
 pub use observe::BatchCounts;
 
-use crate::event::RejectReason;
+use crate::record::RejectReason;
 use crate::sqs::QueueDepth;
 
 /// Where the service is in its life; `/readyz` is 200 only while running

@@ -6,9 +6,9 @@
 //! its JSON, JSON inside strings, and its text, an IP in any spelling
 //! (`Target::held_by`). Pure: no I/O.
 
+use crate::contract::values::canonical_ip;
 use crate::contract::{ColumnType, Normalize, Plan, TableName};
 use crate::error::ConfigError;
-use crate::event::canonical_ip;
 use crate::keyring::Keyring;
 use crate::mask::Field;
 use crate::postgres::privacy::Column;

@@ -7,7 +7,86 @@ use std::borrow::Cow;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::contract::Cell;
-use crate::event::RejectReason;
+
+/// Why a body cannot be recorded as a row (the reason code of its
+/// quarantine entry). The set is small and fixed so it
+/// can be a metric label and a stable `reason` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The body is not UTF-8 JSON (or nests too deeply to parse).
+    NotJson,
+    /// JSON, but not an object with any login-event field.
+    WrongShape,
+    /// A required field is absent, null or empty.
+    MissingField,
+    /// A field is not a string (or null, for locale).
+    BadType,
+    /// A value is longer than its column.
+    TooLong,
+    /// `ip` is not an IPv4 or IPv6 address.
+    BadIp,
+    /// `app_version` is not dotted numbers ("2.3.0", "0.96", "2.3").
+    BadVersion,
+    /// A value holds a character Postgres cannot store (NUL).
+    BadChar,
+    /// The body is larger than `MAX_BODY_BYTES`.
+    TooLarge,
+    /// Postgres rejected the row although it passed validation.
+    DbRejected,
+    /// Delivered more than --max-receives times without being recorded.
+    TooManyReceives,
+    /// Matches no contract's `match` (a routed queue).
+    UnknownType,
+    /// A value not in its column's format: `pattern`, a date, a timestamp,
+    /// a uuid, a number in a string.
+    BadFormat,
+    /// A value outside its column's `enum`.
+    BadValue,
+    /// A number outside its column's `min`/`max` or its SQL type.
+    OutOfRange,
+}
+
+impl RejectReason {
+    /// Every reason, for docs and metrics.
+    pub const ALL: [RejectReason; 15] = [
+        RejectReason::NotJson,
+        RejectReason::WrongShape,
+        RejectReason::MissingField,
+        RejectReason::BadType,
+        RejectReason::TooLong,
+        RejectReason::BadIp,
+        RejectReason::BadVersion,
+        RejectReason::BadChar,
+        RejectReason::TooLarge,
+        RejectReason::DbRejected,
+        RejectReason::TooManyReceives,
+        RejectReason::UnknownType,
+        RejectReason::BadFormat,
+        RejectReason::BadValue,
+        RejectReason::OutOfRange,
+    ];
+
+    /// The stable code stored in `veil.quarantine.reason`.
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::NotJson => "not_json",
+            RejectReason::WrongShape => "wrong_shape",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::BadType => "bad_type",
+            RejectReason::TooLong => "too_long",
+            RejectReason::BadIp => "bad_ip",
+            RejectReason::BadVersion => "bad_version",
+            RejectReason::BadChar => "bad_char",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::DbRejected => "db_rejected",
+            RejectReason::TooManyReceives => "too_many_receives",
+            RejectReason::UnknownType => "unknown_type",
+            RejectReason::BadFormat => "bad_format",
+            RejectReason::BadValue => "bad_value",
+            RejectReason::OutOfRange => "out_of_range",
+        }
+    }
+}
 
 /// A row for `user_logins`, PII already masked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,4 +172,16 @@ pub enum Recorded {
     Quarantined(RejectReason),
     /// It was recorded before (or twice in this batch): nothing written.
     Duplicate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_are_unique() {
+        let codes: std::collections::HashSet<_> =
+            RejectReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), RejectReason::ALL.len());
+    }
 }

@@ -2,7 +2,7 @@
 //! pointers form a trie, the body is deserialized against it, and only the
 //! values at its leaves are built (as `serde_json::Value`s); every other
 //! value is skipped, checked as `serde_json::Value` would check it (see
-//! `event::Skip`). This is the contract path's replacement for parsing the
+//! `Skip`). This is the contract path's replacement for parsing the
 //! whole body into a `Value` and resolving each pointer in it, which
 //! allocates every key and value and a string per pointer token. Both give
 //! the same answer; `Paths::from_value` is the reference, and a property
@@ -10,10 +10,8 @@
 
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-
-use crate::event::Skip;
 
 /// The pointers a plan reads, as a trie of reference tokens. Each distinct
 /// pointer has a slot; `extract` fills the slots of one body.
@@ -263,6 +261,64 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 
     fn visit_str<E>(self, key: &str) -> Result<Option<usize>, E> {
         Ok(self.0.iter().position(|child| child.token == key))
+    }
+}
+
+/// Any JSON value, read and dropped. Unlike serde's `IgnoredAny`, which
+/// serde_json skips without looking, numbers are converted, so a number out
+/// of range (`1e999`) fails here as it does in `serde_json::Value`.
+pub struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl Skip {
+    /// Skips the rest of an array being visited.
+    pub fn visit_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Skip, A::Error> {
+        SkipVisitor.visit_seq(seq)
+    }
+
+    /// Skips the rest of an object being visited.
+    pub fn visit_map<'de, A: MapAccess<'de>>(map: A) -> Result<Skip, A::Error> {
+        SkipVisitor.visit_map(map)
+    }
+}
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
     }
 }
 

@@ -13,10 +13,13 @@ pub mod format;
 pub mod json_schema;
 pub mod parse;
 pub mod plan;
+pub mod values;
 
 use std::path::Path;
 
-pub use parse::{parse, stored_form, Cell, ContractRejection, ParsedEvent, SqsFacts};
+pub use parse::{
+    parse, stored_form, Cell, ContractRejection, ParsedEvent, SqsFacts, MAX_BODY_BYTES,
+};
 pub use plan::{
     Column, ColumnSource, ColumnType, Contract, Granularity, MaskKind, Normalize, Partitioning,
     Pii, Plan, TableName,

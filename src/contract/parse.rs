@@ -15,7 +15,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
 use super::plan::{Column, ColumnSource, ColumnType, Contract, Normalize, Plan};
-use crate::event::{canonical_ip, major_version, RejectReason, MAX_BODY_BYTES};
+use super::values::{canonical_ip, canonical_uuid, major_version};
+use crate::record::RejectReason;
+
+/// Largest body accepted as an event; a login event is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// One column's checked value, before masking.
 #[derive(Debug, Clone, PartialEq)]
@@ -361,16 +365,6 @@ fn text_cell(column: &Column, text: String) -> Result<Cell, RejectReason> {
             Ok(Cell::Text(text))
         }
     }
-}
-
-/// A UUID in the 8-4-4-4-12 hex form, lower-cased.
-fn canonical_uuid(text: &str) -> Option<String> {
-    let groups: Vec<&str> = text.split('-').collect();
-    let shape = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
-    let hex = groups
-        .iter()
-        .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
-    (shape && hex).then(|| text.to_ascii_lowercase())
 }
 
 fn number_cell(column: &Column, value: &Value) -> Result<Cell, RejectReason> {

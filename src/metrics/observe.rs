@@ -235,7 +235,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::RejectReason;
+    use crate::record::RejectReason;
 
     #[test]
     fn a_committed_batch_counts_each_result_and_its_reason() {

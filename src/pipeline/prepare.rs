@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 
 use crate::contract::{self, Cell, MaskKind, ParsedEvent, Plan, SqsFacts};
-use crate::event::{self, RejectReason};
+use crate::event;
 use crate::keyring::Keyring;
 use crate::mask::{Field, MaskMode};
+use crate::record::RejectReason;
 use crate::record::{EventRow, MaskedRow, Prepared, QuarantineEntry, Record};
 use crate::sqs::{QueueMessage, Receipt};
 

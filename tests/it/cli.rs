@@ -210,7 +210,7 @@ async fn no_pii_reaches_the_output_even_at_trace_level() {
             for field in ["ip", "device_id"] {
                 if let Some(text) = value.get(field).and_then(|v| v.as_str()) {
                     secrets.push(text.to_string());
-                    if let Some(canonical) = veil::event::canonical_ip(text) {
+                    if let Some(canonical) = veil::contract::values::canonical_ip(text) {
                         secrets.push(canonical);
                     }
                 }

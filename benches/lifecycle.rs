@@ -24,13 +24,18 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio_postgres::{Client, NoTls};
+use veil::contract::Cell;
 use veil::keyring::Keyring;
-use veil::mask::Field;
+use veil::mask::MaskMode;
 use veil::postgres::maintain::{maintain, HousekeepingPolicy};
 use veil::postgres::partitions::{self, day_of_ms, Partitioned};
-use veil::postgres::privacy::Column;
 use veil::postgres::{record_batch, WriterStatements};
-use veil::record::{MaskedRow, Prepared, Record};
+use veil::record::{Prepared, Record, Row};
+
+/// `user_logins` exactly as the reference Postgres ships it.
+const REFERENCE_USER_LOGINS: &str = include_str!("../sql/user_logins.sql");
+const IP: &[u8] = b"veil/ip/v1";
+const DEVICE_ID: &[u8] = b"veil/device_id/v1";
 
 const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 /// The timed messages' send time; the ledger's history fills the hour before.
@@ -100,17 +105,22 @@ fn events(count: usize, first_sent_ms: i64) -> Vec<Prepared> {
         .map(|i| Prepared {
             message_id: message_id(&mut rng),
             sent_ms: first_sent_ms + (i / 3) as i64,
-            record: Record::Row(MaskedRow {
-                user_id: format!("{:08x}-0000-4000-8000-000000000000", i),
-                device_type: "android".into(),
-                masked_ip: keyring.mask(
-                    Field::Ip,
-                    &format!("10.{}.{}.{}", i % 250, i % 200, i % 199),
-                ),
-                masked_device_id: keyring.mask(Field::DeviceId, &format!("{i:03}-00-0000")),
-                locale: Some("DE".into()),
-                app_version: 3,
-                create_date: day_of_ms(first_sent_ms),
+            // a row of the built-in login contract, in its column order
+            record: Record::Row(Row {
+                contract: 0,
+                cells: vec![
+                    Cell::Text(format!("{:08x}-0000-4000-8000-000000000000", i)),
+                    Cell::Text("android".into()),
+                    Cell::Text(keyring.mask(
+                        MaskMode::Siv,
+                        IP,
+                        &format!("10.{}.{}.{}", i % 250, i % 200, i % 199),
+                    )),
+                    Cell::Text(keyring.mask(MaskMode::Siv, DEVICE_ID, &format!("{i:03}-00-0000"))),
+                    Cell::Text("DE".into()),
+                    Cell::Integer(3),
+                    Cell::Date(day_of_ms(first_sent_ms)),
+                ],
             }),
         })
         .collect()
@@ -130,11 +140,8 @@ enum Layout {
 async fn ledger_template(name: &str, history: usize, layout: Layout) {
     let url = database(name, None).await;
     let mut client = connect(&url).await;
-    client
-        .batch_execute(veil::postgres::USER_LOGINS_DDL)
-        .await
-        .unwrap();
-    veil::postgres::migrate(&mut client, Default::default())
+    client.batch_execute(REFERENCE_USER_LOGINS).await.unwrap();
+    veil::postgres::contract_sql::migrate(&mut client, &veil::contract::builtin_login())
         .await
         .unwrap();
     if layout == Layout::Plain {
@@ -182,7 +189,9 @@ async fn ledger_template(name: &str, history: usize, layout: Layout) {
 
 async fn write_all(url: &str, prepared: &[Prepared], batch: usize) -> Duration {
     let mut client = connect(url).await;
-    let statements = WriterStatements::prepare(&client, None).await.unwrap();
+    let statements = WriterStatements::prepare(&client, &veil::contract::builtin_login())
+        .await
+        .unwrap();
     client.batch_execute("CHECKPOINT").await.unwrap();
     let started = Instant::now();
     for chunk in prepared.chunks(batch) {
@@ -276,7 +285,9 @@ async fn bench_maintain() {
         let (url, writing, phase) = (url.clone(), writing.clone(), phase.clone());
         tokio::spawn(async move {
             let mut client = connect(&url).await;
-            let statements = WriterStatements::prepare(&client, None).await.unwrap();
+            let statements = WriterStatements::prepare(&client, &veil::contract::builtin_login())
+                .await
+                .unwrap();
             let now_ms = chrono::Utc::now().timestamp_millis();
             let (mut before, mut during) = (Vec::new(), Vec::new());
             let mut sent = now_ms;
@@ -334,14 +345,29 @@ async fn bench_maintain() {
     drop_database("veil_bench_t_ledger_full").await;
 }
 
+/// `veil find`'s statement for one place.
+async fn find_place(
+    client: &impl tokio_postgres::GenericClient,
+    place: &veil::privacy::Place,
+) -> (Vec<Vec<Option<String>>>, i64) {
+    veil::postgres::privacy::find_rows(
+        client,
+        &place.table,
+        &place.column,
+        &place.values,
+        &place.shown,
+        place.order_by.as_deref(),
+        1000,
+    )
+    .await
+    .unwrap()
+}
+
 async fn bench_find() {
     let rows = env_number("VEIL_BENCH_USER_ROWS", 10_000_000);
     let url = database("veil_bench_find", None).await;
     let mut client = connect(&url).await;
-    client
-        .batch_execute(veil::postgres::USER_LOGINS_DDL)
-        .await
-        .unwrap();
+    client.batch_execute(REFERENCE_USER_LOGINS).await.unwrap();
     let started = Instant::now();
     // Mask-shaped random values for the crowd (AES-SIV of ten million
     // values would only slow the set-up); the person's rows carry real
@@ -365,8 +391,8 @@ async fn bench_find() {
         for n in 0..10 {
             person.push((
                 format!("person-{round}-{n}"),
-                keyring.mask(Field::Ip, ip),
-                keyring.mask(Field::DeviceId, &format!("device-{n}")),
+                keyring.mask(MaskMode::Siv, IP, ip),
+                keyring.mask(MaskMode::Siv, DEVICE_ID, &format!("device-{n}")),
             ));
         }
         keyring.rotate();
@@ -380,7 +406,7 @@ async fn bench_find() {
             .await
             .unwrap();
     }
-    veil::postgres::create_analyst_indexes(&client)
+    veil::postgres::contract_sql::create_indexes(&client, &veil::contract::builtin_login())
         .await
         .unwrap();
     client
@@ -391,17 +417,16 @@ async fn bench_find() {
         "find: {rows} rows with the analyst indexes loaded in {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    let masks = veil::privacy::Target::ip(ip)
-        .unwrap()
-        .column_values(&keyring);
+    let plan = veil::contract::builtin_login();
+    let (_, places) = veil::privacy::resolve(&plan, &keyring, "ip", ip).unwrap();
+    let place = &places[0];
+    let masks = &place.values;
+
     let rounds = env_number("VEIL_BENCH_ROUNDS", 5);
     let (mut indexed, mut scanned) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let started = Instant::now();
-        let (found, total) =
-            veil::postgres::privacy::find_rows(&client, Column::MaskedIp, &masks, 1000)
-                .await
-                .unwrap();
+        let (found, total) = find_place(&client, place).await;
         indexed.push(started.elapsed());
         assert_eq!((found.len(), total), (20, 20));
         let transaction = client.transaction().await.unwrap();
@@ -410,19 +435,16 @@ async fn bench_find() {
             .await
             .unwrap();
         let started = Instant::now();
-        let (_, total) =
-            veil::postgres::privacy::find_rows(&transaction, Column::MaskedIp, &masks, 1000)
-                .await
-                .unwrap();
+        let (_, total) = find_place(&transaction, place).await;
         scanned.push(started.elapsed());
         assert_eq!(total, 20);
         transaction.rollback().await.unwrap();
     }
     let (indexed, scanned) = (median(&mut indexed), median(&mut scanned));
     println!(
-        "find: one IP, {} masks ({} keys x 2 modes), 20 matching rows of {rows}, median of {rounds}",
+        "find: one IP, {} masks ({} keys x 3 kinds), 20 matching rows of {rows}, median of {rounds}",
         masks.len(),
-        masks.len() / 2
+        masks.len() / 3
     );
     println!(
         "  with the analyst indexes: {:>9.2} ms",
@@ -443,11 +465,8 @@ async fn bench_rekey() {
     let rows = env_number("VEIL_BENCH_REKEY_ROWS", 1_000_000);
     let url = database("veil_bench_rekey", None).await;
     let mut client = connect(&url).await;
-    client
-        .batch_execute(veil::postgres::USER_LOGINS_DDL)
-        .await
-        .unwrap();
-    veil::postgres::migrate(&mut client, Default::default())
+    client.batch_execute(REFERENCE_USER_LOGINS).await.unwrap();
+    veil::postgres::contract_sql::migrate(&mut client, &veil::contract::builtin_login())
         .await
         .unwrap();
     let mut keyring = Keyring::generate();
@@ -456,9 +475,10 @@ async fn bench_rekey() {
         let (mut users, mut ips, mut devices) = (Vec::new(), Vec::new(), Vec::new());
         for item in chunk {
             if let Record::Row(row) = &item.record {
-                users.push(row.user_id.clone());
-                ips.push(keyring.mask(Field::Ip, &row.user_id[..8]));
-                devices.push(keyring.mask(Field::DeviceId, &row.user_id[..8]));
+                let user = row.cells[0].sql_text().unwrap_or_default();
+                ips.push(keyring.mask(MaskMode::Siv, IP, &user[..8]));
+                devices.push(keyring.mask(MaskMode::Siv, DEVICE_ID, &user[..8]));
+                users.push(user);
             }
         }
         client
@@ -482,7 +502,7 @@ async fn bench_rekey() {
     let report = veil::postgres::rekey::rekey(
         &mut client,
         &keyring,
-        &veil::postgres::rekey::MaskedTable::login(),
+        &veil::postgres::rekey::MaskedTable::of_plan(&veil::contract::builtin_login()),
         1000,
         |_| {},
     )

@@ -20,10 +20,14 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use rand::Rng;
 use tokio_postgres::NoTls;
+use veil::contract::Cell;
 use veil::keyring::Keyring;
-use veil::mask::Field;
+use veil::mask::MaskMode;
 use veil::postgres::{record_batch, WriterStatements};
-use veil::record::{MaskedRow, Prepared, Record};
+use veil::record::{Prepared, Record, Row};
+
+/// `user_logins` exactly as the reference Postgres ships it.
+const REFERENCE_USER_LOGINS: &str = include_str!("../sql/user_logins.sql");
 
 const ADMIN_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
 
@@ -58,20 +62,26 @@ fn rows(count: usize) -> Vec<Prepared> {
         .map(|i| Prepared {
             message_id: message_id(&mut rng),
             sent_ms: FIRST_SENT_MS + (i / 3) as i64,
-            record: Record::Row(MaskedRow {
-                user_id: format!("424cdd21-063a-43a7-b91b-{i:012}"),
-                device_type: if i % 2 == 0 { "android" } else { "ios" }.into(),
-                masked_ip: keyring.mask(
-                    Field::Ip,
-                    &format!("10.{}.{}.{}", i % 200, i % 250, i % 240),
-                ),
-                masked_device_id: keyring.mask(
-                    Field::DeviceId,
-                    &format!("{:03}-{:02}-{:04}", i % 900, i % 99, i % 9999),
-                ),
-                locale: Some("RU".into()),
-                app_version: (i % 6) as i32,
-                create_date: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+            // a row of the built-in login contract, in its column order
+            record: Record::Row(Row {
+                contract: 0,
+                cells: vec![
+                    Cell::Text(format!("424cdd21-063a-43a7-b91b-{i:012}")),
+                    Cell::Text(if i % 2 == 0 { "android" } else { "ios" }.into()),
+                    Cell::Text(keyring.mask(
+                        MaskMode::Siv,
+                        b"veil/ip/v1",
+                        &format!("10.{}.{}.{}", i % 200, i % 250, i % 240),
+                    )),
+                    Cell::Text(keyring.mask(
+                        MaskMode::Siv,
+                        b"veil/device_id/v1",
+                        &format!("{:03}-{:02}-{:04}", i % 900, i % 99, i % 9999),
+                    )),
+                    Cell::Text("RU".into()),
+                    Cell::Integer((i % 6) as i64),
+                    Cell::Date(NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()),
+                ],
             }),
         })
         .collect()
@@ -127,11 +137,9 @@ async fn veil_writer(
     tokio::spawn(connection);
     // The contract table as the reference environment ships it (no
     // indexes), so veil and \copy write into the same shape.
-    client
-        .batch_execute(veil::postgres::USER_LOGINS_DDL)
-        .await
-        .unwrap();
-    veil::postgres::migrate(&mut client, Default::default())
+    client.batch_execute(REFERENCE_USER_LOGINS).await.unwrap();
+    let plan = veil::contract::builtin_login();
+    veil::postgres::contract_sql::migrate(&mut client, &plan)
         .await
         .unwrap();
     ledger_history(&client, history).await;
@@ -144,7 +152,9 @@ async fn veil_writer(
     for _ in 0..writers {
         let (lane_client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
-        let statements = WriterStatements::prepare(&lane_client, None).await.unwrap();
+        let statements = WriterStatements::prepare(&lane_client, &plan)
+            .await
+            .unwrap();
         clients.push((lane_client, statements));
     }
     checkpoint(&client).await;
@@ -182,18 +192,12 @@ fn psql_copy(prepared: &[Prepared], url: &str) -> Duration {
         let Record::Row(row) = &item.record else {
             continue;
         };
-        writeln!(
-            file,
-            "{},{},{},{},{},{},{}",
-            row.user_id,
-            row.device_type,
-            row.masked_ip,
-            row.masked_device_id,
-            row.locale.as_deref().unwrap_or(""),
-            row.app_version,
-            row.create_date
-        )
-        .unwrap();
+        let cells: Vec<String> = row
+            .cells
+            .iter()
+            .map(|cell| cell.sql_text().unwrap_or_default())
+            .collect();
+        writeln!(file, "{}", cells.join(",")).unwrap();
     }
     file.flush().unwrap();
     let command = format!(
@@ -237,10 +241,7 @@ async fn main() {
         let url = fresh_database("veil_bench_copy").await;
         let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
-        client
-            .batch_execute(veil::postgres::USER_LOGINS_DDL)
-            .await
-            .unwrap();
+        client.batch_execute(REFERENCE_USER_LOGINS).await.unwrap();
         checkpoint(&client).await;
         copy.push(psql_copy(&prepared, &url));
     }

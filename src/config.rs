@@ -40,37 +40,33 @@ pub struct RunConfig {
     pub pipeline: PipelineSettings,
 }
 
-/// The plan of `--contract`, checked (None: the built-in login path).
-pub fn contracts_from_args(
+/// The plan of `--contract`, checked, or the built-in login contract.
+pub fn plan_from_args(
     args: &crate::cli::ContractArgs,
-) -> Result<Option<std::sync::Arc<crate::contract::Plan>>, ConfigError> {
-    args.contract
-        .as_deref()
-        .map(|path| crate::contract::load(path).map(std::sync::Arc::new))
-        .transpose()
+) -> Result<std::sync::Arc<crate::contract::Plan>, ConfigError> {
+    Ok(std::sync::Arc::new(match args.contract.as_deref() {
+        Some(path) => crate::contract::load(path)?,
+        None => crate::contract::builtin_login(),
+    }))
 }
 
-/// The housekeeping policy of the command line, with the tables of the
-/// contracts (`--contract`) when there are any.
+/// The housekeeping policy of the command line, for the tables of `plan`.
 pub fn housekeeping_policy(
     args: &HousekeepingArgs,
-    contracts: Option<&crate::contract::Plan>,
+    plan: &crate::contract::Plan,
 ) -> HousekeepingPolicy {
-    let policy = HousekeepingPolicy {
+    HousekeepingPolicy {
         ledger_retention_days: args.ledger_retention_days,
         user_logins_retention_months: args.retention_months,
         contract_tables: Vec::new(),
-    };
-    match contracts {
-        Some(plan) => policy.with_contracts(plan),
-        None => policy,
     }
+    .with_contracts(plan)
 }
 
 impl RunConfig {
     /// Checks the arguments of `veil run`.
     pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
-        let contracts = contracts_from_args(&args.contracts)?;
+        let plan = plan_from_args(&args.contracts)?;
         if args.max_in_flight < args.batch_size as u32 {
             return Err(ConfigError(format!(
                 "--max-in-flight ({}) must be at least --batch-size ({})",
@@ -102,12 +98,8 @@ impl RunConfig {
                     .wait_secs
                     .unwrap_or(if args.until_empty { 1 } else { 20 }),
                 visibility_timeout_secs: args.visibility_timeout_secs,
-                message_attributes: contracts
-                    .as_ref()
-                    .is_some_and(|plan| plan.reads_message_attributes()),
-                first_receive_time: contracts
-                    .as_ref()
-                    .is_some_and(|plan| plan.reads_first_receive_time()),
+                message_attributes: plan.reads_message_attributes(),
+                first_receive_time: plan.reads_first_receive_time(),
             },
             until_empty: args.until_empty,
             keep_rows: if args.until_empty { args.show_rows } else { 0 },
@@ -131,11 +123,11 @@ impl RunConfig {
                 .then(|| Duration::from_secs(args.cloudwatch_emf_interval_secs)),
             queue_depth_interval: (args.queue_depth_interval_secs > 0)
                 .then(|| Duration::from_secs(args.queue_depth_interval_secs)),
-            housekeeping: housekeeping_policy(&args.housekeeping, contracts.as_deref()),
+            housekeeping: housekeeping_policy(&args.housekeeping, &plan),
             housekeeping_interval: (args.housekeeping_interval_secs > 0)
                 .then(|| Duration::from_secs(args.housekeeping_interval_secs)),
             max_receives: None,
-            contracts,
+            plan,
         };
         Ok(RunConfig {
             queue: queue_settings(&args.queue)?,

@@ -65,7 +65,6 @@ pub mod commands;
 pub mod config;
 pub mod contract;
 pub mod error;
-pub mod event;
 pub mod keyring;
 pub mod mask;
 pub mod metrics;

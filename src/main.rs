@@ -66,8 +66,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Doctor(args) => commands::doctor::doctor(args).await,
         Command::Seed(args) => commands::seed(args).await,
         Command::Maintain(args) => commands::maintain(args).await,
-        Command::Find(args) => commands::lookup::find(args).await,
-        Command::Forget(args) => commands::lookup::forget(args).await,
+        Command::Find(args) => commands::find::find(args).await,
+        Command::Forget(args) => commands::forget::forget(args).await,
         Command::Contract(command) => commands::contract::run(command),
     };
     match result {

@@ -10,14 +10,15 @@
 //!   (the pseudo-random IV is a CMAC under a 256-bit key); with the key the
 //!   value comes back, and a tampered or foreign mask is rejected, never
 //!   guessed.
-//! - The field name is bound in as associated data, so a masked IP and a
-//!   masked device id never collide and cannot be swapped between columns.
+//! - The domain is bound in as associated data (`veil/<domain>/v1`, from
+//!   the contract), so a masked IP and a masked device id never collide
+//!   and cannot be swapped between columns.
 //! - The key id in the mask says which key of a keyring made it, so keys can
 //!   rotate while old masks stay readable.
 //!
 //! Irreversible mode (`MaskMode::Hmac`) makes `hmac1.<key id>.<base64url>`
 //! masks: HMAC-SHA256 under a key derived from the same key material, over
-//! the field name and the value. Deterministic and keyed like AES-SIV, so
+//! the domain and the value. Deterministic and keyed like AES-SIV, so
 //! duplicates stay visible, but nothing can turn them back into values.
 //!
 //! Quarantined bodies are encrypted with the same key but with a random
@@ -57,36 +58,6 @@ pub enum MaskMode {
     Siv,
     /// HMAC-SHA256: deterministic, keyed, irreversible (`hmac1.`).
     Hmac,
-}
-
-/// Which PII field a value belongs to; bound into the mask as associated data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// The client's IP address (canonicalized before masking).
-    Ip,
-    /// The device id.
-    DeviceId,
-}
-
-impl Field {
-    /// Every field, in the order `reveal` tries them.
-    pub const ALL: [Field; 2] = [Field::Ip, Field::DeviceId];
-
-    /// The name used in errors, docs and the associated data.
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Ip => "ip",
-            Field::DeviceId => "device_id",
-        }
-    }
-
-    /// The associated data bound into its masks (`veil/<field>/v1`).
-    pub fn associated_data(self) -> &'static [u8] {
-        match self {
-            Field::Ip => b"veil/ip/v1",
-            Field::DeviceId => b"veil/device_id/v1",
-        }
-    }
 }
 
 /// Why a mask could not be opened. Never carries key material or plaintext.
@@ -200,18 +171,10 @@ fn hmac_mask(key: &MaskKey, associated_data: &[u8], value: &str) -> String {
 
 /// Masking, revealing and sealing with the keys of a keyring.
 impl Keyring {
-    /// Masks one PII value with the active key in the given mode.
-    pub fn mask_with(&self, mode: MaskMode, field: Field, value: &str) -> String {
-        match mode {
-            MaskMode::Siv => self.mask(field, value),
-            MaskMode::Hmac => self.mask_irreversibly(field, value),
-        }
-    }
-
-    /// Masks one value of a contract's domain (`associated_data` is
-    /// `veil/<domain>/v1`, so the login contract's domains `ip` and
-    /// `device_id` give the masks of `mask_with`).
-    pub fn mask_domain(&self, mode: MaskMode, associated_data: &[u8], value: &str) -> String {
+    /// Masks one value of a domain (`associated_data` is `veil/<domain>/v1`)
+    /// with the active key: AES-SIV (`siv1.`, reversible) or HMAC-SHA256
+    /// (`hmac1.`, irreversible).
+    pub fn mask(&self, mode: MaskMode, associated_data: &[u8], value: &str) -> String {
         match mode {
             MaskMode::Siv => siv_mask(self.active(), associated_data, value),
             MaskMode::Hmac => hmac_mask(self.active(), associated_data, value),
@@ -272,30 +235,12 @@ impl Keyring {
         )
     }
 
-    /// An irreversible HMAC-SHA256 mask (`hmac1.`) with the active key.
-    pub fn mask_irreversibly(&self, field: Field, value: &str) -> String {
-        hmac_mask(self.active(), field.associated_data(), value)
-    }
-
-    /// Masks one PII value with the active key (AES-SIV).
-    pub fn mask(&self, field: Field, value: &str) -> String {
-        siv_mask(self.active(), field.associated_data(), value)
-    }
-
-    /// Every mask a value can have in a table this keyring wrote: under
-    /// each of its keys, in both modes. Masks are deterministic, so these
-    /// find the value's rows (`veil find`, `veil forget`) without opening
-    /// any other.
-    pub fn masks_under_every_key(&self, field: Field, value: &str) -> Vec<String> {
-        let data = field.associated_data();
-        self.keys()
-            .flat_map(|key| [siv_mask(key, data, value), hmac_mask(key, data, value)])
-            .collect()
-    }
-
-    /// `masks_under_every_key` for a contract's domain (`veil/<domain>/v1`).
-    /// An IP address also gets its prefix-preserving masks.
-    pub fn domain_masks_under_every_key(&self, associated_data: &[u8], value: &str) -> Vec<String> {
+    /// Every mask a value of a domain (`veil/<domain>/v1`) can have in a
+    /// table this keyring wrote: under each of its keys, in every mode (an
+    /// IP address also gets its prefix-preserving masks). Masks are
+    /// deterministic, so these find the value's rows (`veil find`, `veil
+    /// forget`) without opening any other.
+    pub fn masks_under_every_key(&self, associated_data: &[u8], value: &str) -> Vec<String> {
         let address = value.parse::<IpAddr>().ok().map(|a| a.to_canonical());
         self.keys()
             .flat_map(|key| {
@@ -310,17 +255,10 @@ impl Keyring {
             .collect()
     }
 
-    /// Opens a mask made by any key in the ring, returning the field and value.
-    pub fn reveal(&self, mask: &str) -> Result<(Field, String), RevealError> {
-        let fields = Field::ALL.map(|field| field.associated_data());
-        self.reveal_among(mask, &fields)
-            .map(|(index, value)| (Field::ALL[index], value))
-    }
-
-    /// Opens a mask bound to one of `associated_data` (the login fields, or
-    /// the `veil/<domain>/v1` of a contract's domains), returning which one
-    /// and the value.
-    pub fn reveal_among(
+    /// Opens an AES-SIV mask made by any key in the ring and bound to one of
+    /// `associated_data` (the `veil/<domain>/v1` of the plan's domains),
+    /// returning which one and the value.
+    pub fn reveal(
         &self,
         mask: &str,
         associated_data: &[&[u8]],
@@ -400,6 +338,11 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    const IP: &[u8] = b"veil/ip/v1";
+    const DEVICE: &[u8] = b"veil/device_id/v1";
+    /// The login contract's two domains, in its column order.
+    const DOMAINS: &[&[u8]] = &[IP, DEVICE];
+
     fn pfx_address(mask: &str) -> u32 {
         let text = mask.splitn(3, '.').nth(2).unwrap();
         u32::from(text.parse::<std::net::Ipv4Addr>().unwrap())
@@ -453,12 +396,12 @@ mod tests {
     fn masks_are_deterministic_for_one_key() {
         let ring = Keyring::generate();
         assert_eq!(
-            ring.mask(Field::Ip, "10.0.0.1"),
-            ring.mask(Field::Ip, "10.0.0.1")
+            ring.mask(MaskMode::Siv, IP, "10.0.0.1"),
+            ring.mask(MaskMode::Siv, IP, "10.0.0.1")
         );
         assert_ne!(
-            ring.mask(Field::Ip, "10.0.0.1"),
-            ring.mask(Field::Ip, "10.0.0.2")
+            ring.mask(MaskMode::Siv, IP, "10.0.0.1"),
+            ring.mask(MaskMode::Siv, IP, "10.0.0.2")
         );
     }
 
@@ -466,26 +409,32 @@ mod tests {
     fn masks_differ_between_keys_and_fields() {
         let one = Keyring::generate();
         let two = Keyring::generate();
-        assert_ne!(one.mask(Field::Ip, "x"), two.mask(Field::Ip, "x"));
-        assert_ne!(one.mask(Field::Ip, "x"), one.mask(Field::DeviceId, "x"));
+        assert_ne!(
+            one.mask(MaskMode::Siv, IP, "x"),
+            two.mask(MaskMode::Siv, IP, "x")
+        );
+        assert_ne!(
+            one.mask(MaskMode::Siv, IP, "x"),
+            one.mask(MaskMode::Siv, DEVICE, "x")
+        );
     }
 
     #[test]
     fn mask_names_its_key_and_round_trips() {
         let ring = Keyring::generate();
-        let mask = ring.mask(Field::DeviceId, "593-47-5928");
+        let mask = ring.mask(MaskMode::Siv, DEVICE, "593-47-5928");
         assert!(mask.starts_with(&format!("siv1.{}.", ring.active().id())));
         assert!(!mask.contains("593"));
         assert_eq!(
-            ring.reveal(&mask),
-            Ok((Field::DeviceId, "593-47-5928".to_string()))
+            ring.reveal(&mask, DOMAINS),
+            Ok((1, "593-47-5928".to_string()))
         );
     }
 
     #[test]
     fn longest_allowed_value_fits_varchar_256() {
         let ring = Keyring::generate();
-        let mask = ring.mask(Field::DeviceId, &"x".repeat(MAX_MASKED_VALUE_BYTES));
+        let mask = ring.mask(MaskMode::Siv, DEVICE, &"x".repeat(MAX_MASKED_VALUE_BYTES));
         assert!(mask.len() <= 256, "mask is {} chars", mask.len());
         assert!(mask.bytes().all(|b| b.is_ascii_graphic()));
     }
@@ -494,13 +443,13 @@ mod tests {
     fn reveal_refuses_foreign_tampered_and_malformed_masks() {
         let ring = Keyring::generate();
         let other = Keyring::generate();
-        let foreign = other.mask(Field::Ip, "1.2.3.4");
+        let foreign = other.mask(MaskMode::Siv, IP, "1.2.3.4");
         assert!(matches!(
-            ring.reveal(&foreign),
+            ring.reveal(&foreign, DOMAINS),
             Err(RevealError::UnknownKey(_))
         ));
 
-        let mask = ring.mask(Field::Ip, "1.2.3.4");
+        let mask = ring.mask(MaskMode::Siv, IP, "1.2.3.4");
         // Change a character inside the payload: the last one may carry
         // unused bits, and changing those is a decoding error, not tampering.
         let mut tampered = mask.clone().into_bytes();
@@ -508,7 +457,7 @@ mod tests {
         tampered[inside] = if tampered[inside] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
         assert!(matches!(
-            ring.reveal(&tampered),
+            ring.reveal(&tampered, DOMAINS),
             Err(RevealError::NotAuthentic(_))
         ));
         // The last character too, whether the change breaks the base64 or the seal.
@@ -521,12 +470,18 @@ mod tests {
             altered[last] = replacement;
             let altered = String::from_utf8(altered).unwrap();
             assert!(
-                matches!(ring.reveal(&altered), Err(RevealError::NotAuthentic(_))),
+                matches!(
+                    ring.reveal(&altered, DOMAINS),
+                    Err(RevealError::NotAuthentic(_))
+                ),
                 "{altered}"
             );
         }
-        assert_eq!(ring.reveal("1.2.3.4"), Err(RevealError::NotAMask));
-        assert_eq!(ring.reveal("siv1.x.!!"), Err(RevealError::NotAMask));
+        assert_eq!(ring.reveal("1.2.3.4", DOMAINS), Err(RevealError::NotAMask));
+        assert_eq!(
+            ring.reveal("siv1.x.!!", DOMAINS),
+            Err(RevealError::NotAMask)
+        );
     }
 
     #[test]
@@ -535,8 +490,8 @@ mod tests {
         let json = ring.to_json();
         let loaded = Keyring::from_json(&json, Path::new("test")).unwrap();
         assert_eq!(
-            ring.mask(Field::Ip, "1.2.3.4"),
-            loaded.mask(Field::Ip, "1.2.3.4")
+            ring.mask(MaskMode::Siv, IP, "1.2.3.4"),
+            loaded.mask(MaskMode::Siv, IP, "1.2.3.4")
         );
     }
 
@@ -565,9 +520,9 @@ mod tests {
             fingerprint,
             Keyring::generate().audit_fingerprint("ip", "10.0.0.1")
         );
-        assert!(ring.reveal(&fingerprint).is_err());
+        assert!(ring.reveal(&fingerprint, DOMAINS).is_err());
         assert!(!ring
-            .masks_under_every_key(Field::Ip, "10.0.0.1")
+            .masks_under_every_key(IP, "10.0.0.1")
             .iter()
             .any(|mask| mask.ends_with(fingerprint.rsplit('.').next().unwrap())));
     }
@@ -575,15 +530,15 @@ mod tests {
     #[test]
     fn hmac_masks_are_deterministic_keyed_and_irreversible() {
         let ring = Keyring::generate();
-        let mask = ring.mask_irreversibly(Field::Ip, "10.0.0.1");
-        assert_eq!(mask, ring.mask_with(MaskMode::Hmac, Field::Ip, "10.0.0.1"));
+        let mask = ring.mask(MaskMode::Hmac, IP, "10.0.0.1");
+        assert_eq!(mask, ring.mask(MaskMode::Hmac, IP, "10.0.0.1"));
         assert!(mask.starts_with(&format!("hmac1.{}.", ring.active().id())));
         assert_ne!(
             mask,
-            Keyring::generate().mask_irreversibly(Field::Ip, "10.0.0.1")
+            Keyring::generate().mask(MaskMode::Hmac, IP, "10.0.0.1")
         );
-        assert_ne!(mask, ring.mask_irreversibly(Field::DeviceId, "10.0.0.1"));
-        assert_eq!(ring.reveal(&mask), Err(RevealError::Irreversible));
+        assert_ne!(mask, ring.mask(MaskMode::Hmac, DEVICE, "10.0.0.1"));
+        assert_eq!(ring.reveal(&mask, DOMAINS), Err(RevealError::Irreversible));
         assert!(mask.len() <= 256);
     }
 
@@ -591,11 +546,11 @@ mod tests {
     fn rotation_keeps_old_masks_readable_and_retire_forgets_them() {
         let mut ring = Keyring::generate();
         let old_id = ring.active().id().to_string();
-        let old_mask = ring.mask(Field::Ip, "10.0.0.1");
+        let old_mask = ring.mask(MaskMode::Siv, IP, "10.0.0.1");
         let new_id = ring.rotate();
         assert_eq!(ring.active().id(), new_id);
-        assert_ne!(ring.mask(Field::Ip, "10.0.0.1"), old_mask);
-        assert_eq!(ring.reveal(&old_mask).unwrap().1, "10.0.0.1");
+        assert_ne!(ring.mask(MaskMode::Siv, IP, "10.0.0.1"), old_mask);
+        assert_eq!(ring.reveal(&old_mask, DOMAINS).unwrap().1, "10.0.0.1");
         let reloaded = Keyring::from_json(&ring.to_json(), Path::new("t")).unwrap();
         assert_eq!(reloaded.keys().count(), 2);
         assert_eq!(reloaded.active().id(), new_id);
@@ -605,26 +560,36 @@ mod tests {
         );
         ring.retire(&old_id).unwrap();
         assert!(matches!(
-            ring.reveal(&old_mask),
+            ring.reveal(&old_mask, DOMAINS),
             Err(RevealError::UnknownKey(_))
         ));
     }
 
     #[test]
-    fn every_mask_a_value_can_have_covers_old_keys_and_both_modes() {
+    fn every_mask_a_value_can_have_covers_old_keys_and_every_mode() {
         let mut ring = Keyring::generate();
-        let old_siv = ring.mask(Field::Ip, "10.0.0.1");
-        let old_hmac = ring.mask_irreversibly(Field::Ip, "10.0.0.1");
+        let old_siv = ring.mask(MaskMode::Siv, IP, "10.0.0.1");
+        let old_hmac = ring.mask(MaskMode::Hmac, IP, "10.0.0.1");
+        let old_pfx = ring.mask_prefix_preserving(IP, "10.0.0.1");
         ring.rotate();
-        let new_siv = ring.mask(Field::Ip, "10.0.0.1");
-        let masks = ring.masks_under_every_key(Field::Ip, "10.0.0.1");
-        assert_eq!(masks.len(), 4);
-        for mask in [&old_siv, &old_hmac, &new_siv] {
+        let new_siv = ring.mask(MaskMode::Siv, IP, "10.0.0.1");
+        let masks = ring.masks_under_every_key(IP, "10.0.0.1");
+        assert_eq!(
+            masks.len(),
+            6,
+            "two keys, three kinds of mask for an address"
+        );
+        assert_eq!(
+            ring.masks_under_every_key(DEVICE, "d").len(),
+            4,
+            "no pfx for a non-address"
+        );
+        for mask in [&old_siv, &old_hmac, &old_pfx, &new_siv] {
             assert!(masks.contains(mask), "{mask} missing");
         }
-        assert!(!masks.contains(&ring.mask(Field::DeviceId, "10.0.0.1")));
+        assert!(!masks.contains(&ring.mask(MaskMode::Siv, DEVICE, "10.0.0.1")));
         assert!(!ring
-            .masks_under_every_key(Field::Ip, "10.0.0.2")
+            .masks_under_every_key(IP, "10.0.0.2")
             .contains(&new_siv));
     }
 
@@ -643,10 +608,10 @@ mod tests {
             #[test]
             fn any_value_round_trips_through_its_mask(value in "\\PC{0,128}", ip in any::<bool>()) {
                 let ring = Keyring::generate();
-                let field = if ip { Field::Ip } else { Field::DeviceId };
-                let mask = ring.mask(field, &value);
+                let domain = usize::from(!ip);
+                let mask = ring.mask(MaskMode::Siv, DOMAINS[domain], &value);
                 prop_assert!(mask.len() <= 256 || value.len() > MAX_MASKED_VALUE_BYTES);
-                prop_assert_eq!(ring.reveal(&mask), Ok((field, value)));
+                prop_assert_eq!(ring.reveal(&mask, DOMAINS), Ok((domain, value)));
             }
         }
     }

@@ -1,7 +1,8 @@
-//! Lookup and erasure by value (`veil find`, `veil forget`): what one
-//! person's IP, device id or user id looks like in veil's tables. Masks
-//! are deterministic, so the value masked under every key of the keyring
-//! (both modes) matches its rows without opening any other. A quarantined
+//! Lookup and erasure by value (`veil find`, `veil forget`): where one
+//! person's value of a PII domain or a column stands in the contracts'
+//! tables, and what it looks like there. Masks are deterministic, so the
+//! value masked under every key of the keyring (every mode) matches its
+//! rows without opening any other. A quarantined
 //! body is junk by definition, so it is searched everywhere: every leaf of
 //! its JSON, JSON inside strings, and its text, an IP in any spelling
 //! (`Target::held_by`). Pure: no I/O.
@@ -10,18 +11,12 @@ use crate::contract::values::canonical_ip;
 use crate::contract::{ColumnType, Normalize, Plan, TableName};
 use crate::error::ConfigError;
 use crate::keyring::Keyring;
-use crate::mask::Field;
-use crate::postgres::privacy::Column;
 
 /// The value looked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// An IP address, in the canonical form the pipeline masks.
     Ip(String),
-    /// A device id, as sent.
-    DeviceId(String),
-    /// A user id, as sent (stored unmasked).
-    UserId(String),
     /// A value of a contract's domain or column (`--value NAME=VALUE`),
     /// matched in quarantined bodies as a whole token; in any case when a
     /// column of it lower-cases its values.
@@ -46,40 +41,11 @@ impl Target {
         })
     }
 
-    /// A device id or user id target; empty values are refused.
-    pub fn text(kind: fn(String) -> Target, flag: &str, value: &str) -> Result<Self, ConfigError> {
-        if value.is_empty() {
-            return Err(ConfigError(format!("{flag} must not be empty")));
-        }
-        Ok(kind(value.to_string()))
-    }
-
     /// The field's name, for output and the audit.
     pub fn field_name(&self) -> &str {
         match self {
             Target::Ip(_) => "ip",
-            Target::DeviceId(_) => "device_id",
-            Target::UserId(_) => "user_id",
             Target::Value { name, .. } => name,
-        }
-    }
-
-    /// The `user_logins` column that holds it (login targets).
-    pub fn column(&self) -> Column {
-        match self {
-            Target::Ip(_) => Column::MaskedIp,
-            Target::DeviceId(_) => Column::MaskedDeviceId,
-            Target::UserId(_) | Target::Value { .. } => Column::UserId,
-        }
-    }
-
-    /// The values to match in that column: every mask of the value under
-    /// the keyring, or the user id itself.
-    pub fn column_values(&self, keyring: &Keyring) -> Vec<String> {
-        match self {
-            Target::Ip(ip) => keyring.masks_under_every_key(Field::Ip, ip),
-            Target::DeviceId(id) => keyring.masks_under_every_key(Field::DeviceId, id),
-            Target::UserId(id) | Target::Value { value: id, .. } => vec![id.clone()],
         }
     }
 
@@ -97,8 +63,7 @@ impl Target {
 
     fn value(&self) -> &str {
         match self {
-            Target::Ip(value) | Target::DeviceId(value) | Target::UserId(value) => value,
-            Target::Value { value, .. } => value,
+            Target::Ip(value) | Target::Value { value, .. } => value,
         }
     }
 
@@ -134,7 +99,7 @@ impl Target {
                 any_case: true,
                 ..
             } => contains_token(&text.to_lowercase(), &value.to_lowercase()),
-            _ => contains_token(text, self.value()),
+            Target::Value { value, .. } => contains_token(text, value),
         }
     }
 }
@@ -153,6 +118,9 @@ pub struct Place {
     pub values: Vec<String>,
     /// The table's columns `find` may show: none that holds PII.
     pub shown: Vec<String>,
+    /// The column `find` orders its rows by first: the table's first date
+    /// column that holds no PII, if any.
+    pub order_by: Option<String>,
 }
 
 /// `--value NAME=VALUE` through a plan: the target quarantined bodies are
@@ -218,9 +186,13 @@ pub fn resolve(
     let places = columns
         .into_iter()
         .filter_map(|(contract, column)| {
-            let stored = crate::contract::stored_form(column, value)?;
+            let stored = match &target {
+                // an IP in any spelling, already canonical
+                Target::Ip(ip) => crate::contract::stored_form(column, ip)?,
+                Target::Value { .. } => crate::contract::stored_form(column, value)?,
+            };
             let values = match &column.pii {
-                Some(pii) => keyring.domain_masks_under_every_key(&pii.associated_data, &stored),
+                Some(pii) => keyring.masks_under_every_key(&pii.associated_data, &stored),
                 None => vec![stored],
             };
             Some(Place {
@@ -234,6 +206,11 @@ pub fn resolve(
                     .filter(|c| c.pii.is_none())
                     .map(|c| c.name.clone())
                     .collect(),
+                order_by: contract
+                    .columns
+                    .iter()
+                    .find(|c| c.pii.is_none() && c.sql_type == "date")
+                    .map(|c| c.name.clone()),
             })
         })
         .collect();
@@ -386,6 +363,14 @@ mod tests {
         assert!(Target::ip("203.0.113").is_err());
     }
 
+    fn value(name: &str, value: &str) -> Target {
+        Target::Value {
+            name: name.into(),
+            value: value.into(),
+            any_case: false,
+        }
+    }
+
     fn holds(target: &Target, body: &str) -> bool {
         target.held_by(body.as_bytes()) == Holding::Yes
     }
@@ -411,13 +396,13 @@ mod tests {
         ] {
             assert!(holds(&v6, body), "{body}");
         }
-        let user = Target::UserId("12345".into());
+        let user = value("user_id", "12345");
         assert!(holds(&user, r#"{"user": {"id": 12345}}"#), "a number");
         assert!(!holds(
             &user,
             r#"{"user_id": "123456", "app_version": "1"}"#
         ));
-        let device = Target::DeviceId("593-47-5928".into());
+        let device = value("device_id", "593-47-5928");
         assert!(holds(&device, r#"{"d": [{"x": "593-47-5928"}]}"#));
         assert!(!holds(&device, r#"{"device_id": "593-47-59281"}"#));
     }
@@ -448,7 +433,7 @@ mod tests {
         assert!(holds(&ip, "::FFFF:10.0.0.1 (mapped)"));
         assert!(!holds(&ip, "ip=110.0.0.1"));
         assert!(!holds(&ip, "ip=10.0.0.15"));
-        let device = Target::DeviceId("593-47-5928".into());
+        let device = value("device_id", "593-47-5928");
         assert!(holds(&device, r#"[{"device_id": "593-47-5928"}]"#));
         assert!(!holds(&device, "x593-47-5928"));
     }

@@ -1,10 +1,10 @@
-//! What prepare hands to write: a masked row (of `user_logins` or of a
-//! contract's table) or a quarantine entry, for one SQS message, and what
+//! What prepare hands to write: a masked row of a contract's table or a
+//! quarantine entry with its reason, for one SQS message, and what
 //! recording it did. Domain types: no I/O; `postgres::batch` writes them.
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::contract::Cell;
 
@@ -88,25 +88,6 @@ impl RejectReason {
     }
 }
 
-/// A row for `user_logins`, PII already masked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MaskedRow {
-    /// user_id
-    pub user_id: String,
-    /// device_type
-    pub device_type: String,
-    /// masked_ip
-    pub masked_ip: String,
-    /// masked_device_id
-    pub masked_device_id: String,
-    /// locale
-    pub locale: Option<String>,
-    /// app_version (the major version number)
-    pub app_version: i32,
-    /// create_date (UTC date of SentTimestamp)
-    pub create_date: NaiveDate,
-}
-
 /// A message that is not a valid event, body sealed with the masking key.
 #[derive(Debug, Clone)]
 pub struct QuarantineEntry {
@@ -124,14 +105,15 @@ pub struct QuarantineEntry {
     pub body_sealed: Vec<u8>,
     /// Length of the original body in bytes.
     pub body_bytes: i32,
-    /// The contract the body was routed to (contract mode only; `None`
-    /// for the built-in login path and for bodies no contract took).
+    /// What `veil.quarantine.contract` holds: the contract the body was
+    /// routed to (`None` for bodies no contract took, and for a contract
+    /// that names none, as the built-in login contract).
     pub contract: Option<String>,
 }
 
 /// A row of a contract's table, PII already masked, in column order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventRow {
+pub struct Row {
     /// Index of the contract in the plan.
     pub contract: usize,
     /// One cell per column.
@@ -141,10 +123,8 @@ pub struct EventRow {
 /// What to record for one message.
 #[derive(Debug, Clone)]
 pub enum Record {
-    /// A valid login event (the built-in path).
-    Row(MaskedRow),
-    /// A valid event of a contract.
-    Event(EventRow),
+    /// A valid event: a row of its contract's table.
+    Row(Row),
     /// Bad input.
     Quarantine(QuarantineEntry),
 }
@@ -166,7 +146,7 @@ pub struct Prepared {
 /// What a committed batch did with one of its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
-    /// Its row is in `user_logins`.
+    /// Its row is in its contract's table.
     Written,
     /// It is in the quarantine, for this reason.
     Quarantined(RejectReason),

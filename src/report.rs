@@ -7,18 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::pipeline::RunReport;
-use crate::record::MaskedRow;
-
-const HEADERS: [&str; 7] = [
-    "user_id",
-    "device_type",
-    "masked_ip",
-    "masked_device_id",
-    "locale",
-    "app_version",
-    "create_date",
-];
+use crate::pipeline::{RunReport, SampleTable};
 
 /// The summary lines and the table of sample rows.
 pub fn render(report: &RunReport) -> String {
@@ -70,30 +59,27 @@ pub fn render(report: &RunReport) -> String {
             report.delete_failures
         );
     }
-    if !report.sample_rows.is_empty() {
+    // One contract's rows need no title (the built-in login contract's
+    // table looks as it always did); several are each named.
+    let titled = report.samples.len() > 1;
+    for table in &report.samples {
         out.push('\n');
-        out.push_str(&masked_rows_table(&report.sample_rows, report.written));
+        if titled {
+            let _ = writeln!(out, "{}:", table.title);
+        }
+        out.push_str(&sample_table(table));
     }
     out
 }
 
-/// Rows of `user_logins` as psql's aligned format prints them.
-pub fn masked_rows_table(rows: &[MaskedRow], total: u64) -> String {
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            vec![
-                row.user_id.clone(),
-                row.device_type.clone(),
-                row.masked_ip.clone(),
-                row.masked_device_id.clone(),
-                row.locale.clone().unwrap_or_default(),
-                row.app_version.to_string(),
-                row.create_date.to_string(),
-            ]
-        })
-        .collect();
-    psql_table(&HEADERS, &cells, &[5], total)
+/// Rows of a contract's table as psql's aligned format prints them.
+pub fn sample_table(table: &SampleTable) -> String {
+    psql_table(
+        &table.headers,
+        &table.rows,
+        &table.right_aligned,
+        table.total,
+    )
 }
 
 /// `text` with its control characters written out: `\r`, `\n`, `\t`, and
@@ -200,18 +186,38 @@ pub fn psql_table<H: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::NaiveDate;
 
-    fn row(locale: Option<&str>) -> MaskedRow {
-        MaskedRow {
-            user_id: "u-1".into(),
-            device_type: "ios".into(),
-            masked_ip: "siv1.ab.cd".into(),
-            masked_device_id: "siv1.ab.ef".into(),
-            locale: locale.map(Into::into),
-            app_version: 12,
-            create_date: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
-        }
+    fn row(locale: Option<&str>) -> Vec<String> {
+        [
+            "u-1",
+            "ios",
+            "siv1.ab.cd",
+            "siv1.ab.ef",
+            locale.unwrap_or_default(),
+            "12",
+            "2026-11-24",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn masked_rows_table(rows: &[Vec<String>], total: u64) -> String {
+        let headers = [
+            "user_id",
+            "device_type",
+            "masked_ip",
+            "masked_device_id",
+            "locale",
+            "app_version",
+            "create_date",
+        ];
+        sample_table(&SampleTable {
+            title: "user_logins (contract login)".into(),
+            headers: headers.map(String::from).to_vec(),
+            right_aligned: vec![5],
+            rows: rows.to_vec(),
+            total,
+        })
     }
 
     #[test]
@@ -229,7 +235,7 @@ mod tests {
             r#"{"body":"x\u009b31m"}"#
         );
         let mut evil = row(Some("RU"));
-        evil.user_id = "u\r\n fake | row \u{1b}[31m".into();
+        evil[0] = "u\r\n fake | row \u{1b}[31m".into();
         let table = masked_rows_table(&[evil], 1);
         assert_eq!(table.lines().count(), 4, "{table}");
         assert!(!table.chars().any(|c| c.is_control() && c != '\n'));

@@ -1,15 +1,14 @@
-//! `veil contract show|check|ddl|export`, and `veil migrate --contract`.
+//! `veil contract show|check|ddl|export`.
 
 use crate::cli::{ContractArgs, ContractCommand};
 use crate::contract::{self, Plan};
-use crate::postgres::contract_sql::{self, TableChange};
-use crate::postgres::Database;
+use crate::postgres::contract_sql;
 
 /// `veil contract ...`.
 pub fn run(command: ContractCommand) -> anyhow::Result<()> {
     match command {
         ContractCommand::Show => print!("{}", contract::LOGIN_CONTRACT_YAML),
-        ContractCommand::Check(args) => println!("{}", describe(&plan_of(&args)?)),
+        ContractCommand::Check(args) => println!("{}", describe(&*plan_of(&args)?)),
         ContractCommand::Ddl(args) => {
             for contract in &plan_of(&args)?.contracts {
                 println!(
@@ -21,7 +20,7 @@ pub fn run(command: ContractCommand) -> anyhow::Result<()> {
             }
         }
         ContractCommand::Export(args) => {
-            let schema = contract::json_schema::export(&plan_of(&args.contracts)?);
+            let schema = contract::json_schema::export(&*plan_of(&args.contracts)?);
             println!("{}", serde_json::to_string_pretty(&schema)?);
         }
     }
@@ -29,11 +28,8 @@ pub fn run(command: ContractCommand) -> anyhow::Result<()> {
 }
 
 /// The plan of the arguments, or the built-in login contract.
-fn plan_of(args: &ContractArgs) -> anyhow::Result<Plan> {
-    Ok(match &args.contract {
-        Some(path) => contract::load(path)?,
-        None => contract::builtin_login(),
-    })
+fn plan_of(args: &ContractArgs) -> anyhow::Result<std::sync::Arc<Plan>> {
+    Ok(crate::config::plan_from_args(args)?)
 }
 
 /// What `contract check` prints of a plan that passed.
@@ -84,30 +80,4 @@ fn describe(plan: &Plan) -> String {
     }
     lines.push(format!("ok: {} contract(s) checked", plan.contracts.len()));
     lines.join("\n")
-}
-
-/// `veil migrate --contract`: veil's schema and each contract's table.
-pub async fn migrate(
-    database: &mut Database,
-    plan: &Plan,
-    policy: &crate::postgres::maintain::HousekeepingPolicy,
-) -> anyhow::Result<()> {
-    let changes = contract_sql::migrate_contracts(database.client().await?, plan).await?;
-    for (table, change) in changes {
-        let what = match change {
-            TableChange::Created => "created, with analyst indexes".to_string(),
-            TableChange::Unchanged => "already there, as the contract says".to_string(),
-            TableChange::Added(columns) => format!("added column(s) {}", columns.join(", ")),
-        };
-        println!("table {table}: {what}");
-    }
-    println!("schema ready on {}", database.endpoint());
-    let client = database.client().await?;
-    let lacking = crate::postgres::maintain::missing_rights(client, policy).await?;
-    if lacking.is_empty() {
-        let done =
-            crate::postgres::maintain::maintain(client, policy, std::time::Duration::ZERO).await?;
-        println!("{}", crate::postgres::maintain::describe(&done));
-    }
-    Ok(())
 }

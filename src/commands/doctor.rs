@@ -142,13 +142,8 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
         return;
     };
     check_tls(&config_tls, local, client, report).await;
-    match crate::config::contracts_from_args(&args.contracts) {
-        Ok(Some(plan)) => {
-            check_contract_tables(client, &plan, report).await;
-            let policy = HousekeepingPolicy::default().with_contracts(&plan);
-            return check_partitions(client, &policy, report).await;
-        }
-        Ok(None) => {}
+    let plan = match crate::config::plan_from_args(&args.contracts) {
+        Ok(plan) => plan,
         Err(error) => {
             return report.problem(
                 "contracts",
@@ -156,92 +151,80 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
                 "fix the contract file (veil contract check)",
             )
         }
-    }
-    let missing: Vec<String> = match postgres::missing_tables(client).await {
-        Ok(missing) => missing,
-        Err(error) => return report.failed("schema", &error.into(), MIGRATE_FIX),
     };
-    if missing.is_empty() {
-        report.ok(
-            "schema",
-            "user_logins and schema veil (ledger, quarantine, audit) present",
-        );
-    } else {
-        report.problem(
-            "schema",
-            format!("missing: {}", missing.join(", ")),
-            MIGRATE_FIX,
-        );
-    }
-    if !missing.iter().any(|name| name == "user_logins") {
-        match postgres::check_user_logins_shape(client).await {
-            Ok(()) => report.ok("user_logins shape", "matches the contract"),
-            Err(error) => report.problem(
-                "user_logins shape",
-                crate::error::error_chain(&error),
-                "point veil at a table with the contract's columns",
-            ),
-        }
-    }
-    if !missing.is_empty() {
+    if !check_tables(client, &plan, report).await {
         return; // privileges on missing tables cannot be checked
     }
-    check_rights(client, report).await;
-    check_partitions(client, &HousekeepingPolicy::default(), report).await;
+    let tables: Vec<String> = plan
+        .contracts
+        .iter()
+        .map(|contract| crate::postgres::contract_sql::table_sql(&contract.table))
+        .collect();
+    let policy = HousekeepingPolicy::default().with_contracts(&plan);
+    check_rights(client, &tables, &policy, report).await;
+    check_partitions(client, &policy, report).await;
 }
 
-/// With contracts: veil's schema, and each contract's table against its
-/// contract and the role's right to insert into it.
-async fn check_contract_tables(
+/// veil's schema, and each contract's table against its contract; true
+/// when every table is there.
+async fn check_tables(
     client: &crate::postgres::Client,
     plan: &crate::contract::Plan,
     report: &mut Report,
-) {
-    use crate::postgres::contract_sql::{may_insert, table_state, TableState};
-    const CONTRACT_FIX: &str = "run `veil migrate --contract ...` as the tables' owner";
+) -> bool {
+    use crate::postgres::contract_sql::{table_state, TableState};
+    let mut all_there = true;
+    match postgres::missing_veil_tables(client).await {
+        Ok(missing) if missing.is_empty() => {
+            report.ok("schema", "veil (ledger, quarantine, audit) present")
+        }
+        Ok(missing) => {
+            all_there = false;
+            report.problem(
+                "schema",
+                format!("missing: {}", missing.join(", ")),
+                MIGRATE_FIX,
+            );
+        }
+        Err(error) => {
+            all_there = false;
+            report.failed("schema", &error.into(), MIGRATE_FIX);
+        }
+    }
     for contract in &plan.contracts {
         let what = format!("table {} (contract {})", contract.table, contract.name);
         match table_state(client, contract).await {
-            Ok(TableState::Fits) => report.ok(&what, "matches the contract"),
-            Ok(TableState::Missing) => report.problem(&what, "missing", CONTRACT_FIX),
+            Ok(TableState::Fits(extra)) if extra.is_empty() => {
+                report.ok(&what, "matches the contract")
+            }
+            Ok(TableState::Fits(extra)) => report.ok(
+                &what,
+                format!(
+                    "matches the contract; also has column(s) {}, left to their default",
+                    extra.join(", ")
+                ),
+            ),
+            Ok(TableState::Missing) => {
+                all_there = false;
+                report.problem(&what, "missing", MIGRATE_FIX)
+            }
             Ok(TableState::Lacks(columns)) => report.problem(
                 &what,
                 format!("lacks column(s) {} of the contract", columns.join(", ")),
-                CONTRACT_FIX,
+                MIGRATE_FIX,
             ),
             Ok(TableState::Refused(reason)) => report.problem(
                 &what,
                 reason,
                 "change the table or the contract (docs/contracts.md, Migrations)",
             ),
-            Err(error) => report.failed(&what, &error, CONTRACT_FIX),
-        }
-        if let Ok(false) = may_insert(client, &contract.table).await {
-            report.problem(
-                &format!("permissions (run) on {}", contract.table),
-                "the role cannot INSERT into it",
-                "GRANT INSERT on the table to veil's pipeline role",
-            );
-        }
-    }
-    match postgres::missing_tables(client).await {
-        Ok(missing) => {
-            let missing: Vec<String> = missing
-                .into_iter()
-                .filter(|name| name != "user_logins")
-                .collect();
-            if missing.is_empty() {
-                report.ok("schema", "veil (ledger, quarantine, audit) present");
-            } else {
-                report.problem(
-                    "schema",
-                    format!("missing: {}", missing.join(", ")),
-                    CONTRACT_FIX,
-                );
+            Err(error) => {
+                all_there = false;
+                report.failed(&what, &error, MIGRATE_FIX)
             }
         }
-        Err(error) => report.failed("schema", &error.into(), CONTRACT_FIX),
     }
+    all_there
 }
 
 /// The rights of the connected role, feature by feature, and which role
@@ -249,13 +232,19 @@ async fn check_contract_tables(
 /// others are reported as notes when this role lacks them, with the role
 /// that must do them, and as a problem where nobody else does (missing
 /// partitions: see `check_partitions`).
-async fn check_rights(client: &crate::postgres::Client, report: &mut Report) {
-    match postgres::rights::pipeline(client).await {
+async fn check_rights(
+    client: &crate::postgres::Client,
+    tables: &[String],
+    policy: &HousekeepingPolicy,
+    report: &mut Report,
+) {
+    match postgres::rights::pipeline(client, tables).await {
         Ok(lacking) if lacking.is_empty() => report.ok(
             "permissions (run)",
             format!(
-                "role {} can insert into user_logins, veil.ledger, veil.quarantine and read the ledger's key",
-                lacking.role
+                "role {} can insert into {}, veil.ledger, veil.quarantine and read the ledger's key",
+                lacking.role,
+                tables.join(", ")
             ),
         ),
         Ok(lacking) => report.problem(
@@ -265,8 +254,7 @@ async fn check_rights(client: &crate::postgres::Client, report: &mut Report) {
         ),
         Err(error) => return report.failed("permissions (run)", &error.into(), "apply sql/roles.sql"),
     }
-    let policy = HousekeepingPolicy::default();
-    match crate::postgres::maintain::missing_rights(client, &policy).await {
+    match crate::postgres::maintain::missing_rights(client, policy).await {
         Ok(lacking) if lacking.is_empty() => report.ok(
             "permissions (housekeeping)",
             format!("role {} may create, attach, drop and prune partitions (veil run does it every --housekeeping-interval-secs)", lacking.role),
@@ -283,7 +271,7 @@ async fn check_rights(client: &crate::postgres::Client, report: &mut Report) {
         ),
         Err(error) => report.failed("permissions (housekeeping)", &error, HOUSEKEEPING_FIX),
     }
-    match postgres::rights::audited_reads(client).await {
+    match postgres::rights::audited_reads(client, tables).await {
         Ok(lacking) if lacking.is_empty() => report.ok(
             "permissions (reveal, find, forget)",
             format!(

@@ -70,17 +70,14 @@ async fn new_in_secret(secret: &str, kms_key_id: Option<String>) -> anyhow::Resu
     Ok(())
 }
 
-/// How many masks (of user_logins, or of the contracts' tables) and
-/// quarantined bodies key `args.key_id` made.
+/// How many masks of the contracts' tables (`user_logins` without
+/// `--contract`) and quarantined bodies key `args.key_id` made.
 async fn masks_made_by(args: &RetireArgs) -> anyhow::Result<i64> {
-    let plan = crate::config::contracts_from_args(&args.contracts)?;
+    let plan = crate::config::plan_from_args(&args.contracts)?;
     let settings = crate::config::database_from_args(&args.database)?;
     let mut database = crate::postgres::Database::connect(settings).await?;
     let client = database.client().await?;
-    let made = match plan {
-        Some(plan) => crate::postgres::privacy::masks_by_key_in(&*client, &plan).await?,
-        None => crate::postgres::privacy::masks_by_key(&*client).await?,
-    };
+    let made = crate::postgres::privacy::masks_by_key(&*client, &plan).await?;
     Ok(made.get(&args.key_id).copied().unwrap_or(0))
 }
 

@@ -19,7 +19,7 @@ use crate::error::ConfigError;
 use crate::keyring as key_sources;
 use crate::metrics::{Metrics, ServiceState};
 use crate::pipeline::lambda::{LambdaHandler, ANSWER_MARGIN};
-use crate::postgres::{self, Database};
+use crate::postgres::{self, Database, Writer};
 
 /// The variable Lambda sets to the Runtime API's `host:port`.
 pub const RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
@@ -86,14 +86,14 @@ async fn init(args: &RunArgs) -> anyhow::Result<LambdaHandler> {
     let mut settings = config.pipeline.clone();
     // The queue's redrive policy counts deliveries; the mapping receives.
     settings.max_receives = None;
-    let mut database = Database::connect_writer(
+    let mut database = Writer::connect(
         config.database.clone(),
         settings.session_limits,
-        settings.contracts.clone(),
+        settings.plan.clone(),
     )
     .await?;
     postgres::log_tls(&config.database, database.client().await?).await;
-    database.writer().await.map_err(|error| {
+    database.ready().await.map_err(|error| {
         anyhow::Error::new(postgres::WriteError::from(error)).context(
             "preparing the batch statements (run `veil migrate` as the tables' owner first)",
         )
@@ -101,7 +101,7 @@ async fn init(args: &RunArgs) -> anyhow::Result<LambdaHandler> {
     tracing::info!(
         database = %database.endpoint(),
         key_id = %keyring.active().id(),
-        contracts = settings.contracts.as_ref().map_or(0, |plan| plan.contracts.len()),
+        contracts = settings.plan.contracts.len(),
         "veil lambda initialised"
     );
     metrics.set_state(ServiceState::Running);

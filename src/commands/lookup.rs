@@ -1,245 +1,203 @@
-//! `veil find --value NAME=VALUE` and `veil forget --value NAME=VALUE`:
-//! one person's value looked up through a contract plan (the built-in
-//! login contract without --contract), in every column of every contract
-//! that may hold it, and in every quarantined body. Audited as the login
-//! lookups are: a keyed fingerprint, never the value.
+//! What `veil find` and `veil forget` share: the value looked for (by
+//! `--value NAME=VALUE`, or `--ip`, `--device-id`, `--user-id`, which name
+//! the built-in login contract's `ip` and `device_id` domains and its
+//! `user_id` column), every column of the plan that may hold it, the
+//! refusal of a keyring lacking a key in use, the search of the
+//! quarantine, and the audit row. Audited with a keyed fingerprint, never
+//! the value.
 
 use anyhow::Context;
 
-use super::privacy::{
-    audit_and_commit_forget, audit_lookup, find_login, forget_login, listed, refuse_missing_keys,
-    require_reason, search_quarantine,
-};
-use crate::cli::{FindArgs, ForgetArgs};
-use crate::config::{contracts_from_args, database_from_args, key_location};
-use crate::contract::Plan;
+use crate::cli::{ContractArgs, DatabaseArgs, KeyArgs};
+use crate::config::{database_from_args, key_location, plan_from_args};
 use crate::error::ConfigError;
 use crate::keyring::{self as keys, Keyring};
+use crate::postgres::audit::{self, AuditRecord};
 use crate::postgres::privacy as sql;
-use crate::postgres::Database;
-use crate::privacy::{resolve, Place, Target};
-use crate::report::psql_table;
+use crate::postgres::{Database, GenericClient};
+use crate::privacy::{resolve, Holding, Place, Target};
 
-/// The plan of `--contract`, or the built-in login contract.
-fn plan_of(args: &crate::cli::ContractArgs) -> anyhow::Result<Plan> {
-    Ok(match contracts_from_args(args)? {
-        Some(plan) => (*plan).clone(),
-        None => crate::contract::builtin_login(),
-    })
+/// Quarantine entries read (and locked) per page while `forget` checks them.
+const QUARANTINE_PAGE_ROWS: i64 = 1000;
+
+/// The value of a lookup's flags, as (NAME, VALUE): `--value NAME=VALUE`
+/// split at its first `=`, or the login flag given (clap lets one through).
+pub(super) fn named_value<'a>(
+    value: Option<&'a str>,
+    login: [(&'static str, Option<&'a str>); 3],
+) -> Result<(&'a str, &'a str), ConfigError> {
+    if let Some(text) = value {
+        return text.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--value {text:?} needs NAME=VALUE, a domain or column name and the value (--value email=ann@example.com)"
+            ))
+        });
+    }
+    let (name, value) = login
+        .into_iter()
+        .find_map(|(name, value)| value.map(|value| (name, value)))
+        .ok_or_else(|| {
+            ConfigError("give --value NAME=VALUE, --ip, --device-id or --user-id".into())
+        })?;
+    if value.is_empty() {
+        return Err(ConfigError(format!(
+            "--{} must not be empty",
+            name.replace('_', "-")
+        )));
+    }
+    Ok((name, value))
 }
 
-/// What `find` and `forget` by value start from (their `--reason` was
-/// checked by the caller, `super::privacy`).
-struct Lookup {
-    plan: Plan,
-    keyring: Keyring,
-    target: Target,
-    places: Vec<Place>,
-    database: Database,
+/// Refuses an empty `--reason`.
+pub(super) fn require_reason(reason: &str, why: &str) -> Result<(), ConfigError> {
+    if reason.trim().is_empty() {
+        return Err(ConfigError(format!("--reason must say why {why}")));
+    }
+    Ok(())
+}
+
+/// What `find` and `forget` start from.
+pub(super) struct Lookup {
+    pub(super) keyring: Keyring,
+    pub(super) target: Target,
+    pub(super) places: Vec<Place>,
+    pub(super) plan: std::sync::Arc<crate::contract::Plan>,
 }
 
 impl Lookup {
     /// The plan, the keyring, where `name=value` may stand, and the database.
-    async fn open(
-        contracts: &crate::cli::ContractArgs,
-        key: &crate::cli::KeyArgs,
-        database: &crate::cli::DatabaseArgs,
-        name: &str,
-        value: &str,
-    ) -> anyhow::Result<Self> {
-        let plan = plan_of(contracts)?;
+    pub(super) async fn open(
+        contracts: &ContractArgs,
+        key: &KeyArgs,
+        database: &DatabaseArgs,
+        (name, value): (&str, &str),
+    ) -> anyhow::Result<(Self, Database)> {
+        let plan = plan_from_args(contracts)?;
         let keyring = keys::load(&key_location(key)?, false).await?;
         let (target, places) = resolve(&plan, &keyring, name, value)?;
         let database = Database::connect(database_from_args(database)?).await?;
-        Ok(Lookup {
-            plan,
+        let lookup = Lookup {
             keyring,
             target,
             places,
-            database,
-        })
+            plan,
+        };
+        Ok((lookup, database))
     }
 }
 
-/// `--value NAME=VALUE` split at its first `=`.
-fn value_flag(flag: &Option<String>) -> Result<Option<(&str, &str)>, ConfigError> {
-    flag.as_deref()
-        .map(|text| {
-            text.split_once('=').ok_or_else(|| {
-                ConfigError(format!(
-                    "--value {text:?} needs NAME=VALUE, a domain or column name and the value (--value email=ann@example.com)"
-                ))
-            })
-        })
-        .transpose()
-}
-
-/// `veil find`: by `--value NAME=VALUE` through the contracts, or by the
-/// login flags (`--ip`, `--device-id`, `--user-id`).
-pub async fn find(args: FindArgs) -> anyhow::Result<()> {
-    require_reason(&args.reason, "this person's rows are being looked up")?;
-    if args.limit < 1 {
-        return Err(ConfigError("--limit must be at least 1".into()).into());
-    }
-    match value_flag(&args.lookup.value)? {
-        Some((name, value)) => find_value(&args, name, value).await,
-        None => find_login(args).await,
-    }
-}
-
-/// `veil forget`: as `find`, erasing in one audited transaction.
-pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
-    require_reason(&args.reason, "this person's data is being erased")?;
-    match value_flag(&args.target.value)? {
-        Some((name, value)) => forget_value(&args, name, value).await,
-        None => forget_login(args).await,
-    }
-}
-
-/// Refuses a keyring lacking a key that made masks in the plan's tables.
-async fn require_every_key(
-    client: &impl crate::postgres::GenericClient,
-    plan: &Plan,
-    keyring: &Keyring,
+/// Refuses a keyring that lacks a key some masks of the plan's tables or
+/// some quarantined bodies were made with: the lookup would miss what they
+/// hold and report it absent.
+pub(super) async fn require_every_key(
+    client: &impl GenericClient,
+    lookup: &Lookup,
     command: &str,
 ) -> anyhow::Result<()> {
-    let made = sql::masks_by_key_in(client, plan)
+    let made = sql::masks_by_key(client, &lookup.plan)
         .await
         .context("reading which keys made the masks")?;
-    refuse_missing_keys(&made, keyring, command)
-}
-
-/// `veil find --value`.
-async fn find_value(args: &FindArgs, name: &str, value: &str) -> anyhow::Result<()> {
-    let Lookup {
-        plan,
-        keyring,
-        target,
-        places,
-        mut database,
-    } = Lookup::open(&args.contracts, &args.key, &args.database, name, value).await?;
-    let client = database.client().await?;
-    require_every_key(&*client, &plan, &keyring, "find").await?;
-    let mut found = Vec::with_capacity(places.len());
-    for place in &places {
-        let (rows, total) = sql::find_in(
-            &*client,
-            &place.table,
-            &place.column,
-            &place.values,
-            &place.shown,
-            args.limit,
-        )
-        .await
-        .with_context(|| format!("looking the value up in {}.{}", place.table, place.column))?;
-        found.push((rows, total));
-    }
-    let quarantine = search_quarantine(&*client, &keyring, &target, false).await?;
-    let total: i64 = found.iter().map(|(_, total)| total).sum();
-    let count = total + quarantine.holding.len() as i64;
-    audit_lookup(
-        &*client,
-        "find",
-        &target,
-        count,
-        &args.reason,
-        &target.audit_description(&keyring),
-    )
-    .await
-    .context("writing the audit record (veil.audit; run `veil migrate` and grant INSERT on it); nothing was shown")?;
-    tracing::info!(
-        rows = total,
-        quarantined = quarantine.holding.len(),
-        field = name,
-        "find audited"
-    );
-    for (place, (rows, total)) in places.iter().zip(&found) {
-        println!(
-            "{}.{} (contract {}):",
-            place.table, place.column, place.contract
-        );
-        print!("{}", place_table(place, rows, *total));
-    }
-    println!(
-        "{} quarantined message(s) hold it{}",
-        quarantine.holding.len(),
-        listed(&quarantine.holding)
-    );
-    quarantine.report_undecided()
-}
-
-fn place_table(place: &Place, rows: &[Vec<Option<String>>], total: i64) -> String {
-    let headers: Vec<&str> = place.shown.iter().map(String::as_str).collect();
-    let cells: Vec<Vec<String>> = rows
+    let missing: Vec<String> = made
         .iter()
-        .map(|row| {
-            row.iter()
-                .map(|cell| cell.clone().unwrap_or_default())
-                .collect()
-        })
+        .filter(|(id, _)| lookup.keyring.find(id).is_none())
+        .map(|(id, count)| format!("{id} ({count})"))
         .collect();
-    psql_table(&headers, &cells, &[], total.max(0) as u64)
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "masks and quarantined messages were made by key(s) this keyring lacks: {} (with how many); \
+         `veil {command}` would miss what they hold and report it absent. Use the keyring that holds \
+         every key still in use (`veil keys list`; retired keys must not be), then `veil rekey` to move \
+         everything to the active key",
+        missing.join(", ")
+    ))
+    .into())
 }
 
-/// `veil forget --value`: every place and every quarantined body holding
-/// the value, erased in one transaction with its audit row.
-async fn forget_value(args: &ForgetArgs, name: &str, value: &str) -> anyhow::Result<()> {
-    let Lookup {
-        plan,
-        keyring,
-        target,
-        places,
-        mut database,
-    } = Lookup::open(&args.contracts, &args.key, &args.database, name, value).await?;
-    let client = database.client().await?;
-    let transaction = client.transaction().await?;
-    require_every_key(&transaction, &plan, &keyring, "forget").await?;
-    let mut erased = Vec::with_capacity(places.len());
-    for place in &places {
-        let rows = sql::delete_in(
-            &transaction,
-            &place.table,
-            &place.column,
-            &place.values,
-            args.dry_run,
-        )
-        .await
-        .with_context(|| format!("erasing rows of {}", place.table))?;
-        erased.push(rows);
-    }
-    let quarantine = search_quarantine(&transaction, &keyring, &target, true).await?;
-    if !args.dry_run && !quarantine.holding.is_empty() {
-        sql::delete_quarantined(&transaction, &quarantine.holding)
-            .await
-            .context("erasing quarantined messages")?;
-    }
-    let rows: u64 = erased.iter().sum();
-    audit_and_commit_forget(
-        transaction,
-        &keyring,
-        &target,
-        (rows, quarantine.holding.len()),
-        &args.reason,
-        args.dry_run,
-    )
-    .await?;
-    let verb = if args.dry_run {
-        "would delete"
-    } else {
-        "deleted"
+/// The audit row of a `find` or `forget` of `target`, `count` values.
+pub(super) async fn audit_lookup(
+    client: &impl GenericClient,
+    action: &'static str,
+    target: &Target,
+    count: i64,
+    reason: &str,
+    query: &str,
+) -> Result<(), crate::postgres::Error> {
+    let record = AuditRecord {
+        action,
+        value_count: i32::try_from(count).unwrap_or(i32::MAX),
+        fields: vec![target.field_name()],
+        reason,
+        query: Some(query),
     };
-    for (place, rows) in places.iter().zip(&erased) {
-        println!(
-            "{verb} {rows} row(s) of {} holding the {} in {}",
-            place.table,
-            target.field_name(),
-            place.column
-        );
+    audit::record(client, &record).await
+}
+
+/// `: id, id, ...` for a non-empty list of message ids.
+pub(super) fn listed(ids: &[String]) -> String {
+    if ids.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", ids.join(", "))
     }
-    println!(
-        "{verb} {} quarantined message(s) holding it{}",
-        quarantine.holding.len(),
-        listed(&quarantine.holding)
-    );
-    quarantine.report_undecided()
+}
+
+/// What a search of the quarantine found.
+pub(super) struct QuarantineSearch {
+    /// Messages whose bodies hold the value.
+    pub(super) holding: Vec<String>,
+    /// Messages whose bodies could not be read or opened.
+    pub(super) undecided: Vec<String>,
+}
+
+impl QuarantineSearch {
+    /// An error naming every body nothing could be said of (they must be
+    /// looked at by hand), or Ok when there is none.
+    pub(super) fn report_undecided(&self) -> anyhow::Result<()> {
+        if self.undecided.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{} quarantined message(s) could not be checked (not text, or not opened by this keyring): {}; \
+             look at them with `veil reveal` and delete them by hand if they hold the value",
+            self.undecided.len(),
+            self.undecided.join(", ")
+        )
+    }
+}
+
+/// Opens every quarantined body and checks it for the value; with `lock`,
+/// the entries stay locked until the transaction ends.
+pub(super) async fn search_quarantine(
+    client: &impl GenericClient,
+    keyring: &Keyring,
+    target: &Target,
+    lock: bool,
+) -> anyhow::Result<QuarantineSearch> {
+    let mut search = QuarantineSearch {
+        holding: Vec::new(),
+        undecided: Vec::new(),
+    };
+    let mut after = String::new();
+    loop {
+        let page = sql::quarantine_page(client, &after, QUARANTINE_PAGE_ROWS, lock)
+            .await
+            .context("reading the quarantine")?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.message_id.clone();
+        for entry in page {
+            let holding = keyring
+                .open_body(&entry.key_id, &entry.body_sealed)
+                .map_or(Holding::Undecided, |body| target.held_by(&body));
+            match holding {
+                Holding::Yes => search.holding.push(entry.message_id),
+                Holding::No => {}
+                Holding::Undecided => search.undecided.push(entry.message_id),
+            }
+        }
+    }
+    Ok(search)
 }

@@ -12,8 +12,8 @@ use crate::sqs::SqsClient;
 /// when a step failed (the others were still done), 2 when the role lacks
 /// the rights, 75 when another veil held the lock (past `--wait-secs`).
 pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
-    let contracts = crate::config::contracts_from_args(&args.contracts)?;
-    let policy = crate::config::housekeeping_policy(&args.housekeeping, contracts.as_deref());
+    let plan = crate::config::plan_from_args(&args.contracts)?;
+    let policy = crate::config::housekeeping_policy(&args.housekeeping, &plan);
     if policy.ledger_retention_days < 15 {
         confirm_short_retention(&args.queue_url, policy.ledger_retention_days).await?;
     }

@@ -1,55 +1,58 @@
-//! `veil migrate`: the schema (or the contracts' tables), then a
+//! `veil migrate`: veil's schema and each contract's table (the built-in
+//! login contract's `user_logins` without `--contract`), then a
 //! housekeeping pass so the coming days' partitions exist.
 
 use std::time::Duration;
 
 use crate::cli::MigrateArgs;
-use crate::config::database_from_args;
+use crate::config::{database_from_args, housekeeping_policy, plan_from_args};
 use crate::error::ConfigError;
+use crate::postgres::contract_sql::{self, TableChange};
 use crate::postgres::{self, Database};
 
 /// `veil migrate`: the schema, then a housekeeping pass, so the
 /// partitions of the coming days exist before the first run.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let contracts = crate::config::contracts_from_args(&args.contracts)?;
-    let policy = crate::config::housekeeping_policy(&args.housekeeping, contracts.as_deref());
-    if policy.ledger_retention_days < 15 {
-        super::maintain::confirm_short_retention(&args.queue_url, policy.ledger_retention_days)
-            .await?;
-    }
-    let config = database_from_args(&args.database)?;
-    let mut database = Database::connect(config.clone()).await?;
-    if let Some(plan) = contracts {
-        if args.partition_by.is_some() || args.indexes {
+    let mut plan = (*plan_from_args(&args.contracts)?).clone();
+    if let Some(every) = args.partition_by {
+        if args.contracts.contract.is_some() {
             return Err(ConfigError(
-                "--partition-by and --indexes apply to user_logins, the built-in login contract's table; \
-                 drop them with --contract (contract tables get their indexes when created)"
+                "--partition-by applies to user_logins, the built-in login contract's table; with \
+                 --contract, say `partition: {by: <date column>, every: month}` in the contract"
                     .into(),
             )
             .into());
         }
-        return super::contract::migrate(&mut database, &plan, &policy).await;
+        plan = plan.partitioned_by(every)?;
     }
-    let options = postgres::MigrateOptions {
-        partition_user_logins: args.partition_by,
-        for_contracts: false,
-    };
-    let report = postgres::migrate(database.client().await?, options).await?;
-    let table = match (report.created_user_logins, report.user_logins_partitioned) {
-        (true, None) => "created, with analyst indexes".to_string(),
-        (true, Some(granularity)) => format!(
-            "created, partitioned by {}, with analyst indexes",
-            granularity.name()
-        ),
-        (false, None) => "already there".to_string(),
-        (false, Some(granularity)) => {
-            format!("already there, partitioned by {}", granularity.name())
-        }
-    };
-    println!(
-        "schema ready on {} (user_logins {table})",
-        database.endpoint()
-    );
+    let policy = housekeeping_policy(&args.housekeeping, &plan);
+    if policy.ledger_retention_days < 15 {
+        super::maintain::confirm_short_retention(&args.queue_url, policy.ledger_retention_days)
+            .await?;
+    }
+    let mut database = Database::connect(database_from_args(&args.database)?).await?;
+    let report = contract_sql::migrate(database.client().await?, &plan).await?;
+    let client = database.client().await?;
+    for (table, change) in &report.tables {
+        let partitioned = postgres::partitions::dated_table(client, table)
+            .await?
+            .map(|dated| format!(", partitioned by {}", dated.granularity.name()))
+            .unwrap_or_default();
+        let what = match change {
+            TableChange::Created => format!("created{partitioned}, with analyst indexes"),
+            TableChange::Unchanged(extra) if extra.is_empty() => {
+                format!("already there{partitioned}, as the contract says")
+            }
+            TableChange::Unchanged(extra) => format!(
+                "already there{partitioned}, as the contract says; it also has column(s) {}, which \
+                 veil leaves to their default",
+                extra.join(", ")
+            ),
+            TableChange::Added(columns) => format!("added column(s) {}", columns.join(", ")),
+        };
+        println!("table {table}: {what}");
+    }
+    println!("schema ready on {}", database.endpoint());
     if let Some(partition) = &report.upgraded_ledger {
         println!(
             "the ledger is now partitioned by day; its earlier entries are partition {partition}, \
@@ -70,7 +73,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         );
     }
     if args.indexes {
-        let created = postgres::create_analyst_indexes(database.client().await?).await?;
+        let created = contract_sql::create_indexes(database.client().await?, &plan).await?;
         println!("analyst indexes created: {created:?} (any others already existed)");
     }
     Ok(())

@@ -4,12 +4,13 @@
 
 pub mod contract;
 pub mod doctor;
+pub mod find;
+pub mod forget;
 pub mod keys;
 pub mod lambda;
 pub mod lookup;
 pub mod maintain;
 pub mod migrate;
-pub mod privacy;
 pub mod rekey;
 pub mod reveal;
 pub mod run;

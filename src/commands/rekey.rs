@@ -10,10 +10,9 @@ use crate::postgres::Database;
 
 /// `veil rekey`.
 pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
-    let tables = match crate::config::contracts_from_args(&args.contracts)? {
-        Some(plan) => crate::postgres::rekey::MaskedTable::of_plan(&plan),
-        None => crate::postgres::rekey::MaskedTable::login(),
-    };
+    let tables = crate::postgres::rekey::MaskedTable::of_plan(&*crate::config::plan_from_args(
+        &args.contracts,
+    )?);
     let keyring = key_sources::load(&key_location(&args.key)?, false).await?;
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config).await?;

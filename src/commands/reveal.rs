@@ -13,7 +13,6 @@ use crate::contract::{MaskKind, Plan};
 use crate::error::ConfigError;
 use crate::keyring as keys;
 use crate::keyring::Keyring;
-use crate::mask::Field;
 use crate::postgres::audit::{self, AuditRecord};
 use crate::postgres::Database;
 use crate::report::psql_table;
@@ -23,10 +22,7 @@ pub async fn reveal(args: RevealArgs) -> anyhow::Result<()> {
     if args.reason.trim().is_empty() {
         return Err(ConfigError("--reason must say why PII is being revealed".into()).into());
     }
-    let domains = match crate::config::contracts_from_args(&args.contracts)? {
-        Some(plan) => Domains::of(&plan),
-        None => Domains::login(),
-    };
+    let domains = Domains::of(&*crate::config::plan_from_args(&args.contracts)?);
     let keyring = keys::load(&key_location(&args.key)?, false).await?;
     let mut database = Database::connect(database_from_args(&args.database)?).await?;
     let client = database.client().await?;
@@ -43,8 +39,11 @@ pub async fn reveal(args: RevealArgs) -> anyhow::Result<()> {
     }
 }
 
-/// What masks open as: the login fields, or a contract plan's reversible
-/// domains, with the columns `--sql` opens.
+/// What masks open as: the plan's reversible domains, with the columns
+/// `--sql` opens: the plan's mask columns, and any named with
+/// `--mask-column` (for aliases). Other columns are printed as they are,
+/// even when a value looks like a mask: a producer controls `user_id` and
+/// could plant one.
 struct Domains {
     names: Vec<String>,
     associated_data: Vec<Vec<u8>>,
@@ -57,19 +56,6 @@ struct Domains {
 }
 
 impl Domains {
-    fn login() -> Self {
-        Domains {
-            names: Field::ALL.iter().map(|f| f.name().to_string()).collect(),
-            associated_data: Field::ALL
-                .iter()
-                .map(|f| f.associated_data().to_vec())
-                .collect(),
-            mask_columns: MASK_COLUMNS.iter().map(|c| c.to_string()).collect(),
-            prefix_preserving: Vec::new(),
-            prefix_columns: Vec::new(),
-        }
-    }
-
     fn of(plan: &Plan) -> Self {
         let reversible: Vec<_> = plan
             .domains()
@@ -131,7 +117,7 @@ impl<'a> Opener<'a> {
             .iter()
             .map(Vec::as_slice)
             .collect();
-        let (index, value) = self.keyring.reveal_among(mask, &data)?;
+        let (index, value) = self.keyring.reveal(mask, &data)?;
         Ok((self.domains.names[index].as_str(), value))
     }
 
@@ -230,12 +216,6 @@ async fn reveal_stdin(
     }
     Ok(())
 }
-
-/// The columns whose cells `--sql` opens: the contract's two mask columns,
-/// and any named with `--mask-column` (for aliases). Other columns are
-/// printed as they are, even when a value looks like a mask: a producer
-/// controls `user_id` and could plant one.
-pub const MASK_COLUMNS: [&str; 2] = ["masked_ip", "masked_device_id"];
 
 /// Runs one read-only query and opens the masks in its mask columns. A
 /// mask-shaped cell that does not open is left as it is and reported; it

@@ -66,17 +66,15 @@ pub async fn serve_observed(
         )
         .into());
     }
-    let schema = match &config.pipeline.contracts {
-        None => postgres::migrate(database.client().await?, Default::default()).await?,
-        Some(plan) => {
-            let changes =
-                postgres::contract_sql::migrate_contracts(database.client().await?, plan).await?;
-            for (table, change) in changes {
-                tracing::info!(table = %table, change = ?change, "contract table ready");
-            }
-            postgres::SchemaReport::default()
-        }
-    };
+    let schema =
+        postgres::contract_sql::prepare_schema(database.client().await?, &config.pipeline.plan)
+            .await?;
+    let created: Vec<&str> = schema
+        .tables
+        .iter()
+        .filter(|(_, change)| *change == postgres::contract_sql::TableChange::Created)
+        .map(|(table, _)| table.as_str())
+        .collect();
     if config.pipeline.housekeeping_interval.is_some() {
         // Never fatal: a role without the rights parks housekeeping here.
         pipeline::housekeeping_pass(
@@ -99,7 +97,7 @@ pub async fn serve_observed(
         queue = %config.queue.url,
         database = %endpoint,
         key_id = %keyring.active().id(),
-        created_user_logins = schema.created_user_logins,
+        created_tables = ?created,
         until_empty = config.pipeline.until_empty,
         receivers = config.pipeline.receivers,
         writers = config.pipeline.writers,

@@ -18,8 +18,13 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         return Err(ConfigError("--bad-ratio must be between 0.0 and 1.0".into()).into());
     }
     let rng_seed = args.rng_seed.unwrap_or_else(rand::random);
-    let messages = match crate::config::contracts_from_args(&args.contracts)? {
-        Some(plan) => seed::generate_by_contract(&plan, args.count, args.bad_ratio, rng_seed)?,
+    // Without --contract: login events shaped like the reference
+    // environment's (demo data; they pass the built-in login contract).
+    let messages = match &args.contracts.contract {
+        Some(_) => {
+            let plan = crate::config::plan_from_args(&args.contracts)?;
+            seed::generate_by_contract(&plan, args.count, args.bad_ratio, rng_seed)?
+        }
         None => seed::generate(args.count, args.bad_ratio, rng_seed),
     };
     let queue = queue_settings(&args.queue)?;

@@ -2,11 +2,10 @@
 //! pointers form a trie, the body is deserialized against it, and only the
 //! values at its leaves are built (as `serde_json::Value`s); every other
 //! value is skipped, checked as `serde_json::Value` would check it (see
-//! `Skip`). This is the contract path's replacement for parsing the
-//! whole body into a `Value` and resolving each pointer in it, which
-//! allocates every key and value and a string per pointer token. Both give
-//! the same answer; `Paths::from_value` is the reference, and a property
-//! test holds the contract parser to the login parser through it.
+//! `Skip`). This replaces parsing the whole body into a `Value` and
+//! resolving each pointer in it, which allocates every key and value and a
+//! string per pointer token. Both give the same answer: `Paths::from_value`
+//! is the reference a property test and the fuzz target hold it to.
 
 use std::fmt;
 

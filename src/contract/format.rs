@@ -32,8 +32,27 @@ pub struct ContractFile {
     /// fact).
     #[serde(default)]
     pub partition: Option<PartitionFile>,
+    /// How this contract's quarantine entries name it and the value at
+    /// fault (optional; the defaults name the contract and the column).
+    #[serde(default)]
+    pub quarantine: Option<QuarantineFile>,
     /// The columns of the table, in order.
     pub columns: Vec<ColumnFile>,
+}
+
+/// `quarantine: {contract: none, field: source}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineFile {
+    /// `name` (default): `veil.quarantine.contract` holds the contract's
+    /// name; `none`: it stays NULL.
+    #[serde(default)]
+    pub contract: Option<String>,
+    /// `column` (default): `veil.quarantine.field` names the column at
+    /// fault; `source`: the body field it reads (its pointer without the
+    /// leading `/`), or the column for one read from SQS.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 /// `partition: {by: signed_up_on, every: month, retention_months: 24}`.

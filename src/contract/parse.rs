@@ -3,13 +3,14 @@
 //! column (never a value). The one boundary where a contract's body is
 //! checked; nothing downstream sees unchecked data.
 //!
-//! The order of checks is the login parser's, so the built-in login
-//! contract gives the same answer as `event::parse` on every body (a
-//! property test holds them to it): size, JSON, an object, the route,
-//! at least one of the contract's fields present, then the columns,
-//! required ones first. Within a column: presence, JSON type, NUL,
-//! normalization, `max_chars`, emptiness, `max_bytes`, the type's own
-//! format, `pattern`, `enum`, `min`/`max`.
+//! The order of checks is the one the login events were checked in before
+//! their table was a contract, so the built-in login contract gives the
+//! answers it gave (`tests/fixtures/golden/login-parse-answers.jsonl`
+//! holds it to 1 500 of them): size, JSON, an object, the route, at least
+//! one of the contract's fields present, then the columns, required ones
+//! first. Within a column: presence, JSON type, NUL, normalization,
+//! `max_chars`, emptiness, `max_bytes`, the type's own format, `pattern`,
+//! `enum`, `min`/`max`.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;

@@ -8,7 +8,7 @@
 use regex::Regex;
 
 use super::extract::Paths;
-use super::format::{ColumnFile, ContractFile, PartitionFile};
+use super::format::{ColumnFile, ContractFile, PartitionFile, QuarantineFile};
 use crate::error::ConfigError;
 use crate::keyring::MAX_KEY_ID_CHARS;
 
@@ -43,6 +43,9 @@ pub struct Contract {
     pub check_order: Vec<usize>,
     /// Range partitions on a date column, if the contract asks for them.
     pub partition: Option<Partitioning>,
+    /// What its quarantine entries hold in `veil.quarantine.contract`:
+    /// its name, or nothing (`quarantine: {contract: none}`).
+    pub quarantine_contract: Option<String>,
 }
 
 /// `partition:` of a contract: its table is partitioned by range on a
@@ -145,6 +148,9 @@ pub struct Column {
     pub slot: Option<usize>,
     /// Another column of its contract reads the same pointer.
     pub shares_slot: bool,
+    /// What a rejection of this column puts in `veil.quarantine.field`:
+    /// its name, or the body field it reads (`quarantine: {field: source}`).
+    pub quarantine_field: String,
 }
 
 /// Where a column's value comes from.
@@ -367,6 +373,33 @@ impl Plan {
             .any(|c| c.source == ColumnSource::FirstReceiveTimestamp)
     }
 
+    /// The plan with every contract that has no `partition:` partitioned
+    /// `every` month or day on its date column that every row has (`veil
+    /// migrate --partition-by`: `create_date` of the login contract).
+    pub fn partitioned_by(mut self, every: Granularity) -> Result<Plan, ConfigError> {
+        for contract in &mut self.contracts {
+            if contract.partition.is_some() {
+                continue;
+            }
+            let column = contract
+                .columns
+                .iter()
+                .find(|c| c.sql_type == "date" && always_there(c))
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "--partition-by: contract {:?} has no date column every row has to partition on",
+                        contract.name
+                    ))
+                })?;
+            contract.partition = Some(Partitioning {
+                column: column.name.clone(),
+                every,
+                retention_months: None,
+            });
+        }
+        Ok(self)
+    }
+
     /// The contract named `name`.
     pub fn contract(&self, name: &str) -> Option<&Contract> {
         self.contracts.iter().find(|c| c.name == name)
@@ -545,7 +578,16 @@ fn compile_contract(file: &ContractFile) -> Result<Contract, String> {
         Some(partition) => Some(partitioning(partition, &columns)?),
         None => None,
     };
+    let (names_contract, fields_by_source) = quarantine_naming(file.quarantine.as_ref())?;
+    if fields_by_source {
+        for column in &mut columns {
+            if let ColumnSource::Body(pointer) = &column.source {
+                column.quarantine_field = pointer.trim_start_matches('/').to_string();
+            }
+        }
+    }
     Ok(Contract {
+        quarantine_contract: names_contract.then(|| name.clone()),
         name,
         version: file.version,
         table,
@@ -554,6 +596,39 @@ fn compile_contract(file: &ContractFile) -> Result<Contract, String> {
         check_order,
         partition,
     })
+}
+
+/// `quarantine:`: whether entries name the contract, and whether they name
+/// the body field at fault instead of the column.
+fn quarantine_naming(file: Option<&QuarantineFile>) -> Result<(bool, bool), String> {
+    let Some(file) = file else {
+        return Ok((true, false));
+    };
+    let names_contract = match file.contract.as_deref() {
+        None | Some("name") => true,
+        Some("none") => false,
+        Some(other) => return Err(format!("quarantine.contract {other:?} is not name or none")),
+    };
+    let by_source = match file.field.as_deref() {
+        None | Some("column") => false,
+        Some("source") => true,
+        Some(other) => {
+            return Err(format!(
+                "quarantine.field {other:?} is not column or source"
+            ))
+        }
+    };
+    Ok((names_contract, by_source))
+}
+
+/// Whether every row has a value in `column`: it is required, or an SQS
+/// timestamp.
+fn always_there(column: &Column) -> bool {
+    column.required
+        || matches!(
+            column.source,
+            ColumnSource::SentTimestamp | ColumnSource::FirstReceiveTimestamp
+        )
 }
 
 /// `partition:`: on a `date` column every row has (a row without one would
@@ -586,12 +661,7 @@ fn partitioning(file: &PartitionFile, columns: &[Column]) -> Result<Partitioning
             column.name, column.sql_type
         ));
     }
-    let always_there = column.required
-        || matches!(
-            column.source,
-            ColumnSource::SentTimestamp | ColumnSource::FirstReceiveTimestamp
-        );
-    if !always_there {
+    if !always_there(column) {
         return Err(format!(
             "partition.by {:?} may be missing, and rows without a date would stay in the default \
              partition, never dropped: make it `required: true`, or take it from `sqs: sent_timestamp`",
@@ -686,7 +756,6 @@ fn compile_column(file: &ColumnFile) -> Result<Column, String> {
     };
     let sql_type = sql_type_of(file, column_type, pii.as_ref(), max_bytes)?;
     Ok(Column {
-        name,
         source,
         column_type,
         required: file.required,
@@ -703,6 +772,8 @@ fn compile_column(file: &ColumnFile) -> Result<Column, String> {
         examples: file.examples.clone().unwrap_or_default(),
         slot: None,
         shares_slot: false,
+        quarantine_field: name.clone(),
+        name,
     })
 }
 
@@ -1036,7 +1107,7 @@ mod tests {
     fn masks_of_the_longest_value_fit_the_computed_width() {
         let keyring = crate::keyring::Keyring::generate();
         let value = "x".repeat(DEFAULT_SIV_MAX_BYTES);
-        let mask = keyring.mask(crate::mask::Field::DeviceId, &value);
+        let mask = keyring.mask(crate::mask::MaskMode::Siv, b"veil/device_id/v1", &value);
         let long_id = MAX_KEY_ID_CHARS - keyring.active().id().len();
         assert!(mask.len() + long_id <= mask_chars(MaskKind::Siv, DEFAULT_SIV_MAX_BYTES));
         assert!(mask_chars(MaskKind::Siv, DEFAULT_SIV_MAX_BYTES) <= 256);

@@ -28,7 +28,7 @@ use super::shared::PipelineSettings;
 use crate::backoff::Backoff;
 use crate::keyring::Keyring;
 use crate::metrics::{EmfTotals, Metrics};
-use crate::postgres::{Database, WriteError};
+use crate::postgres::{WriteError, Writer};
 use crate::record::Recorded;
 
 /// Time kept back from the deadline to send the answer.
@@ -41,7 +41,7 @@ const SHORTEST_WRITE: Duration = Duration::from_millis(100);
 pub struct LambdaHandler {
     keyring: Arc<Keyring>,
     settings: PipelineSettings,
-    database: Mutex<Database>,
+    database: Mutex<Writer>,
     metrics: Arc<Metrics>,
     emf: std::sync::Mutex<EmfTotals>,
 }
@@ -60,7 +60,7 @@ impl LambdaHandler {
     pub fn new(
         keyring: Arc<Keyring>,
         settings: PipelineSettings,
-        database: Database,
+        database: Writer,
         metrics: Arc<Metrics>,
     ) -> Self {
         LambdaHandler {
@@ -114,7 +114,7 @@ impl LambdaHandler {
                     &self.keyring,
                     settings.mask_mode,
                     settings.max_receives,
-                    settings.contracts.as_deref(),
+                    &settings.plan,
                     message,
                 )
             })
@@ -148,7 +148,7 @@ impl LambdaHandler {
     /// One batch, retried within the deadline. `None`: not recorded in time.
     async fn write(
         &self,
-        database: &mut Database,
+        database: &mut Writer,
         batch: &mut [Item],
         deadline: Instant,
     ) -> anyhow::Result<Option<Vec<Recorded>>> {
@@ -161,12 +161,12 @@ impl LambdaHandler {
             let started = Instant::now();
             let recorder = Recorder {
                 keyring: &self.keyring,
-                contracts: self.settings.contracts.as_deref(),
+                plan: &self.settings.plan,
                 metrics: &self.metrics,
                 deadline: left.min(self.settings.write_deadline),
             };
             let attempt = async {
-                let (client, statements) = database.writer().await?;
+                let (client, statements) = database.ready().await?;
                 recorder.write_isolating(client, statements, batch).await
             };
             let result = match tokio::time::timeout(left, attempt).await {

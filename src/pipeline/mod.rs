@@ -33,14 +33,14 @@ use tokio_util::sync::CancellationToken;
 use crate::keyring::Keyring;
 use crate::metrics::{Metrics, ServiceState};
 use crate::ops::OpsServer;
-use crate::postgres::{Database, DatabaseSettings};
+use crate::postgres::{DatabaseSettings, Writer};
 use crate::sqs::SqsClient;
 
 pub use flight::{Delivery, InFlight};
 pub use housekeeping::pass as housekeeping_pass;
 pub use prepare::{prepare, Item};
 pub use receive::receive_reservation_bytes;
-pub use shared::{PipelineSettings, RunReport};
+pub use shared::{PipelineSettings, RunReport, SampleTable};
 
 /// Runs until `shutdown` fires (or the queue is drained, with
 /// `until_empty`), or until a fatal error has been wound down. `metrics`
@@ -57,10 +57,10 @@ pub async fn run(
     let mut writers = Vec::with_capacity(settings.writers);
     for _ in 0..settings.writers {
         writers.push(
-            Database::connect_writer(
+            Writer::connect(
                 database.clone(),
                 settings.session_limits,
-                settings.contracts.clone(),
+                settings.plan.clone(),
             )
             .await?,
         );

@@ -1,6 +1,7 @@
 //! Prepare: one received message becomes what to record. The body is parsed
-//! and validated (`event`), the PII masked (`mask`), or, for a body that is
-//! not a valid event, sealed for the quarantine with a reason code. The raw
+//! and validated by its contract (`contract::parse`), the PII masked
+//! (`mask`), or, for a body that is not a valid event, sealed for the
+//! quarantine with a reason code. The raw
 //! body is dropped here unless it is a valid event's, which is kept until
 //! its row commits: should Postgres refuse the row, that body goes to the
 //! quarantine instead (`db_rejected`).
@@ -10,11 +11,9 @@ use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 
 use crate::contract::{self, Cell, MaskKind, ParsedEvent, Plan, SqsFacts};
-use crate::event;
 use crate::keyring::Keyring;
-use crate::mask::{Field, MaskMode};
-use crate::record::RejectReason;
-use crate::record::{EventRow, MaskedRow, Prepared, QuarantineEntry, Record};
+use crate::mask::MaskMode;
+use crate::record::{Prepared, QuarantineEntry, Record, RejectReason, Row};
 use crate::sqs::{QueueMessage, Receipt};
 
 use super::flight::{Delivery, InFlight};
@@ -58,12 +57,12 @@ impl Item {
     }
 
     /// Postgres refused this item's row although it passed validation: it
-    /// goes to the quarantine (`db_rejected`) with its original body, naming
-    /// its contract (from `plan`, in contract mode).
-    pub fn reject_by_database(&mut self, keyring: &Keyring, plan: Option<&Plan>) {
-        let contract = match (&self.prepared.record, plan) {
-            (Record::Event(event), Some(plan)) => Some(plan.contracts[event.contract].name.clone()),
-            _ => None,
+    /// goes to the quarantine (`db_rejected`) with its original body, named
+    /// as its contract names its entries.
+    pub fn reject_by_database(&mut self, keyring: &Keyring, plan: &Plan) {
+        let contract = match &self.prepared.record {
+            Record::Row(row) => plan.contracts[row.contract].quarantine_contract.clone(),
+            Record::Quarantine(entry) => entry.contract.clone(),
         };
         let body = self.original.take().unwrap_or_default();
         let mut entry = quarantine_entry(
@@ -82,65 +81,6 @@ impl Item {
 /// What a delivery counts once only its receipt is held.
 fn delivery_bytes(receipt: &Receipt) -> usize {
     std::mem::size_of::<Delivery>() + receipt.heap_bytes()
-}
-
-/// Prepares one message: by the built-in login path, or by `plan`'s
-/// contracts when given. A message delivered more than `max_receives`
-/// times is quarantined as `too_many_receives` whatever its body, so one
-/// that keeps failing cannot be redelivered forever.
-pub fn prepare(
-    keyring: &Keyring,
-    mode: MaskMode,
-    max_receives: Option<u32>,
-    plan: Option<&Plan>,
-    message: QueueMessage,
-) -> Item {
-    if let Some(plan) = plan {
-        return prepare_by_contract(keyring, mode, max_receives, plan, message);
-    }
-    let QueueMessage {
-        receipt,
-        body,
-        sent_timestamp_ms,
-        receive_count,
-        ..
-    } = message;
-    let sent_ms = sent_timestamp_ms.unwrap_or(0);
-    let parsed = if over_limit(max_receives, receive_count, &receipt) {
-        Err((RejectReason::TooManyReceives, None))
-    } else {
-        event::parse(body.as_bytes()).map_err(|rejection| (rejection.reason, rejection.field))
-    };
-    let (record, original) = match parsed {
-        Ok(event) => {
-            // (the login path: see prepare_by_contract for contracts)
-            let row = MaskedRow {
-                masked_ip: keyring.mask_with(mode, Field::Ip, &event.ip),
-                masked_device_id: keyring.mask_with(mode, Field::DeviceId, &event.device_id),
-                user_id: event.user_id,
-                device_type: event.device_type,
-                locale: event.locale,
-                app_version: event.app_version_major,
-                // SentTimestamp is always requested; "now" only covers a
-                // server that omits it (the ledger still prevents a second row).
-                create_date: sent_at(sent_ms).unwrap_or_else(Utc::now).date_naive(),
-            };
-            (Record::Row(row), Some(body))
-        }
-        Err((reason, field)) => {
-            let entry = quarantine_entry(
-                keyring,
-                body.as_bytes(),
-                sent_ms,
-                receive_count,
-                reason,
-                field.map(Cow::Borrowed),
-            );
-            // The raw body is dropped here: only its sealed copy travels on.
-            (Record::Quarantine(entry), None)
-        }
-    };
-    item(receipt, sent_ms, record, original, receive_count)
 }
 
 /// Delivered more than `max_receives` times: logged, to be quarantined.
@@ -180,9 +120,13 @@ fn item(
     }
 }
 
-/// `prepare` by a plan: the body is parsed by its contract, each PII
-/// column masked in its domain; a rejection names its contract and column.
-fn prepare_by_contract(
+/// Prepares one message by the plan: the body is parsed by its contract
+/// and each PII column masked in its domain; a rejection is sealed for the
+/// quarantine, named as its contract says (`quarantine:`). A message
+/// delivered more than `max_receives` times is quarantined as
+/// `too_many_receives` whatever its body, so one that keeps failing cannot
+/// be redelivered forever.
+pub fn prepare(
     keyring: &Keyring,
     mode: MaskMode,
     max_receives: Option<u32>,
@@ -215,15 +159,14 @@ fn prepare_by_contract(
     };
     match parsed {
         Ok(event) => {
-            let record = Record::Event(masked(keyring, mode, plan, event));
+            let record = Record::Row(masked(keyring, mode, plan, event));
             item(receipt, sent_ms, record, Some(body), receive_count)
         }
         Err(rejection) => {
             let routed = rejection.contract.map(|index| &plan.contracts[index]);
-            let field = rejection
-                .column
-                .zip(routed)
-                .map(|(column, contract)| Cow::Owned(contract.columns[column].name.clone()));
+            let field = rejection.column.zip(routed).map(|(column, contract)| {
+                Cow::Owned(contract.columns[column].quarantine_field.clone())
+            });
             let mut entry = quarantine_entry(
                 keyring,
                 body.as_bytes(),
@@ -232,7 +175,7 @@ fn prepare_by_contract(
                 rejection.reason,
                 field,
             );
-            entry.contract = routed.map(|contract| contract.name.clone());
+            entry.contract = routed.and_then(|contract| contract.quarantine_contract.clone());
             item(
                 receipt,
                 sent_ms,
@@ -245,8 +188,8 @@ fn prepare_by_contract(
 }
 
 /// A parsed event with each PII cell replaced by its mask. `--mask-mode
-/// hmac` makes every mask irreversible, as it does for login events.
-fn masked(keyring: &Keyring, mode: MaskMode, plan: &Plan, event: ParsedEvent) -> EventRow {
+/// hmac` makes every mask irreversible.
+fn masked(keyring: &Keyring, mode: MaskMode, plan: &Plan, event: ParsedEvent) -> Row {
     let contract = &plan.contracts[event.contract];
     let cells = event
         .cells
@@ -256,15 +199,15 @@ fn masked(keyring: &Keyring, mode: MaskMode, plan: &Plan, event: ParsedEvent) ->
             (Some(pii), Some(value)) => {
                 let data = &pii.associated_data;
                 Cell::Text(match (mode, pii.kind) {
-                    (MaskMode::Siv, MaskKind::Siv) => keyring.mask_domain(mode, data, &value),
+                    (MaskMode::Siv, MaskKind::Siv) => keyring.mask(mode, data, &value),
                     (MaskMode::Siv, MaskKind::Pfx) => keyring.mask_prefix_preserving(data, &value),
-                    _ => keyring.mask_domain(MaskMode::Hmac, data, &value),
+                    _ => keyring.mask(MaskMode::Hmac, data, &value),
                 })
             }
             _ => cell,
         })
         .collect();
-    EventRow {
+    Row {
         contract: event.contract,
         cells,
     }
@@ -274,14 +217,7 @@ fn masked(keyring: &Keyring, mode: MaskMode, plan: &Plan, event: ParsedEvent) ->
 fn prepared_bytes(prepared: &Prepared) -> usize {
     prepared.message_id.len()
         + match &prepared.record {
-            Record::Row(row) => {
-                row.user_id.len()
-                    + row.device_type.len()
-                    + row.masked_ip.len()
-                    + row.masked_device_id.len()
-                    + row.locale.as_ref().map_or(0, String::len)
-            }
-            Record::Event(event) => event.cells.iter().map(Cell::heap_bytes).sum(),
+            Record::Row(row) => row.cells.iter().map(Cell::heap_bytes).sum(),
             Record::Quarantine(entry) => entry.body_sealed.len() + entry.key_id.len(),
         }
 }
@@ -333,6 +269,23 @@ mod tests {
     const EVENT: &str = r#"{"user_id": "u", "app_version": "2.3.0", "device_type": "ios",
         "ip": "10.0.0.1", "locale": null, "device_id": "593-47-5928"}"#;
 
+    fn login(keyring: &Keyring, max_receives: Option<u32>, message: QueueMessage) -> Item {
+        prepare(
+            keyring,
+            MaskMode::Siv,
+            max_receives,
+            &contract::builtin_login(),
+            message,
+        )
+    }
+
+    fn quarantined(item: &Item) -> &QuarantineEntry {
+        match &item.prepared.record {
+            Record::Quarantine(entry) => entry,
+            Record::Row(_) => panic!("quarantined"),
+        }
+    }
+
     #[tokio::test]
     async fn items_given_up_give_all_their_bytes_back_once_finished() {
         let keyring = Keyring::generate();
@@ -343,7 +296,7 @@ mod tests {
                 let mut message = message(EVENT, 1);
                 message.receipt.message_id = id.to_string();
                 message.receipt.receipt_handle = format!("r-{id}");
-                prepare(&keyring, MaskMode::Siv, None, None, message)
+                login(&keyring, None, message)
             })
             .collect();
         let reservation = flight.reserve(2, 1 << 16).await;
@@ -361,21 +314,13 @@ mod tests {
     fn a_valid_event_keeps_its_body_until_commit_and_junk_keeps_only_the_seal() {
         let keyring = Keyring::generate();
 
-        let row = prepare(&keyring, MaskMode::Siv, None, None, message(EVENT, 1));
-        let junk = prepare(
-            &keyring,
-            MaskMode::Siv,
-            None,
-            None,
-            message(&"x".repeat(5_000), 1),
-        );
+        let row = login(&keyring, None, message(EVENT, 1));
+        let junk = login(&keyring, None, message(&"x".repeat(5_000), 1));
 
         assert!(matches!(row.prepared.record, Record::Row(_)));
         assert_eq!(row.original.as_deref(), Some(EVENT));
         assert!(row.bytes >= EVENT.len());
-        let Record::Quarantine(entry) = &junk.prepared.record else {
-            panic!("junk is quarantined")
-        };
+        let entry = quarantined(&junk);
         assert_eq!(entry.reason, RejectReason::NotJson);
         assert!(junk.original.is_none(), "the raw body is dropped");
         assert!(junk.bytes >= entry.body_sealed.len());
@@ -385,24 +330,24 @@ mod tests {
     #[test]
     fn too_many_receives_is_quarantined_whatever_the_body() {
         let keyring = Keyring::generate();
-        let item = prepare(&keyring, MaskMode::Siv, Some(3), None, message(EVENT, 4));
-        let Record::Quarantine(entry) = &item.prepared.record else {
-            panic!("quarantined")
-        };
-        assert_eq!(entry.reason, RejectReason::TooManyReceives);
+        let item = login(&keyring, Some(3), message(EVENT, 4));
+        assert_eq!(quarantined(&item).reason, RejectReason::TooManyReceives);
     }
 
     #[test]
     fn a_row_postgres_refuses_goes_to_the_quarantine_with_its_original_body() {
         let keyring = Keyring::generate();
-        let mut item = prepare(&keyring, MaskMode::Siv, None, None, message(EVENT, 1));
+        let plan = contract::builtin_login();
+        let mut item = login(&keyring, None, message(EVENT, 1));
 
-        item.reject_by_database(&keyring, None);
+        item.reject_by_database(&keyring, &plan);
 
-        let Record::Quarantine(entry) = &item.prepared.record else {
-            panic!("quarantined")
-        };
-        assert_eq!(entry.reason, RejectReason::DbRejected);
+        let entry = quarantined(&item);
+        assert_eq!(
+            (entry.reason, entry.contract.as_deref()),
+            (RejectReason::DbRejected, None),
+            "the login contract names no contract, as before it was one"
+        );
         let opened = keyring
             .open_body(&entry.key_id, &entry.body_sealed)
             .unwrap();
@@ -422,91 +367,80 @@ mod tests {
     }
 
     #[test]
-    fn the_login_path_and_the_builtin_contract_make_todays_masks_and_rows() {
+    fn the_builtin_login_contract_makes_the_masks_and_row_of_before() {
         let keyring = pinned_keyring();
         let body = r#"{"user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae", "app_version": "2.3.0",
             "device_type": "android", "ip": "199.172.111.135", "locale": "RU", "device_id": "593-47-5928"}"#;
-        let plan = crate::contract::builtin_login();
 
-        let login = prepare(&keyring, MaskMode::Siv, None, None, message(body, 1));
-        let by_contract = prepare(&keyring, MaskMode::Siv, None, Some(&plan), message(body, 1));
+        let item = login(&keyring, None, message(body, 1));
 
-        let Record::Row(row) = &login.prepared.record else {
+        let Record::Row(row) = &item.prepared.record else {
             panic!("a row")
         };
         // Pinned: a change here changes every mask already stored. Computed
         // independently with Python's `cryptography` (AESSIV(key).encrypt(
         // value, [b"veil/ip/v1"]), base64url without padding).
-        assert_eq!(
-            row.masked_ip,
-            "siv1.pinned.4Ot3AL2cXmD2envd8ZooPFTOFcXOFXPkIu5wSJIbaQ"
-        );
-        assert_eq!(
-            row.masked_device_id,
-            "siv1.pinned.sjNK5sagNwm1gYL5B9-qKSXoT4pOynbsNFT4"
-        );
-        let Record::Event(event) = &by_contract.prepared.record else {
-            panic!("an event row")
-        };
         let expected = vec![
-            Cell::Text(row.user_id.clone()),
-            Cell::Text(row.device_type.clone()),
-            Cell::Text(row.masked_ip.clone()),
-            Cell::Text(row.masked_device_id.clone()),
-            row.locale.clone().map_or(Cell::Null, Cell::Text),
-            Cell::Integer(row.app_version.into()),
-            Cell::Date(row.create_date),
+            Cell::Text("424cdd21-063a-43a7-b91b-7ca1a833afae".into()),
+            Cell::Text("android".into()),
+            Cell::Text("siv1.pinned.4Ot3AL2cXmD2envd8ZooPFTOFcXOFXPkIu5wSJIbaQ".into()),
+            Cell::Text("siv1.pinned.sjNK5sagNwm1gYL5B9-qKSXoT4pOynbsNFT4".into()),
+            Cell::Text("RU".into()),
+            Cell::Integer(2),
+            Cell::Date(chrono::NaiveDate::from_ymd_opt(2025, 11, 24).unwrap()),
         ];
-        assert_eq!(event.cells, expected);
+        assert_eq!(row.cells, expected);
     }
 
     #[test]
-    fn a_contract_rejection_names_its_contract_and_column_in_the_quarantine_entry() {
+    fn a_login_rejection_names_the_body_field_and_no_contract_as_before() {
         let keyring = Keyring::generate();
-        let plan = crate::contract::builtin_login();
-        let bad = r#"{"user_id": "u", "app_version": "x", "device_type": "ios", "ip": "10.0.0.1", "device_id": "d"}"#;
+        let bad_ip = EVENT.replace("10.0.0.1", "10.0.0.999");
 
-        let item = prepare(&keyring, MaskMode::Siv, None, Some(&plan), message(bad, 1));
+        let item = login(&keyring, None, message(&bad_ip, 1));
 
-        let Record::Quarantine(entry) = &item.prepared.record else {
-            panic!("quarantined")
-        };
+        let entry = quarantined(&item);
         assert_eq!(
             (
                 entry.reason,
                 entry.field.as_deref(),
                 entry.contract.as_deref()
             ),
-            (RejectReason::BadVersion, Some("app_version"), Some("login"))
+            (RejectReason::BadIp, Some("ip"), None)
         );
     }
 
     #[test]
-    fn a_contract_row_postgres_refuses_is_quarantined_naming_its_contract() {
+    fn a_contract_rejection_names_its_contract_and_column_by_default() {
         let keyring = Keyring::generate();
-        let plan = crate::contract::builtin_login();
-        let mut item = prepare(
+        let plan = contract::compile_text(
+            "contract: signup\nversion: 1\ncolumns:\n  - {name: seen_ip, from: /net/ip, type: ip, pii: hmac}\n",
+        )
+        .unwrap();
+
+        let item = prepare(
             &keyring,
             MaskMode::Siv,
             None,
-            Some(&plan),
-            message(EVENT, 1),
+            &plan,
+            message(r#"{"net": {"ip": "nope"}}"#, 1),
         );
+        let mut refused = login(&keyring, None, message(EVENT, 1));
+        refused.prepared.record = Record::Row(Row {
+            contract: 0,
+            cells: Vec::new(),
+        });
+        refused.reject_by_database(&keyring, &plan);
 
-        item.reject_by_database(&keyring, Some(&plan));
-
-        let Record::Quarantine(entry) = &item.prepared.record else {
-            panic!("quarantined")
-        };
+        let entry = quarantined(&item);
         assert_eq!(
-            (entry.reason, entry.contract.as_deref()),
-            (RejectReason::DbRejected, Some("login"))
+            (
+                entry.reason,
+                entry.field.as_deref(),
+                entry.contract.as_deref()
+            ),
+            (RejectReason::BadIp, Some("seen_ip"), Some("signup"))
         );
-        assert_eq!(
-            keyring
-                .open_body(&entry.key_id, &entry.body_sealed)
-                .unwrap(),
-            EVENT.as_bytes()
-        );
+        assert_eq!(quarantined(&refused).contract.as_deref(), Some("signup"));
     }
 }

@@ -95,7 +95,7 @@ pub async fn receive_loop(
                     &shared.keyring,
                     settings.mask_mode,
                     settings.max_receives,
-                    settings.contracts.as_deref(),
+                    &settings.plan,
                     message,
                 )
             })

@@ -19,8 +19,8 @@ use crate::record::{Prepared, Record, Recorded};
 pub struct Recorder<'a> {
     /// Masks and seals (a `db_rejected` body is sealed with it).
     pub keyring: &'a Keyring,
-    /// The contracts, if any (a `db_rejected` entry names its contract).
-    pub contracts: Option<&'a Plan>,
+    /// The contracts (a `db_rejected` entry is named as its contract says).
+    pub plan: &'a Plan,
     /// Where observations go.
     pub metrics: &'a Metrics,
     /// How long one batch statement may take: a socket that stopped
@@ -59,12 +59,10 @@ impl Recorder<'_> {
                     results.extend(self.write_isolating(client, statements, second).await?);
                     Ok(results)
                 }
-                Err(WriteError::Data(_))
-                    if matches!(items[0].prepared.record, Record::Row(_) | Record::Event(_)) =>
-                {
+                Err(WriteError::Data(_)) if matches!(items[0].prepared.record, Record::Row(_)) => {
                     let culprit = &mut items[0];
                     self.metrics.value_rejected(&culprit.receipt.message_id);
-                    culprit.reject_by_database(self.keyring, self.contracts);
+                    culprit.reject_by_database(self.keyring, self.plan);
                     self.record_within_deadline(client, statements, items).await
                 }
                 other => other,

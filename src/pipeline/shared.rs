@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::flight::InFlight;
+use crate::contract::{ColumnType, Plan};
 use crate::keyring::Keyring;
 use crate::mask::MaskMode;
 use crate::metrics::{self, Metrics, ServiceState};
 use crate::postgres::SessionLimits;
-use crate::record::MaskedRow;
+use crate::record::Row;
 use crate::sqs::{ReceiveRequest, SqsClient};
 
 /// How the pipeline runs.
@@ -67,9 +68,9 @@ pub struct PipelineSettings {
     /// Quarantine messages delivered more often than this (`None`: no limit,
     /// e.g. because the queue has a redrive policy).
     pub max_receives: Option<u32>,
-    /// The contracts bodies are parsed, masked and recorded by (`None`:
-    /// the built-in login path).
-    pub contracts: Option<Arc<crate::contract::Plan>>,
+    /// The contracts bodies are parsed, masked and recorded by (the
+    /// built-in login contract without `--contract`).
+    pub plan: Arc<crate::contract::Plan>,
 }
 
 /// What a run did.
@@ -106,8 +107,62 @@ pub struct RunReport {
     /// Time from the start until the last batch was recorded and deleted
     /// (excludes the final empty polls of an --until-empty run).
     pub busy: Duration,
-    /// The first `keep_rows` rows written.
-    pub sample_rows: Vec<MaskedRow>,
+    /// The first `keep_rows` rows written, a table per contract that wrote
+    /// some.
+    pub samples: Vec<SampleTable>,
+}
+
+/// Rows of one contract's table for the end-of-run report, as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SampleTable {
+    /// The table, and the contract that writes it.
+    pub title: String,
+    /// Its column names.
+    pub headers: Vec<String>,
+    /// The columns that hold numbers (printed flush right).
+    pub right_aligned: Vec<usize>,
+    /// The rows kept, each cell as Postgres reads it ("" for NULL).
+    pub rows: Vec<Vec<String>>,
+    /// How many rows the run wrote to the table.
+    pub total: u64,
+}
+
+impl SampleTable {
+    /// The tables of `plan` that `rows` (and `totals`, by contract) hold.
+    fn of(plan: &Plan, rows: &[Row], totals: &[u64]) -> Vec<SampleTable> {
+        let numeric = |t: ColumnType| {
+            matches!(
+                t,
+                ColumnType::Integer
+                    | ColumnType::Bigint
+                    | ColumnType::Numeric
+                    | ColumnType::VersionMajor
+            )
+        };
+        plan.contracts
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| totals[*index] > 0)
+            .map(|(index, contract)| SampleTable {
+                title: format!("{} (contract {})", contract.table, contract.name),
+                headers: contract.columns.iter().map(|c| c.name.clone()).collect(),
+                right_aligned: (0..contract.columns.len())
+                    .filter(|&i| numeric(contract.columns[i].column_type))
+                    .collect(),
+                rows: rows
+                    .iter()
+                    .filter(|row| row.contract == index)
+                    .map(|row| {
+                        row.cells
+                            .iter()
+                            .map(|cell| cell.sql_text().unwrap_or_default())
+                            .collect()
+                    })
+                    .collect(),
+                total: totals[index],
+            })
+            .collect()
+    }
 }
 
 impl RunReport {
@@ -184,7 +239,9 @@ pub struct Shared {
     pub started: Instant,
     /// Nanoseconds from `started` to the last finished batch.
     last_done_nanos: AtomicU64,
-    sample_rows: Mutex<Vec<MaskedRow>>,
+    sample_rows: Mutex<Vec<Row>>,
+    /// Rows written, by contract (the report's table footers).
+    written_by_contract: Vec<AtomicU64>,
 }
 
 impl Shared {
@@ -192,7 +249,7 @@ impl Shared {
     pub fn recorder(&self) -> super::recorder::Recorder<'_> {
         super::recorder::Recorder {
             keyring: &self.keyring,
-            contracts: self.settings.contracts.as_deref(),
+            plan: &self.settings.plan,
             metrics: &self.metrics,
             deadline: self.settings.write_deadline,
         }
@@ -206,6 +263,9 @@ impl Shared {
         metrics: Arc<Metrics>,
         stop_receiving: CancellationToken,
     ) -> Self {
+        let written_by_contract = (0..settings.plan.contracts.len())
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Shared {
             sqs,
             keyring,
@@ -222,6 +282,7 @@ impl Shared {
             started: Instant::now(),
             last_done_nanos: AtomicU64::new(0),
             sample_rows: Mutex::new(Vec::new()),
+            written_by_contract,
         }
     }
 
@@ -237,15 +298,20 @@ impl Shared {
         self.last_done_nanos.fetch_max(nanos, Ordering::Relaxed);
     }
 
-    /// Keeps rows for the end-of-run table, up to `keep_rows`.
-    pub fn keep_sample<'a>(&self, rows: impl Iterator<Item = &'a MaskedRow>) {
+    /// Counts the rows a batch wrote and keeps some for the end-of-run
+    /// table, up to `keep_rows`.
+    pub fn keep_sample<'a>(&self, rows: impl Iterator<Item = &'a Row>) {
         let keep = self.settings.keep_rows;
         if keep == 0 {
             return;
         }
         let mut sample = self.sample_rows.lock().expect("sample lock");
-        let room = keep.saturating_sub(sample.len());
-        sample.extend(rows.take(room).cloned());
+        for row in rows {
+            self.written_by_contract[row.contract].fetch_add(1, Ordering::Relaxed);
+            if sample.len() < keep {
+                sample.push(row.clone());
+            }
+        }
     }
 
     /// What the run did.
@@ -268,7 +334,15 @@ impl Shared {
             peak_in_flight_bytes: self.flight.peak_bytes(),
             elapsed: self.started.elapsed(),
             busy: Duration::from_nanos(self.last_done_nanos.load(Ordering::Relaxed)),
-            sample_rows: self.sample_rows.lock().expect("sample lock").clone(),
+            samples: SampleTable::of(
+                &self.settings.plan,
+                &self.sample_rows.lock().expect("sample lock"),
+                &self
+                    .written_by_contract
+                    .iter()
+                    .map(|count| count.load(Ordering::Relaxed))
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 }

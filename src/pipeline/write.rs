@@ -23,14 +23,14 @@ use super::ack;
 use super::prepare::Item;
 use super::shared::{sleep_or_cancel, Shared};
 use crate::backoff::Backoff;
-use crate::postgres::{Database, WriteError};
+use crate::postgres::{WriteError, Writer};
 use crate::record::{Record, Recorded};
 
 /// Writes batches until the channel is closed and empty.
 pub async fn write_loop(
     shared: Arc<Shared>,
     receiver: Arc<Mutex<mpsc::Receiver<Item>>>,
-    mut database: Database,
+    mut database: Writer,
     shutdown: CancellationToken,
 ) {
     let abort = shared.failure.token().clone();
@@ -86,14 +86,14 @@ async fn collect(shared: &Shared, receiver: &Mutex<mpsc::Receiver<Item>>) -> Vec
 /// the batch not recorded.
 async fn write_with_retry(
     shared: &Shared,
-    database: &mut Database,
+    database: &mut Writer,
     batch: &mut [Item],
     shutdown: &CancellationToken,
 ) -> Result<Option<Vec<Recorded>>, WriteError> {
     let metrics = &shared.metrics;
     let mut backoff = Backoff::default();
     loop {
-        let error = match database.writer().await {
+        let error = match database.ready().await {
             Ok((client, statements)) => {
                 match shared
                     .recorder()
@@ -135,7 +135,7 @@ fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], start
             .filter(|(_, result)| **result == Recorded::Written)
             .filter_map(|(item, _)| match &item.prepared.record {
                 Record::Row(row) => Some(row),
-                Record::Event(_) | Record::Quarantine(_) => None,
+                Record::Quarantine(_) => None,
             }),
     );
     shared

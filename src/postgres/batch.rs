@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
@@ -24,45 +24,12 @@ use tokio_postgres::{Client, Statement};
 use super::contract_sql::ContractBatchSql;
 use super::failure::{classify, Class, WriteError};
 use crate::contract::Plan;
-use crate::record::{EventRow, MaskedRow, Prepared, QuarantineEntry, Record, Recorded};
+use crate::record::{Prepared, QuarantineEntry, Record, Recorded, Row};
 
 /// Claims ids that may already be in the ledger: takes the free ones.
 const CLAIM_SQL: &str = "INSERT INTO veil.ledger (sent_ms, message_id, outcome)
     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[])
     ON CONFLICT (sent_ms, message_id) DO NOTHING
-    RETURNING message_id";
-
-/// The common case in one statement: claims every id with a plain insert
-/// (all or nothing, and about twice as fast as `ON CONFLICT`, whose
-/// speculative insertion doubles the index work) and inserts the rows and
-/// quarantine entries. Data-modifying CTEs all run, in one implicit
-/// transaction.
-const RECORD_ALL_SQL: &str = "WITH claimed AS (
-    INSERT INTO veil.ledger (sent_ms, message_id, outcome)
-    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[])
-), written AS (
-    INSERT INTO user_logins
-        (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-    SELECT * FROM unnest($4::varchar[], $5::varchar[], $6::varchar[], $7::varchar[],
-                         $8::varchar[], $9::int4[], $10::date[])
-)
-INSERT INTO veil.quarantine
-    (message_id, reason, field, sent_at, receive_count, key_id, body_sealed, body_bytes)
-SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::timestamptz[], $15::int4[],
-                     $16::text[], $17::bytea[], $18::int4[])";
-
-const INSERT_ROWS_SQL: &str = "INSERT INTO user_logins
-    (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
-    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[],
-                         $5::varchar[], $6::int4[], $7::date[])";
-
-/// Quarantines the claimed messages that are not quarantined yet (a
-/// message whose ledger entry was keyed differently, see design.md).
-const INSERT_QUARANTINE_SQL: &str = "INSERT INTO veil.quarantine
-    (message_id, reason, field, sent_at, receive_count, key_id, body_sealed, body_bytes)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[],
-                         $6::text[], $7::bytea[], $8::int4[])
-    ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id";
 
 /// Ids recorded by veil before the ledger was keyed on `sent_ms` (kept by
@@ -76,31 +43,18 @@ pub struct WriterStatements {
     /// `veil.ledger_v1` exists: ids are also checked against it (until an
     /// operator drops it).
     legacy_ledger: AtomicBool,
-    /// The plan's statements, when veil runs contracts.
-    contracts: Option<ContractStatements>,
-}
-
-/// A plan's batch statements and the column count of each contract.
-struct ContractStatements {
+    /// The plan's statements.
     sql: ContractBatchSql,
+    /// Each contract's column count.
     widths: Vec<usize>,
 }
 
 impl WriterStatements {
-    /// Prepares the batch statement on this connection (the schema must
-    /// exist: run `migrate` first): the login statement, or the plan's.
-    pub async fn prepare(
-        client: &Client,
-        plan: Option<&Plan>,
-    ) -> Result<Self, tokio_postgres::Error> {
-        let contracts = plan.map(|plan| ContractStatements {
-            sql: ContractBatchSql::of(plan),
-            widths: plan.contracts.iter().map(|c| c.columns.len()).collect(),
-        });
-        let record_all = match &contracts {
-            Some(contracts) => client.prepare(&contracts.sql.record_all).await?,
-            None => client.prepare(RECORD_ALL_SQL).await?,
-        };
+    /// Prepares the plan's batch statement on this connection (the schema
+    /// must exist: run `migrate` first).
+    pub async fn prepare(client: &Client, plan: &Plan) -> Result<Self, tokio_postgres::Error> {
+        let sql = ContractBatchSql::of(plan);
+        let record_all = client.prepare(&sql.record_all).await?;
         let legacy_ledger = client
             .query_one("SELECT to_regclass('veil.ledger_v1') IS NOT NULL", &[])
             .await?
@@ -108,7 +62,8 @@ impl WriterStatements {
         Ok(WriterStatements {
             record_all,
             legacy_ledger: AtomicBool::new(legacy_ledger),
-            contracts,
+            sql,
+            widths: plan.contracts.iter().map(|c| c.columns.len()).collect(),
         })
     }
 }
@@ -175,7 +130,7 @@ fn is_already_recorded(error: &tokio_postgres::Error) -> bool {
 /// What recording `item` means, if it is claimed.
 fn recorded(item: &Prepared) -> Recorded {
     match &item.record {
-        Record::Row(_) | Record::Event(_) => Recorded::Written,
+        Record::Row(_) => Recorded::Written,
         Record::Quarantine(entry) => Recorded::Quarantined(entry.reason),
     }
 }
@@ -185,8 +140,7 @@ struct Columns<'a> {
     sent: Vec<i64>,
     ids: Vec<&'a str>,
     kinds: Vec<&'static str>,
-    rows: Vec<&'a MaskedRow>,
-    events: Vec<&'a EventRow>,
+    rows: Vec<&'a Row>,
     quarantine: Vec<(&'a str, &'a QuarantineEntry)>,
 }
 
@@ -197,7 +151,6 @@ impl<'a> Columns<'a> {
             ids: Vec::with_capacity(items.len()),
             kinds: Vec::with_capacity(items.len()),
             rows: Vec::with_capacity(items.len()),
-            events: Vec::new(),
             quarantine: Vec::new(),
         };
         for item in items {
@@ -214,10 +167,6 @@ impl<'a> Columns<'a> {
                 self.kinds.push("written");
                 self.rows.push(row);
             }
-            Record::Event(event) => {
-                self.kinds.push("written");
-                self.events.push(event);
-            }
             Record::Quarantine(entry) => {
                 self.kinds.push("quarantined");
                 self.quarantine.push((&item.message_id, entry));
@@ -226,53 +175,15 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The `unnest` arrays of `user_logins` rows.
+/// The `unnest` arrays of rows: for each contract of the plan, one text
+/// array per column (empty for a contract with no row here).
 struct RowArrays<'a> {
-    user_id: Vec<&'a str>,
-    device_type: Vec<&'a str>,
-    masked_ip: Vec<&'a str>,
-    masked_device_id: Vec<&'a str>,
-    locale: Vec<Option<&'a str>>,
-    app_version: Vec<i32>,
-    create_date: Vec<NaiveDate>,
-}
-
-impl<'a> RowArrays<'a> {
-    fn of(rows: &[&'a MaskedRow]) -> Self {
-        let column = |f: fn(&'a MaskedRow) -> &'a str| rows.iter().map(|r| f(r)).collect();
-        RowArrays {
-            user_id: column(|r| &r.user_id),
-            device_type: column(|r| &r.device_type),
-            masked_ip: column(|r| &r.masked_ip),
-            masked_device_id: column(|r| &r.masked_device_id),
-            locale: rows.iter().map(|r| r.locale.as_deref()).collect(),
-            app_version: rows.iter().map(|r| r.app_version).collect(),
-            create_date: rows.iter().map(|r| r.create_date).collect(),
-        }
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
-        [
-            &self.user_id,
-            &self.device_type,
-            &self.masked_ip,
-            &self.masked_device_id,
-            &self.locale,
-            &self.app_version,
-            &self.create_date,
-        ]
-    }
-}
-
-/// The `unnest` arrays of contract rows: for each contract of the plan,
-/// one text array per column (empty for a contract with no row here).
-struct EventArrays<'a> {
     columns: Vec<Vec<Vec<Option<Cow<'a, str>>>>>,
     rows: Vec<usize>,
 }
 
-impl<'a> EventArrays<'a> {
-    fn of(widths: &[usize], events: &[&'a EventRow]) -> Self {
+impl<'a> RowArrays<'a> {
+    fn of(widths: &[usize], events: &[&'a Row]) -> Self {
         let mut columns: Vec<Vec<Vec<Option<Cow<'a, str>>>>> = widths
             .iter()
             .map(|&width| {
@@ -288,7 +199,7 @@ impl<'a> EventArrays<'a> {
                 column.push(cell.sql_text_ref());
             }
         }
-        EventArrays { columns, rows }
+        RowArrays { columns, rows }
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -336,14 +247,7 @@ impl<'a> QuarantineArrays<'a> {
         }
     }
 
-    /// The nine parameters of contract mode: the eight and the contract.
-    fn params_with_contract(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let mut params = self.params().to_vec();
-        params.push(&self.contracts);
-        params
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
         [
             &self.ids,
             &self.reasons,
@@ -353,6 +257,7 @@ impl<'a> QuarantineArrays<'a> {
             &self.keys,
             &self.bodies,
             &self.sizes,
+            &self.contracts,
         ]
     }
 }
@@ -364,21 +269,11 @@ async fn record_all(
     items: &[&Prepared],
 ) -> Result<Vec<Recorded>, tokio_postgres::Error> {
     let columns = Columns::of(items);
-    let rows = RowArrays::of(&columns.rows);
+    let rows = RowArrays::of(&statements.widths, &columns.rows);
     let quarantine = QuarantineArrays::of(&columns.quarantine);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&columns.sent, &columns.ids, &columns.kinds];
-    let events;
-    match &statements.contracts {
-        None => {
-            params.extend(rows.params());
-            params.extend(quarantine.params());
-        }
-        Some(contracts) => {
-            events = EventArrays::of(&contracts.widths, &columns.events);
-            params.extend(events.params());
-            params.extend(quarantine.params_with_contract());
-        }
-    }
+    params.extend(rows.params());
+    params.extend(quarantine.params());
     client.execute(&statements.record_all, &params).await?;
     Ok(items.iter().map(|item| recorded(item)).collect())
 }
@@ -405,35 +300,18 @@ async fn record_free(
             columns.push(item);
         }
     }
-    if !columns.rows.is_empty() {
-        let rows = RowArrays::of(&columns.rows);
-        transaction.execute(INSERT_ROWS_SQL, &rows.params()).await?;
-    }
-    if let Some(contracts) = &statements.contracts {
-        let events = EventArrays::of(&contracts.widths, &columns.events);
-        for (index, insert) in contracts.sql.inserts.iter().enumerate() {
-            if events.rows[index] > 0 {
-                transaction
-                    .execute(insert, &events.params_of(index))
-                    .await?;
-            }
+    let rows = RowArrays::of(&statements.widths, &columns.rows);
+    for (index, insert) in statements.sql.inserts.iter().enumerate() {
+        if rows.rows[index] > 0 {
+            transaction.execute(insert, &rows.params_of(index)).await?;
         }
     }
     let mut quarantined = HashSet::new();
     if !columns.quarantine.is_empty() {
         let arrays = QuarantineArrays::of(&columns.quarantine);
-        let rows = match &statements.contracts {
-            None => {
-                transaction
-                    .query(INSERT_QUARANTINE_SQL, &arrays.params())
-                    .await?
-            }
-            Some(contracts) => {
-                transaction
-                    .query(&contracts.sql.quarantine, &arrays.params_with_contract())
-                    .await?
-            }
-        };
+        let rows = transaction
+            .query(&statements.sql.quarantine, &arrays.params())
+            .await?;
         quarantined = rows.iter().map(|row| row.get::<_, String>(0)).collect();
     }
     transaction.commit().await?;

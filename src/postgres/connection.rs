@@ -243,12 +243,21 @@ pub struct Database {
     settings: DatabaseSettings,
     limits: Option<SessionLimits>,
     client: Option<Client>,
-    /// The batch writer's statements, prepared on `client` when first needed.
-    statements: Option<WriterStatements>,
-    /// The contracts the writer records (None: the built-in login path).
-    plan: Option<std::sync::Arc<crate::contract::Plan>>,
+    /// How many connections this handle has opened: a writer's statements
+    /// are prepared again on each new one.
+    connections: u64,
     /// The endpoint of the last connection opened.
     endpoint: String,
+}
+
+/// A batch writer's connection: a `Database` whose sessions get the
+/// writer's limits, with the plan's batch statements prepared on each
+/// connection it opens.
+pub struct Writer {
+    database: Database,
+    plan: std::sync::Arc<crate::contract::Plan>,
+    /// The statements, and the connection (by count) they were prepared on.
+    statements: Option<(u64, WriterStatements)>,
 }
 
 impl DatabaseSettings {
@@ -274,18 +283,6 @@ impl Database {
         Self::start(settings, None).await
     }
 
-    /// A writer's connection: every session it opens gets `limits`; its
-    /// batch statements record `plan`'s contracts (None: login events).
-    pub async fn connect_writer(
-        settings: DatabaseSettings,
-        limits: SessionLimits,
-        plan: Option<std::sync::Arc<crate::contract::Plan>>,
-    ) -> anyhow::Result<Self> {
-        let mut database = Self::start(settings, Some(limits)).await?;
-        database.plan = plan;
-        Ok(database)
-    }
-
     async fn start(
         settings: DatabaseSettings,
         limits: Option<SessionLimits>,
@@ -295,8 +292,7 @@ impl Database {
             settings,
             limits,
             client: None,
-            statements: None,
-            plan: None,
+            connections: 0,
             endpoint: String::new(),
         };
         database
@@ -309,29 +305,16 @@ impl Database {
     /// The live client, reconnecting first if the last one closed.
     pub async fn client(&mut self) -> Result<&mut Client, ConnectError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.statements = None;
             let (client, endpoint) = self.settings.open().await?;
             if let Some(limits) = self.limits {
                 client.batch_execute(&limits.sql()).await?;
             }
             self.client = Some(client);
             self.endpoint = endpoint;
+            self.connections += 1;
         }
         // Set just above when missing or closed.
         Ok(self.client.as_mut().expect("client connected"))
-    }
-
-    /// The live client with the batch writer's statements prepared on it.
-    pub async fn writer(&mut self) -> Result<(&mut Client, &WriterStatements), ConnectError> {
-        self.client().await?;
-        let client = self.client.as_mut().expect("client connected");
-        if self.statements.is_none() {
-            self.statements = Some(WriterStatements::prepare(client, self.plan.as_deref()).await?);
-        }
-        Ok((
-            client,
-            self.statements.as_ref().expect("statements prepared"),
-        ))
     }
 
     /// `host:port/dbname as user` of the endpoint last connected to (a
@@ -344,7 +327,54 @@ impl Database {
     /// Forgets the current connection so the next call reconnects.
     pub fn reset(&mut self) {
         self.client = None;
-        self.statements = None;
+    }
+}
+
+impl Writer {
+    /// Connects once (to fail fast); every session it opens gets `limits`,
+    /// and its batch statements record `plan`'s contracts.
+    pub async fn connect(
+        settings: DatabaseSettings,
+        limits: SessionLimits,
+        plan: std::sync::Arc<crate::contract::Plan>,
+    ) -> anyhow::Result<Self> {
+        Ok(Writer {
+            database: Database::start(settings, Some(limits)).await?,
+            plan,
+            statements: None,
+        })
+    }
+
+    /// The live client with the batch statements prepared on it.
+    pub async fn ready(&mut self) -> Result<(&mut Client, &WriterStatements), ConnectError> {
+        self.database.client().await?;
+        let connection = self.database.connections;
+        let client = self.database.client.as_mut().expect("client connected");
+        if self
+            .statements
+            .as_ref()
+            .is_none_or(|(on, _)| *on != connection)
+        {
+            let statements = WriterStatements::prepare(client, &self.plan).await?;
+            self.statements = Some((connection, statements));
+        }
+        let (_, statements) = self.statements.as_ref().expect("statements prepared");
+        Ok((client, statements))
+    }
+
+    /// Forgets the current connection so the next call reconnects.
+    pub fn reset(&mut self) {
+        self.database.reset();
+    }
+
+    /// The live client, reconnecting first if the last one closed.
+    pub async fn client(&mut self) -> Result<&mut Client, ConnectError> {
+        self.database.client().await
+    }
+
+    /// The endpoint last connected to (see `Database::endpoint`).
+    pub fn endpoint(&self) -> String {
+        self.database.endpoint()
     }
 }
 

@@ -7,6 +7,7 @@
 //! one statement shape serves every contract, and the parser has already
 //! checked that each text casts.
 
+use anyhow::Context;
 use tokio_postgres::GenericClient;
 
 use crate::contract::{Column, Contract, Plan, TableName};
@@ -180,14 +181,36 @@ pub fn create_table_sql(contract: &Contract) -> String {
             ));
         }
     }
-    for column in index_columns(contract) {
-        sql.push_str(&format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {table} ({});\n",
-            quoted(&format!("{}_{}_idx", contract.table.name, column.name)),
-            quoted(&column.name)
-        ));
+    for (_, index) in index_statements(contract) {
+        sql.push_str(&index);
+        sql.push_str(";\n");
     }
     sql
+}
+
+/// Each analyst index of a contract: its name and its `CREATE INDEX IF
+/// NOT EXISTS` (an index lives in its table's schema).
+fn index_statements(contract: &Contract) -> Vec<(String, String)> {
+    let table = table_sql(&contract.table);
+    index_columns(contract)
+        .map(|column| {
+            let name = format!("{}_{}_idx", contract.table.name, column.name);
+            let sql = format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
+                quoted(&name),
+                quoted(&column.name)
+            );
+            (name, sql)
+        })
+        .collect()
+}
+
+/// An index's name as `to_regclass` finds it: in its table's schema.
+fn index_sql_name(contract: &Contract, name: &str) -> String {
+    match &contract.table.schema {
+        Some(schema) => format!("{}.{}", quoted(schema), quoted(name)),
+        None => quoted(name),
+    }
 }
 
 fn index_columns(contract: &Contract) -> impl Iterator<Item = &Column> {
@@ -216,22 +239,78 @@ fn catalog_type(sql_type: &str) -> String {
     }
 }
 
-/// `veil migrate` for contracts: veil's own schema (with the quarantine's
-/// `contract` column), then each contract's table, under the migration lock.
-pub async fn migrate_contracts(
+/// What `veil migrate` found or did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateReport {
+    /// The partition a non-partitioned ledger became, if this run
+    /// upgraded one.
+    pub upgraded_ledger: Option<String>,
+    /// Each contract's table and what was done to it.
+    pub tables: Vec<(String, TableChange)>,
+}
+
+/// `veil migrate`: veil's own schema, then each contract's table, under
+/// the migration lock; the missing columns of an existing table are added.
+pub async fn migrate(
     client: &mut tokio_postgres::Client,
     plan: &Plan,
-) -> anyhow::Result<Vec<(String, TableChange)>> {
-    let options = super::MigrateOptions {
-        for_contracts: true,
-        ..Default::default()
-    };
-    super::migrate(client, options).await?;
+) -> anyhow::Result<MigrateReport> {
+    migrate_with(client, plan, true).await
+}
+
+/// What `veil run` does at start: `migrate`, but a table lacking some of
+/// its contract's columns is refused instead of altered.
+pub async fn prepare_schema(
+    client: &mut tokio_postgres::Client,
+    plan: &Plan,
+) -> anyhow::Result<MigrateReport> {
+    migrate_with(client, plan, false).await
+}
+
+async fn migrate_with(
+    client: &mut tokio_postgres::Client,
+    plan: &Plan,
+    add_columns: bool,
+) -> anyhow::Result<MigrateReport> {
+    let upgraded_ledger = super::schema::migrate_veil_schema(client).await?;
     let transaction = client.transaction().await?;
     transaction.batch_execute(super::MIGRATE_LOCK_SQL).await?;
-    let changes = apply(&transaction, plan).await?;
+    let tables = apply(&transaction, plan, add_columns).await?;
     transaction.commit().await?;
-    Ok(changes)
+    Ok(MigrateReport {
+        upgraded_ledger,
+        tables,
+    })
+}
+
+/// Adds the analyst indexes of each contract (its PII columns and first
+/// date column) that its existing table lacks, without blocking writers
+/// (`CREATE INDEX CONCURRENTLY`). Returns the names it created.
+pub async fn create_indexes(
+    client: &tokio_postgres::Client,
+    plan: &Plan,
+) -> anyhow::Result<Vec<String>> {
+    let mut created = Vec::new();
+    for contract in &plan.contracts {
+        for (name, sql) in index_statements(contract) {
+            let exists: bool = client
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&index_sql_name(contract, &name)],
+                )
+                .await?
+                .get(0);
+            if !exists {
+                let concurrently = sql.replacen("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1);
+                client
+                    .batch_execute(&concurrently)
+                    .await
+                    .with_context(|| format!("creating index {name}"))?;
+                created.push(name);
+            }
+        }
+    }
+    Ok(created)
 }
 
 /// Whether the connected role may insert into a contract's table (true
@@ -252,21 +331,27 @@ pub async fn may_insert(
 /// What `apply` did to one contract's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableChange {
-    /// The table was missing and is created.
+    /// The table was missing and is created (partitioned, if its contract
+    /// says so), with its analyst indexes.
     Created,
-    /// The table had the contract's shape.
-    Unchanged,
+    /// The table had the contract's columns; it also has these, which the
+    /// contract does not write (each with a default or an identity, which
+    /// inserts leave them to).
+    Unchanged(Vec<String>),
     /// These columns (nullable) were added.
     Added(Vec<String>),
 }
 
-/// Creates the table of each contract, or brings an existing one to the
-/// contract by adding its missing (nullable) columns. A column of another
-/// type, or a table column the contract lacks, is refused (exit code 2):
-/// veil never changes or drops what holds data.
+/// Creates the table of each contract, or (with `add_columns`) brings an
+/// existing one to the contract by adding its missing (nullable) columns.
+/// A column of another type, or a table column the contract lacks that has
+/// no default, is refused (exit code 2): veil never changes or drops what
+/// holds data. Without `add_columns` (`veil run`) a table lacking columns
+/// is refused too: only `veil migrate` alters a table.
 pub async fn apply(
     client: &impl GenericClient,
     plan: &Plan,
+    add_columns: bool,
 ) -> anyhow::Result<Vec<(String, TableChange)>> {
     let mut changes = Vec::new();
     for contract in &plan.contracts {
@@ -282,14 +367,28 @@ pub async fn apply(
                         contract.table, contract.name
                     ))
                     })?;
+                tracing::info!(table = %contract.table, contract = %contract.name, "created table with its analyst indexes");
                 TableChange::Created
             }
             Some(columns) => {
                 if let Some(refusal) = partitioning_refusal(client, contract).await? {
                     return Err(ConfigError(refusal).into());
                 }
-                let added = additive_columns(contract, &columns)?;
-                for column in &added {
+                let fit = fit(contract, &columns)?;
+                if !add_columns && !fit.lacking.is_empty() {
+                    let names: Vec<&str> = fit.lacking.iter().map(|c| c.name.as_str()).collect();
+                    return Err(ConfigError(format!(
+                        "table {} does not match contract {:?} version {}: it lacks column(s) {}. \
+                         `veil run` never alters a table: run `veil migrate` (as the table's owner) to \
+                         add them, nullable, or point veil at another database",
+                        contract.table,
+                        contract.name,
+                        contract.version,
+                        names.join(", ")
+                    ))
+                    .into());
+                }
+                for column in &fit.lacking {
                     client
                         .batch_execute(&format!(
                             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
@@ -299,9 +398,11 @@ pub async fn apply(
                         ))
                         .await?;
                 }
-                match added.is_empty() {
-                    true => TableChange::Unchanged,
-                    false => TableChange::Added(added.iter().map(|c| c.name.clone()).collect()),
+                match fit.lacking.is_empty() {
+                    true => TableChange::Unchanged(fit.extra),
+                    false => {
+                        TableChange::Added(fit.lacking.iter().map(|c| c.name.clone()).collect())
+                    }
                 }
             }
         };
@@ -315,8 +416,9 @@ pub async fn apply(
 pub enum TableState {
     /// The table is missing: `veil migrate --contract` creates it.
     Missing,
-    /// It has the contract's columns.
-    Fits,
+    /// It has the contract's columns, and these it does not write
+    /// (nullable or with a default).
+    Fits(Vec<String>),
     /// It lacks these (nullable) columns: `veil migrate` adds them.
     Lacks(Vec<String>),
     /// It differs destructively: the reason.
@@ -334,9 +436,9 @@ pub async fn table_state(
     if let Some(refusal) = partitioning_refusal(client, contract).await? {
         return Ok(TableState::Refused(refusal));
     }
-    Ok(match additive_columns(contract, &columns) {
-        Ok(lacking) if lacking.is_empty() => TableState::Fits,
-        Ok(lacking) => TableState::Lacks(lacking.iter().map(|c| c.name.clone()).collect()),
+    Ok(match fit(contract, &columns) {
+        Ok(fit) if fit.lacking.is_empty() => TableState::Fits(fit.extra),
+        Ok(fit) => TableState::Lacks(fit.lacking.iter().map(|c| c.name.clone()).collect()),
         Err(refusal) => TableState::Refused(refusal.0),
     })
 }
@@ -357,8 +459,10 @@ async fn partitioning_refusal(
     let problem = match has {
         None => format!(
             "table {table} exists and is not partitioned, and veil never alters how a table holding \
-             rows is stored. Remove `partition:` from contract {:?}, or create the partitioned table \
-             under a new name (`table:`) and copy the rows over",
+             rows is stored (it never alters an existing table). Drop the partitioning you asked for \
+             (`partition:` in contract {:?}, or veil migrate --partition-by), or create the partitioned \
+             table under a new name (or in a new database) and copy the rows over (docs/operations.md, \
+             \"Partitioning user_logins\")",
             contract.name
         ),
         Some(dated) if dated.column != wanted.column => format!(
@@ -377,29 +481,46 @@ async fn partitioning_refusal(
     Ok(Some(problem))
 }
 
-/// The contract's columns the table lacks; an error naming the first
-/// destructive difference.
-fn additive_columns<'a>(
-    contract: &'a Contract,
-    table: &[(String, String, bool)],
-) -> Result<Vec<&'a Column>, ConfigError> {
+/// How an existing table's columns stand against its contract's.
+struct Fit<'a> {
+    /// The contract's columns the table lacks (veil adds them, nullable).
+    lacking: Vec<&'a Column>,
+    /// The table's columns the contract does not write (each with a
+    /// default or an identity).
+    extra: Vec<String>,
+}
+
+/// The contract's columns the table lacks and the table's the contract
+/// does not write; an error naming the first difference veil cannot take.
+fn fit<'a>(contract: &'a Contract, table: &[TableColumn]) -> Result<Fit<'a>, ConfigError> {
     let refuse = |what: String| {
         ConfigError(format!(
-            "table {} does not fit contract {:?} version {}: {what}. veil only adds nullable columns; \
+            "table {} does not match contract {:?} version {}: {what}. veil only adds nullable columns; \
              change the table yourself (or the contract back), then run veil migrate again",
             contract.table, contract.name, contract.version
         ))
     };
-    for (name, sql_type, not_null) in table {
+    let mut extra = Vec::new();
+    for found in table {
+        let TableColumn {
+            name,
+            sql_type,
+            not_null,
+            has_default,
+        } = found;
         match contract.columns.iter().find(|c| &c.name == name) {
+            // A column of the table's own (a surrogate key, a load time):
+            // every insert leaves it to its default.
+            None if *has_default => extra.push(name.clone()),
             None if *not_null => {
                 return Err(refuse(format!(
-                    "column {name} ({sql_type}, NOT NULL) is not in the contract, so every insert would fail"
+                    "column {name} ({sql_type}, NOT NULL, no default) is not in the contract, so every insert would fail"
                 )))
             }
             None => {
                 return Err(refuse(format!(
-                    "column {name} ({sql_type}) is not in the contract: removing a column is destructive"
+                    "column {name} ({sql_type}) is not in the contract: removing a column is destructive \
+                     (a column of the table's own needs a default, which inserts leave it to)"
                 )))
             }
             Some(column) if catalog_type(&column.sql_type) != *sql_type => {
@@ -411,20 +532,36 @@ fn additive_columns<'a>(
             Some(_) => {}
         }
     }
-    Ok(contract
-        .columns
-        .iter()
-        .filter(|c| !table.iter().any(|(name, _, _)| name == &c.name))
-        .collect())
+    Ok(Fit {
+        lacking: contract
+            .columns
+            .iter()
+            .filter(|c| !table.iter().any(|found| found.name == c.name))
+            .collect(),
+        extra,
+    })
 }
 
-/// The table's columns (name, type as `format_type` prints it, NOT NULL),
-/// or None when it is missing. An unqualified name is looked up through
-/// `search_path`, as the writer's inserts find it.
+/// A column of an existing table, as the catalog says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableColumn {
+    /// Its name.
+    pub name: String,
+    /// Its type, as `format_type` prints it.
+    pub sql_type: String,
+    /// NOT NULL.
+    pub not_null: bool,
+    /// It has a default or is an identity (an insert that leaves it out
+    /// gets a value).
+    pub has_default: bool,
+}
+
+/// The table's columns, or None when it is missing. An unqualified name is
+/// looked up through `search_path`, as the writer's inserts find it.
 pub async fn table_columns(
     client: &impl GenericClient,
     table: &TableName,
-) -> anyhow::Result<Option<Vec<(String, String, bool)>>> {
+) -> anyhow::Result<Option<Vec<TableColumn>>> {
     let name = match &table.schema {
         Some(schema) => format!("{}.{}", quoted(schema), quoted(&table.name)),
         None => quoted(&table.name),
@@ -438,7 +575,8 @@ pub async fn table_columns(
     }
     let rows = client
         .query(
-            "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull
+            "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull,
+                    atthasdef OR attidentity <> ''
                FROM pg_attribute
               WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped
               ORDER BY attnum",
@@ -447,7 +585,12 @@ pub async fn table_columns(
         .await?;
     Ok(Some(
         rows.iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| TableColumn {
+                name: r.get(0),
+                sql_type: r.get(1),
+                not_null: r.get(2),
+                has_default: r.get(3),
+            })
             .collect(),
     ))
 }

@@ -29,17 +29,13 @@ mod tls_names;
 
 pub use batch::{record_batch, WriterStatements};
 pub use connection::{
-    describe, log_tls, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits,
+    describe, log_tls, tls_in_use, ConnectError, Database, DatabaseSettings, SessionLimits, Writer,
     CONNECT_TIMEOUT,
 };
 pub use dsn::{split as split_connection_string, Split};
 pub use failure::{classify, fix_of, lacks_privilege, Class, WriteError};
 pub use login::{region_of_rds_host, Login, IAM_TOKEN_LIFETIME};
-pub use schema::{
-    check_user_logins_shape, create_analyst_indexes, migrate, missing_tables,
-    user_logins_granularity, MigrateOptions, SchemaReport, ANALYST_INDEXES, MIGRATE_LOCK_SQL,
-    USER_LOGINS_DDL,
-};
+pub use schema::{missing_veil_tables, MIGRATE_LOCK_SQL};
 pub use settings::{
     database_config, KEEPALIVES_IDLE, KEEPALIVES_INTERVAL, KEEPALIVES_RETRIES, TCP_USER_TIMEOUT,
 };

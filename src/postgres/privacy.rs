@@ -1,111 +1,12 @@
-//! The SQL of `veil find` and `veil forget`: rows of `user_logins` by the
-//! values of one column (the masks of a value, or a user id), and the
-//! quarantine read in pages so its bodies can be opened and checked.
+//! The SQL of `veil find` and `veil forget`: rows of a contract's table by
+//! the values of one column (the masks of a value, or the value as
+//! stored), the quarantine read in pages so its bodies can be opened and
+//! checked, and which keys made the masks and seals there.
 
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::GenericClient;
 
 use super::contract_sql::table_sql;
 use crate::contract::{Plan, TableName};
-
-/// A row `find` shows: no mask, no other PII.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundRow {
-    /// user_id
-    pub user_id: Option<String>,
-    /// device_type
-    pub device_type: Option<String>,
-    /// locale
-    pub locale: Option<String>,
-    /// app_version
-    pub app_version: Option<i32>,
-    /// create_date
-    pub create_date: Option<chrono::NaiveDate>,
-}
-
-/// The columns `find` and `forget` match on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Column {
-    /// masked_ip
-    MaskedIp,
-    /// masked_device_id
-    MaskedDeviceId,
-    /// user_id
-    UserId,
-}
-
-impl Column {
-    /// Its name in SQL.
-    pub fn sql(self) -> &'static str {
-        match self {
-            Column::MaskedIp => "masked_ip",
-            Column::MaskedDeviceId => "masked_device_id",
-            Column::UserId => "user_id",
-        }
-    }
-}
-
-/// How many rows of `user_logins` hold one of `values` in `column`.
-async fn count_rows(
-    client: &impl GenericClient,
-    column: Column,
-    values: &[String],
-) -> Result<i64, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT count(*) FROM user_logins WHERE {} = ANY($1)",
-        column.sql()
-    );
-    Ok(client.query_one(&sql, &[&values]).await?.get(0))
-}
-
-/// The matching rows (at most `limit`, oldest first) and how many match.
-pub async fn find_rows(
-    client: &impl GenericClient,
-    column: Column,
-    values: &[String],
-    limit: i64,
-) -> Result<(Vec<FoundRow>, i64), tokio_postgres::Error> {
-    let total = count_rows(client, column, values).await?;
-    let column = column.sql();
-    let rows = client
-        .query(
-            &format!(
-                "SELECT user_id, device_type, locale, app_version, create_date
-                   FROM user_logins WHERE {column} = ANY($1)
-                  ORDER BY create_date, user_id LIMIT $2"
-            ),
-            &[&values, &limit],
-        )
-        .await?;
-    Ok((rows.iter().map(found_row).collect(), total))
-}
-
-fn found_row(row: &Row) -> FoundRow {
-    FoundRow {
-        user_id: row.get(0),
-        device_type: row.get(1),
-        locale: row.get(2),
-        app_version: row.get(3),
-        create_date: row.get(4),
-    }
-}
-
-/// Deletes the matching rows (or counts them, for a dry run).
-pub async fn delete_rows(
-    client: &impl GenericClient,
-    column: Column,
-    values: &[String],
-    dry_run: bool,
-) -> Result<u64, tokio_postgres::Error> {
-    if dry_run {
-        return Ok(count_rows(client, column, values).await?.max(0) as u64);
-    }
-    client
-        .execute(
-            &format!("DELETE FROM user_logins WHERE {} = ANY($1)", column.sql()),
-            &[&values],
-        )
-        .await
-}
 
 /// One quarantined message, sealed.
 #[derive(Debug, Clone)]
@@ -156,30 +57,9 @@ pub async fn delete_quarantined(
         .await
 }
 
-/// How many masks of `user_logins` (both mask columns) and quarantined
-/// bodies each key id made, so a lookup can refuse a keyring that lacks
-/// some of them (it would miss what they hold). Reads every row once.
-pub async fn masks_by_key(
-    client: &impl GenericClient,
-) -> Result<std::collections::BTreeMap<String, i64>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT key_id, count(*) FROM (
-                 SELECT split_part(m, '.', 2) AS key_id
-                   FROM (SELECT masked_ip AS m FROM user_logins
-                         UNION ALL SELECT masked_device_id FROM user_logins) masks
-                  WHERE m LIKE 'siv1.%' OR m LIKE 'hmac1.%'
-                 UNION ALL SELECT key_id FROM veil.quarantine) made
-              GROUP BY key_id",
-            &[],
-        )
-        .await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-}
-
 /// How many rows of a contract's table hold one of `values` in `column`
 /// (compared as text, so any column type matches its stored form).
-async fn count_in(
+async fn count_rows(
     client: &impl GenericClient,
     table: &TableName,
     column: &str,
@@ -193,28 +73,40 @@ async fn count_in(
 }
 
 /// The matching rows of a contract's table (their `shown` columns, as
-/// text, at most `limit`) and how many match.
-pub async fn find_in(
+/// text, at most `limit`, in the order of `order_by` then the shown
+/// columns) and how many match.
+pub async fn find_rows(
     client: &impl GenericClient,
     table: &TableName,
     column: &str,
     values: &[String],
     shown: &[String],
+    order_by: Option<&str>,
     limit: i64,
 ) -> Result<(Vec<Vec<Option<String>>>, i64), tokio_postgres::Error> {
-    let total = count_in(client, table, column, values).await?;
+    let total = count_rows(client, table, column, values).await?;
     let list: Vec<String> = shown
         .iter()
         .map(|name| format!("\"{name}\"::text"))
         .collect();
+    let order: Vec<String> = order_by
+        .into_iter()
+        .chain(shown.iter().map(String::as_str))
+        .map(|name| format!("\"{name}\""))
+        .collect();
     let sql = format!(
-        "SELECT {} FROM {} WHERE \"{column}\"::text = ANY($1) LIMIT $2",
+        "SELECT {} FROM {} WHERE \"{column}\"::text = ANY($1){} LIMIT $2",
         if list.is_empty() {
             "NULL::text".to_string()
         } else {
             list.join(", ")
         },
-        table_sql(table)
+        table_sql(table),
+        if order.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", order.join(", "))
+        }
     );
     let rows = client.query(&sql, &[&values, &limit]).await?;
     let cells = rows
@@ -229,7 +121,7 @@ pub async fn find_in(
 }
 
 /// Deletes the matching rows of a contract's table (or counts them).
-pub async fn delete_in(
+pub async fn delete_rows(
     client: &impl GenericClient,
     table: &TableName,
     column: &str,
@@ -237,7 +129,7 @@ pub async fn delete_in(
     dry_run: bool,
 ) -> Result<u64, tokio_postgres::Error> {
     if dry_run {
-        return Ok(count_in(client, table, column, values).await?.max(0) as u64);
+        return Ok(count_rows(client, table, column, values).await?.max(0) as u64);
     }
     let sql = format!(
         "DELETE FROM {} WHERE \"{column}\"::text = ANY($1)",
@@ -246,8 +138,11 @@ pub async fn delete_in(
     client.execute(&sql, &[&values]).await
 }
 
-/// `masks_by_key` over the PII columns of a plan's tables and the quarantine.
-pub async fn masks_by_key_in(
+/// How many masks of the PII columns of the plan's tables and how many
+/// quarantined bodies each key id made, so a lookup can refuse a keyring
+/// that lacks some of them (it would miss what they hold). Reads every row
+/// once.
+pub async fn masks_by_key(
     client: &impl GenericClient,
     plan: &Plan,
 ) -> Result<std::collections::BTreeMap<String, i64>, tokio_postgres::Error> {

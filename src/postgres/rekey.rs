@@ -1,5 +1,6 @@
-//! Re-masking after a key rotation. Walks `user_logins` (or, with
-//! contracts, each contract's table and its AES-SIV columns) in physical order
+//! Re-masking after a key rotation. Walks each contract's table (the
+//! built-in login contract's `user_logins` without `--contract`) and its
+//! reversible mask columns in physical order
 //! (ranges of blocks by `ctid`, about `--batch-rows` rows each, one
 //! transaction each, rows locked `FOR UPDATE`; partition by partition when
 //! the table is partitioned, since a `ctid` is only unique within one),
@@ -27,7 +28,7 @@ use tokio_postgres::Client;
 
 use crate::contract::Plan;
 use crate::keyring::Keyring;
-use crate::mask::{Field, MaskMode, RevealError, HMAC_PREFIX, PFX_PREFIX, SIV_PREFIX};
+use crate::mask::{MaskMode, RevealError, HMAC_PREFIX, PFX_PREFIX, SIV_PREFIX};
 
 /// A table to re-mask: its name as SQL (`user_logins`,
 /// `"analytics"."signups"`) and its mask columns, each with the
@@ -41,20 +42,6 @@ pub struct MaskedTable {
 }
 
 impl MaskedTable {
-    /// `user_logins` and its two mask columns.
-    pub fn login() -> Vec<Self> {
-        vec![MaskedTable {
-            name: "user_logins".into(),
-            columns: vec![
-                ("masked_ip".into(), Field::Ip.associated_data().to_vec()),
-                (
-                    "masked_device_id".into(),
-                    Field::DeviceId.associated_data().to_vec(),
-                ),
-            ],
-        }]
-    }
-
     /// Each contract table of a plan with its PII columns (HMAC ones too:
     /// they are counted, and left as they are).
     pub fn of_plan(plan: &Plan) -> Vec<Self> {
@@ -79,7 +66,7 @@ impl MaskedTable {
 /// What a rekey run did and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RekeyReport {
-    /// Rows of user_logins read.
+    /// Rows read, in every table.
     pub rows_scanned: u64,
     /// Rows whose masks were replaced.
     pub rows_rekeyed: u64,
@@ -316,12 +303,10 @@ fn remask(
             let candidates: Vec<&[u8]> = std::iter::once(associated_data)
                 .chain(others.iter().map(Vec::as_slice))
                 .collect();
-            match keyring.reveal_among(&mask, &candidates) {
-                Ok((index, value)) => Ok(Some(keyring.mask_domain(
-                    MaskMode::Siv,
-                    candidates[index],
-                    &value,
-                ))),
+            match keyring.reveal(&mask, &candidates) {
+                Ok((index, value)) => {
+                    Ok(Some(keyring.mask(MaskMode::Siv, candidates[index], &value)))
+                }
                 Err(RevealError::UnknownKey(_)) => bail!(
                     "a mask was made with key {id}, which is not in the keyring; \
                      add it back (or rekey with a keyring that holds it)"

@@ -189,29 +189,36 @@ pub async fn housekeeping(
     lacking(client, "veil.ledger", &rights).await
 }
 
-/// What `veil run` needs to record: insert rows, ledger entries and
-/// quarantine entries, and read the ledger's key (ON CONFLICT, RETURNING).
-pub async fn pipeline(client: &impl GenericClient) -> Result<Lacking, tokio_postgres::Error> {
-    let rights = [
-        Right::on_schema("USAGE", "veil"),
-        Right::on_table("INSERT", "user_logins"),
+/// What `veil run` needs to record into `tables` (the contracts', as
+/// SQL): insert rows, ledger entries and quarantine entries, and read the
+/// ledger's key (ON CONFLICT, RETURNING).
+pub async fn pipeline(
+    client: &impl GenericClient,
+    tables: &[String],
+) -> Result<Lacking, tokio_postgres::Error> {
+    let mut rights = vec![Right::on_schema("USAGE", "veil")];
+    rights.extend(tables.iter().map(|table| Right::on_table("INSERT", table)));
+    rights.extend([
         Right::on_table("INSERT", "veil.ledger"),
         Right::on_columns("SELECT", "veil.ledger", &["sent_ms", "message_id"]),
         Right::on_columns("SELECT", "veil.ledger_v1", &["message_id"]),
         Right::on_table("INSERT", "veil.quarantine"),
-    ];
+    ]);
     lacking(client, "veil.ledger", &rights).await
 }
 
 /// What the audited reads need (`reveal`, `find`; `forget` also deletes):
-/// read the rows and the quarantine, append to the audit.
-pub async fn audited_reads(client: &impl GenericClient) -> Result<Lacking, tokio_postgres::Error> {
-    let rights = [
-        Right::on_schema("USAGE", "veil"),
-        Right::on_table("SELECT", "user_logins"),
+/// read the rows of `tables` and the quarantine, append to the audit.
+pub async fn audited_reads(
+    client: &impl GenericClient,
+    tables: &[String],
+) -> Result<Lacking, tokio_postgres::Error> {
+    let mut rights = vec![Right::on_schema("USAGE", "veil")];
+    rights.extend(tables.iter().map(|table| Right::on_table("SELECT", table)));
+    rights.extend([
         Right::on_table("SELECT", "veil.quarantine"),
         Right::on_table("INSERT", "veil.audit"),
         Right::on_sequence("USAGE", "veil.audit_id_seq"),
-    ];
+    ]);
     lacking(client, "veil.audit", &rights).await
 }

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use veil::event;
 use veil::sqs::ProtocolChoice;
 
 use crate::helpers::*;
@@ -80,8 +79,13 @@ async fn until_empty_run_prints_summary_and_table_and_reveal_round_trips() {
     // Reveal every mask in the table and compare with what was sent.
     let expected: HashMap<String, (String, String)> = messages
         .iter()
-        .filter_map(|m| event::parse(m.body.as_bytes()).ok())
-        .map(|e| (e.user_id, (e.ip, e.device_id)))
+        .filter(|m| m.valid)
+        .map(|m| {
+            let event: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+            let text = |field: &str| event[field].as_str().unwrap().to_string();
+            let ip = veil::contract::values::canonical_ip(&text("ip")).unwrap();
+            (text("user_id"), (ip, text("device_id")))
+        })
         .collect();
     let client = db.client().await;
     let rows = client
@@ -110,10 +114,8 @@ async fn until_empty_run_prints_summary_and_table_and_reveal_round_trips() {
 async fn reveal_refuses_a_mask_it_cannot_open() {
     let key = TestKey::create();
     let db = migrated_db().await;
-    let good = key.keyring.mask(veil::mask::Field::Ip, "10.0.0.1");
-    let other = TestKey::create()
-        .keyring
-        .mask(veil::mask::Field::Ip, "10.0.0.1");
+    let good = key.keyring.login_mask("ip", "10.0.0.1");
+    let other = TestKey::create().keyring.login_mask("ip", "10.0.0.1");
     let input = format!("{good}\n{other}\n{good}\n");
 
     let output = veil(&reveal_args(&key, &db, "test"), &input, &[]);

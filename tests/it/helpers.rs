@@ -320,21 +320,82 @@ pub fn veil_binary() -> &'static str {
     env!("CARGO_BIN_EXE_veil")
 }
 
-/// A valid, already masked row for the batch writer, as message
-/// `message_id` sent at `sent_ms`.
+/// A valid, already masked row of `user_logins` for the batch writer, as
+/// message `message_id` sent at `sent_ms`.
 pub fn prepared_row(message_id: &str, sent_ms: i64) -> veil::record::Prepared {
+    use veil::contract::Cell;
     veil::record::Prepared {
         message_id: message_id.into(),
         sent_ms,
-        record: veil::record::Record::Row(veil::record::MaskedRow {
-            user_id: "u".into(),
-            device_type: "ios".into(),
-            masked_ip: "m1".into(),
-            masked_device_id: "m2".into(),
-            locale: None,
-            app_version: 1,
-            create_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+        record: veil::record::Record::Row(veil::record::Row {
+            contract: 0,
+            cells: vec![
+                Cell::Text("u".into()),
+                Cell::Text("ios".into()),
+                Cell::Text("m1".into()),
+                Cell::Text("m2".into()),
+                Cell::Null,
+                Cell::Integer(1),
+                Cell::Date(chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()),
+            ],
         }),
+    }
+}
+
+/// `user_logins` exactly as the reference Postgres ships it.
+pub const REFERENCE_USER_LOGINS: &str = include_str!("../../sql/user_logins.sql");
+
+/// veil's schema and the built-in login contract's table, as `veil
+/// migrate` makes them.
+pub async fn migrate_login(client: &mut tokio_postgres::Client) {
+    veil::postgres::contract_sql::migrate(client, &veil::contract::builtin_login())
+        .await
+        .expect("migrate");
+}
+
+/// A batch writer's connection for the built-in login contract.
+pub async fn login_writer(database_url: &str) -> veil::postgres::Writer {
+    let settings = veil::postgres::database_config(Some(database_url), |_| None).unwrap();
+    let limits = veil::postgres::SessionLimits {
+        statement_timeout: Duration::from_secs(30),
+        lock_timeout: Duration::from_secs(5),
+    };
+    let plan = std::sync::Arc::new(veil::contract::builtin_login());
+    veil::postgres::Writer::connect(settings, limits, plan)
+        .await
+        .unwrap()
+}
+
+/// Masks and reveals as the built-in login contract makes them, in its
+/// domains `ip` and `device_id`.
+pub trait LoginMasks {
+    /// The AES-SIV mask of `value` in `domain`.
+    fn login_mask(&self, domain: &str, value: &str) -> String;
+    /// The irreversible HMAC mask (`--mask-mode hmac`) of `value` in `domain`.
+    fn login_hmac(&self, domain: &str, value: &str) -> String;
+    /// The domain and the value of a login mask.
+    fn login_reveal(&self, mask: &str) -> Result<(String, String), veil::mask::RevealError>;
+}
+
+fn login_domain(domain: &str) -> Vec<u8> {
+    format!("veil/{domain}/v1").into_bytes()
+}
+
+impl LoginMasks for Keyring {
+    fn login_mask(&self, domain: &str, value: &str) -> String {
+        self.mask(veil::mask::MaskMode::Siv, &login_domain(domain), value)
+    }
+
+    fn login_hmac(&self, domain: &str, value: &str) -> String {
+        self.mask(veil::mask::MaskMode::Hmac, &login_domain(domain), value)
+    }
+
+    fn login_reveal(&self, mask: &str) -> Result<(String, String), veil::mask::RevealError> {
+        let names = ["ip", "device_id"];
+        let domains = names.map(login_domain);
+        let data: Vec<&[u8]> = domains.iter().map(Vec::as_slice).collect();
+        self.reveal(mask, &data)
+            .map(|(index, value)| (names[index].to_string(), value))
     }
 }
 

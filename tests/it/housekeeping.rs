@@ -206,9 +206,10 @@ async fn keep_writing(db_url: String, writer: usize, stop: CancellationToken) ->
         .await
         .unwrap();
     tokio::spawn(connection);
-    let statements = veil::postgres::WriterStatements::prepare(&client, None)
-        .await
-        .unwrap();
+    let statements =
+        veil::postgres::WriterStatements::prepare(&client, &veil::contract::builtin_login())
+            .await
+            .unwrap();
     let (mut recorded, mut transient) = (0, 0);
     for batch in 0..2_000 {
         if stop.is_cancelled() {

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use base64::Engine;
-use veil::mask::Field;
 use veil::sqs::ProtocolChoice;
 
 use crate::cli::{migrated_db, reveal_args, text, veil};
@@ -118,8 +117,8 @@ async fn rotation_then_rekey_makes_masks_that_straddle_it_equal_again() {
     let devices = db
         .strings("SELECT DISTINCT masked_device_id FROM user_logins")
         .await;
-    assert_eq!(ips, [current.mask(Field::Ip, "10.1.1.1")]);
-    assert_eq!(devices, [current.mask(Field::DeviceId, "111-22-3333")]);
+    assert_eq!(ips, [current.login_mask("ip", "10.1.1.1")]);
+    assert_eq!(devices, [current.login_mask("device_id", "111-22-3333")]);
     assert_eq!(
         db.strings("SELECT key_id FROM veil.quarantine").await,
         std::slice::from_ref(&new_id)
@@ -529,10 +528,7 @@ async fn hmac_mode_is_deterministic_irreversible_and_marked() {
     let masks = db
         .strings("SELECT DISTINCT masked_ip FROM user_logins")
         .await;
-    assert_eq!(
-        masks,
-        [key.keyring.mask_irreversibly(Field::Ip, "10.6.6.6")]
-    );
+    assert_eq!(masks, [key.keyring.login_hmac("ip", "10.6.6.6")]);
     assert!(masks[0].starts_with("hmac1."));
     let output = veil(
         &reveal_args(&key, &db, "try"),
@@ -577,11 +573,10 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
     );
     // A redelivery takes the writer's other path (ON CONFLICT), which reads
     // the ledger's key: the role can do that too.
-    let settings = veil::postgres::database_config(Some(&url_as(&pipeline)), |_| None).unwrap();
-    let mut database = veil::postgres::Database::connect(settings).await.unwrap();
+    let mut database = login_writer(&url_as(&pipeline)).await;
     let batch = [prepared_row("redelivered", 1_764_000_000_000)];
     for expected_duplicates in [0, 1] {
-        let (client, statements) = database.writer().await.unwrap();
+        let (client, statements) = database.ready().await.unwrap();
         let outcome = veil::postgres::record_batch(client, statements, &[&batch[0]])
             .await
             .unwrap();
@@ -636,8 +631,8 @@ async fn least_privilege_roles_can_do_their_job_and_nothing_more() {
 async fn sql_reveal_opens_only_mask_columns_and_reports_masks_that_do_not_open() {
     let key = TestKey::create();
     let db = migrated_db().await;
-    let ip_mask = key.keyring.mask(Field::Ip, "10.1.1.1");
-    let device_mask = key.keyring.mask(Field::DeviceId, "555-66-7777");
+    let ip_mask = key.keyring.login_mask("ip", "10.1.1.1");
+    let device_mask = key.keyring.login_mask("device_id", "555-66-7777");
     let mut tampered = ip_mask.clone().into_bytes();
     let inside = tampered.len() - 5;
     tampered[inside] = if tampered[inside] == b'A' { b'B' } else { b'A' };
@@ -702,7 +697,7 @@ async fn rekey_reaches_every_row_of_a_table_many_pages_long() {
     let ips: Vec<String> = (0..count)
         .map(|n| {
             key.keyring
-                .mask(Field::Ip, &format!("10.0.{}.{}", n / 250, n % 250))
+                .login_mask("ip", &format!("10.0.{}.{}", n / 250, n % 250))
         })
         .collect();
     db.client()

@@ -226,9 +226,7 @@ async fn upgrading_a_plain_ledger_keeps_every_recorded_id_and_exactly_once() {
 async fn one_veil_at_a_time_does_housekeeping() {
     let db = TestDb::create().await;
     let mut client = db.client().await;
-    veil::postgres::migrate(&mut client, Default::default())
-        .await
-        .unwrap();
+    migrate_login(&mut client).await;
     assert!(
         !partition_names(&db, "veil.ledger")
             .await
@@ -299,7 +297,7 @@ async fn a_partitioned_user_logins_has_the_contracts_columns_and_receives_rows()
     plain
         .client()
         .await
-        .batch_execute(veil::postgres::USER_LOGINS_DDL)
+        .batch_execute(REFERENCE_USER_LOGINS)
         .await
         .unwrap();
     let output = veil(
@@ -422,8 +420,8 @@ async fn rekey_walks_every_partition_of_a_partitioned_user_logins() {
         .execute(
             "INSERT INTO user_logins VALUES ('old', 'ios', $1, $2, 'DE', 3, $3)",
             &[
-                &key.keyring.mask(veil::mask::Field::Ip, "10.9.9.9"),
-                &key.keyring.mask(veil::mask::Field::DeviceId, "999-99-9999"),
+                &key.keyring.login_mask("ip", "10.9.9.9"),
+                &key.keyring.login_mask("device_id", "999-99-9999"),
                 &three_days_ago,
             ],
         )
@@ -462,12 +460,11 @@ async fn rekey_walks_every_partition_of_a_partitioned_user_logins() {
 #[tokio::test]
 async fn a_message_without_a_send_time_is_still_recorded_once() {
     let db = migrated_db().await;
-    let settings = veil::postgres::database_config(Some(&db.url), |_| None).unwrap();
-    let mut database = veil::postgres::Database::connect(settings).await.unwrap();
+    let mut database = login_writer(&db.url).await;
     let row = prepared_row("no-sent-timestamp", 0);
     let mut outcomes = Vec::new();
     for _ in 0..2 {
-        let (client, statements) = database.writer().await.unwrap();
+        let (client, statements) = database.ready().await.unwrap();
         outcomes.extend(
             veil::postgres::record_batch(client, statements, &[&row])
                 .await

@@ -122,8 +122,8 @@ async fn old_database_runs_under_this_release(layout: &str) {
         .await
         .unwrap();
     let keyring = Keyring::from_json(GOLDEN_KEYRING, std::path::Path::new("golden")).unwrap();
-    let ip = keyring.reveal(row.get(0)).unwrap().1;
-    let device_id = keyring.reveal(row.get(1)).unwrap().1;
+    let ip = keyring.login_reveal(row.get(0)).unwrap().1;
+    let device_id = keyring.login_reveal(row.get(1)).unwrap().1;
     let with_ip = db
         .scalar(&format!(
             "SELECT count(*) FROM user_logins WHERE masked_ip = '{}'",
@@ -194,7 +194,7 @@ async fn old_database_runs_under_this_release(layout: &str) {
         .await;
     let active = format!("siv1.{}.", rotated.active().id());
     assert!(masks.iter().all(|mask| mask.starts_with(&active)));
-    assert!(masks.iter().all(|mask| rotated.reveal(mask).is_ok()));
+    assert!(masks.iter().all(|mask| rotated.login_reveal(mask).is_ok()));
 
     ok(&["maintain", "--database-url", &db.url]);
 }

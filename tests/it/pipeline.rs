@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 
 use tokio_util::sync::CancellationToken;
-use veil::mask::{Field, MaskMode};
+use veil::mask::MaskMode;
 use veil::pipeline::prepare;
-use veil::postgres::{record_batch, Database, USER_LOGINS_DDL};
+use veil::postgres::record_batch;
 use veil::record::{Prepared, Recorded};
 use veil::sqs::{Protocol, ProtocolChoice, ReceiveRequest};
 
@@ -114,8 +114,8 @@ async fn masks_are_stable_across_runs_and_equal_addresses_mask_equally() {
     assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 2);
     assert_eq!(ips.len(), 1, "one address, one mask");
     assert_eq!(devices.len(), 1);
-    assert!(ips.contains(&key.keyring.mask(Field::Ip, "2001:db8::1")));
-    assert!(devices.contains(&key.keyring.mask(Field::DeviceId, "123-45-6789")));
+    assert!(ips.contains(&key.keyring.login_mask("ip", "2001:db8::1")));
+    assert!(devices.contains(&key.keyring.login_mask("device_id", "123-45-6789")));
 }
 
 async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
@@ -126,12 +126,9 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
 
     // Record the messages but "crash" before deleting them: they stay on the
     // queue and come back once their 1 s visibility timeout runs out.
-    let mut database = Database::connect(run_config(&queue, &db, &key, &[]).database)
-        .await
-        .unwrap();
-    veil::postgres::migrate(database.client().await.unwrap(), Default::default())
-        .await
-        .unwrap();
+    migrate_login(&mut db.client().await).await;
+    let mut database = login_writer(&db.url).await;
+    let plan = veil::contract::builtin_login();
     let mut recorded = 0;
     while recorded < 10 {
         let request = ReceiveRequest {
@@ -144,10 +141,10 @@ async fn redelivery_after_commit_adds_nothing(endpoint: &str) {
         let messages = queue.client.receive(request).await.unwrap();
         let items: Vec<_> = messages
             .into_iter()
-            .map(|m| prepare(&key.keyring, MaskMode::Siv, None, None, m))
+            .map(|m| prepare(&key.keyring, MaskMode::Siv, None, &plan, m))
             .collect();
         let prepared: Vec<&Prepared> = items.iter().map(|item| &item.prepared).collect();
-        let (client, statements) = database.writer().await.unwrap();
+        let (client, statements) = database.ready().await.unwrap();
         let outcome = record_batch(client, statements, &prepared).await.unwrap();
         recorded += outcome
             .iter()
@@ -234,10 +231,8 @@ async fn ids_in_a_first_layout_ledger_are_still_skipped_after_the_upgrade() {
 
     // Dropped once nothing in it can come back: a writer that was checking
     // it carries on.
-    let mut database = Database::connect(run_config(&queue, &db, &key, &[]).database)
-        .await
-        .unwrap();
-    let (client, statements) = database.writer().await.unwrap();
+    let mut database = login_writer(&db.url).await;
+    let (client, statements) = database.ready().await.unwrap();
     client
         .batch_execute("DROP TABLE veil.ledger_v1")
         .await
@@ -252,7 +247,7 @@ async fn existing_contract_table_is_used_as_it_is() {
     let db = TestDb::create().await;
     db.client()
         .await
-        .batch_execute(USER_LOGINS_DDL)
+        .batch_execute(REFERENCE_USER_LOGINS)
         .await
         .unwrap();
     let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
@@ -280,27 +275,86 @@ async fn existing_contract_table_is_used_as_it_is() {
 }
 
 #[tokio::test]
-async fn table_of_another_shape_is_refused_with_a_clear_message() {
+async fn a_table_with_columns_of_its_own_that_have_defaults_receives_rows() {
     let db = TestDb::create().await;
-    db.client()
-        .await
-        .batch_execute("CREATE TABLE user_logins(user_id text, masked_ip text)")
+    let client = db.client().await;
+    client.batch_execute(REFERENCE_USER_LOGINS).await.unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE user_logins ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY,
+                                     ADD COLUMN loaded_at timestamptz NOT NULL DEFAULT now()",
+        )
         .await
         .unwrap();
     let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
     let key = TestKey::create();
-    let config = run_config(&queue, &db, &key, &["--until-empty"]);
+    queue.seed(5, 0.0, 9).await;
 
-    let error = veil::commands::serve(&config, CancellationToken::new())
-        .await
-        .unwrap_err();
-
-    let message = format!("{error:#}");
-    assert!(message.contains("does not match the contract"), "{message}");
-    assert!(
-        message.contains("column app_version is missing"),
-        "{message}"
+    drain(&queue, &db, &key).await;
+    let doctor = crate::cli::veil(
+        &[
+            "doctor",
+            "--database-url",
+            &db.url,
+            "--queue-url",
+            &queue.url,
+        ],
+        "",
+        &[],
     );
+
+    assert_eq!(
+        db.scalar(
+            "SELECT count(*) FROM user_logins WHERE id IS NOT NULL AND loaded_at IS NOT NULL"
+        )
+        .await,
+        5
+    );
+    let said = crate::cli::text(&doctor.stdout);
+    assert!(
+        said.contains("also has column(s) id, loaded_at, left to their default"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn table_of_another_shape_is_refused_with_a_clear_message() {
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    for (table, says) in [
+        (
+            "CREATE TABLE user_logins(user_id text, masked_ip text)",
+            "column user_id is text in the table but varchar(128) in the contract",
+        ),
+        (
+            "CREATE TABLE user_logins(user_id varchar(128), masked_ip varchar(256))",
+            "lacks column(s) device_type, masked_device_id, locale, app_version, create_date. \
+             `veil run` never alters a table: run `veil migrate`",
+        ),
+    ] {
+        let db = TestDb::create().await;
+        db.client().await.batch_execute(table).await.unwrap();
+        let config = run_config(&queue, &db, &key, &["--until-empty"]);
+
+        let error = veil::commands::serve(&config, CancellationToken::new())
+            .await
+            .unwrap_err();
+
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("table user_logins does not match contract \"login\" version 1"),
+            "{message}"
+        );
+        assert!(message.contains(says), "{message}");
+        assert!(
+            error.downcast_ref::<veil::error::ConfigError>().is_some(),
+            "a configuration error, exit 2: {message}"
+        );
+        let columns = db
+            .scalar("SELECT count(*) FROM pg_attribute WHERE attrelid = 'user_logins'::regclass AND attnum > 0")
+            .await;
+        assert_eq!(columns, 2, "the table is left as it was");
+    }
 }
 
 #[tokio::test]

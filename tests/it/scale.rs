@@ -156,7 +156,7 @@ async fn a_table_veil_creates_gets_analyst_indexes_an_existing_one_only_on_reque
     existing
         .client()
         .await
-        .batch_execute(veil::postgres::USER_LOGINS_DDL)
+        .batch_execute(REFERENCE_USER_LOGINS)
         .await
         .unwrap();
     let plain = veil(&["migrate", "--database-url", &existing.url], "", &[]);

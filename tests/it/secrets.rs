@@ -209,7 +209,7 @@ async fn the_login_and_the_keyring_come_from_secrets_end_to_end() {
     );
     let mask = db.scalar("SELECT masked_ip FROM user_logins");
     assert_eq!(
-        key.keyring.reveal(&mask).unwrap().1,
+        key.keyring.login_reveal(&mask).unwrap().1,
         "10.9.8.7",
         "masked with the keyring from the secret"
     );

@@ -66,6 +66,8 @@ pub mod config;
 pub mod contract;
 pub mod error;
 pub mod keyring;
+#[cfg(test)]
+mod layout;
 pub mod mask;
 pub mod metrics;
 pub mod ops;
@@ -78,61 +80,3 @@ pub mod report;
 pub mod seed;
 pub mod sqs;
 pub mod telemetry;
-
-/// The one file outside `postgres/` that names `tokio_postgres`, and why:
-/// see the Layout above. The layout test fails when another file names it.
-#[cfg(test)]
-const TOKIO_POSTGRES_OUTSIDE_POSTGRES: [&str; 1] = ["src/error.rs"];
-
-#[cfg(test)]
-mod layout {
-    use std::path::{Path, PathBuf};
-
-    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                sources(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-
-    /// The files under src/ outside `ring` that contain `word`.
-    fn outside(ring: &str, word: &str) -> Vec<String> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = Vec::new();
-        sources(&root.join("src"), &mut files);
-        let mut found: Vec<String> = files
-            .iter()
-            .map(|path| {
-                path.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('\\', "/")
-            })
-            .filter(|name| !name.starts_with(ring) && name != "src/lib.rs")
-            .filter(|name| {
-                std::fs::read_to_string(root.join(name))
-                    .unwrap()
-                    .contains(word)
-            })
-            .collect();
-        found.sort();
-        found
-    }
-
-    #[test]
-    fn the_aws_sdk_is_used_only_under_aws() {
-        assert_eq!(outside("src/aws/", "aws_sdk_"), Vec::<String>::new());
-    }
-
-    #[test]
-    fn tokio_postgres_is_used_outside_postgres_only_where_listed() {
-        assert_eq!(
-            outside("src/postgres/", "tokio_postgres"),
-            super::TOKIO_POSTGRES_OUTSIDE_POSTGRES
-        );
-    }
-}

@@ -74,7 +74,7 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", veil::error::error_chain(&error));
-            if let Some(fix) = outcome::fix_for(&error) {
+            if let Some(fix) = outcome::fix_for(&error, &commands::FIXERS) {
                 eprintln!("fix: {fix}");
             }
             ExitCode::from(outcome::exit_code(&error))

@@ -552,6 +552,16 @@ fn labelled(
     }
 }
 
+impl crate::ops::Observed for Metrics {
+    fn render_prometheus(&self) -> String {
+        Metrics::render_prometheus(self)
+    }
+
+    fn readiness(&self) -> (bool, String) {
+        Metrics::readiness(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

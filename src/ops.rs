@@ -20,8 +20,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
-
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -37,7 +35,7 @@ pub struct OpsServer {
 impl OpsServer {
     /// Binds `address` (a taken port is a start-up failure) and serves
     /// `metrics` until stopped.
-    pub async fn start(address: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub async fn start(address: SocketAddr, metrics: Arc<dyn Observed>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding the operations endpoint to {address}"))?;
@@ -76,7 +74,7 @@ impl Drop for OpsServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+async fn accept_loop(listener: TcpListener, metrics: Arc<dyn Observed>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -95,9 +93,18 @@ async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancell
     }
 }
 
+/// What the endpoint serves: the application's metrics and state
+/// (`metrics::Metrics` is one), so this adapter knows nothing of them.
+pub trait Observed: Send + Sync + 'static {
+    /// The Prometheus text exposition of every metric (`/metrics`).
+    fn render_prometheus(&self) -> String;
+    /// Whether the service is ready, and why, for `/readyz`.
+    fn readiness(&self) -> (bool, String);
+}
+
 async fn respond(
     request: Request<hyper::body::Incoming>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn Observed>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match request.uri().path() {
         "/metrics" => (StatusCode::OK, metrics.render_prometheus()),

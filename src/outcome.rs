@@ -1,13 +1,18 @@
 //! How a failed command ends: its exit code (2 for bad configuration, 1 for
 //! everything else) and the one step that fixes it, printed under the error.
 //! Errors stay typed where they arise (`SqsError` with SQS's code, a
-//! Postgres error with its SQLSTATE, `ConfigError`); this module
-//! reads the chain once, at the top, so every command explains its failures
-//! the same way.
+//! Postgres error with its SQLSTATE, `ConfigError`); this module reads the
+//! chain once, at the top, so every command explains its failures the same
+//! way. What an adapter's error means is the adapter's to say: the
+//! application hands in each adapter's `Fixer` (`commands::FIXERS`).
 
 use crate::error::ConfigError;
 use crate::keyring::KeyFileError;
-use crate::sqs::SqsError;
+
+/// One adapter's reading of an error of the chain: `None` when the error
+/// is not one of its own; `Some(fix)` when it is (`fix` None: nothing to
+/// say), which ends the search.
+pub type Fixer = fn(&(dyn std::error::Error + 'static)) -> Option<Option<String>>;
 
 /// Exit code for configuration problems (bad flags, key files, URLs).
 pub const EXIT_CONFIGURATION: u8 = 2;
@@ -36,72 +41,22 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
-/// What to do about `error`, when veil can tell. Always ends by pointing at
-/// `veil doctor`, which checks every dependency at once.
-pub fn fix_for(error: &anyhow::Error) -> Option<String> {
-    let specific = specific_fix(error)?;
+/// What to do about `error`, when one of `fixers` can tell. Always ends by
+/// pointing at `veil doctor`, which checks every dependency at once.
+pub fn fix_for(error: &anyhow::Error, fixers: &[Fixer]) -> Option<String> {
+    let specific = specific_fix(error, fixers)?;
     Some(format!(
         "{specific}; `veil doctor` checks everything at once"
     ))
 }
 
-/// The fix for `error` alone, without the pointer to `veil doctor`.
-pub fn specific_fix(error: &anyhow::Error) -> Option<String> {
-    error.chain().find_map(|cause| {
-        if let Some(sqs) = cause.downcast_ref::<SqsError>() {
-            return Some(sqs_fix(sqs));
-        }
-        if let Some(fix) = crate::postgres::fix_of(cause) {
-            return fix;
-        }
-        if let Some(crate::postgres::ConnectError::SecretRefused { secret, .. }) =
-            cause.downcast_ref()
-        {
-            return Some(format!(
-                "the username and password in secret {secret} are refused: fix the secret's value \
-                 (RDS format: host, port, username, password, dbname), or finish the rotation \
-                 (the secret and the role's password must match); DATABASE_URL's user and password \
-                 are not used with --database-secret-id"
-            ));
-        }
-        if let Some(fix) = crate::postgres::certificate_problem(cause) {
-            return Some(fix);
-        }
-        None
-    })
-}
-
-fn sqs_fix(error: &SqsError) -> String {
-    match error.code() {
-        Some("QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue") => {
-            "the queue does not exist: `veil seed` creates the demo queue (and fills it), \
-             or fix --queue-url / VEIL_QUEUE_URL"
-        }
-        Some(
-            "AccessDenied" | "AccessDeniedException" | "AuthorizationError" | "KMS.AccessDenied",
-        ) => {
-            "grant this role sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility \
-             and sqs:GetQueueAttributes on the queue (docs/security.md)"
-        }
-        Some(
-            "InvalidClientTokenId"
-            | "UnrecognizedClientException"
-            | "SignatureDoesNotMatch"
-            | "MissingAuthenticationToken"
-            | "IncompleteSignature"
-            | "ExpiredToken"
-            | "InvalidSecurity",
-        ) => {
-            "AWS did not accept the credentials: check AWS_PROFILE or AWS_ACCESS_KEY_ID / \
-             AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, and the region"
-        }
-        _ if error.is_transient() => {
-            "the SQS endpoint did not answer: start LocalStack (`make services`, or \
-             scripts/services.sh up modern), or fix the endpoint (--queue-url, AWS_ENDPOINT_URL_SQS)"
-        }
-        _ => "check --queue-url and the queue's permissions",
-    }
-    .to_string()
+/// The fix for `error` alone, without the pointer to `veil doctor`: the
+/// first cause of the chain an adapter of `fixers` knows.
+pub fn specific_fix(error: &anyhow::Error, fixers: &[Fixer]) -> Option<String> {
+    error
+        .chain()
+        .find_map(|cause| fixers.iter().find_map(|fixer| fixer(cause)))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -120,24 +75,24 @@ mod tests {
         assert_eq!(exit_code(&anyhow::anyhow!("boom")), EXIT_FAILURE);
     }
 
-    #[test]
-    fn a_missing_queue_points_at_seed_and_doctor() {
-        let error = anyhow::Error::new(SqsError::Permanent {
-            code: "QueueDoesNotExist".into(),
-            description: "GetQueueAttributes: HTTP 400".into(),
-        })
-        .context("checking the queue");
-        let fix = fix_for(&error).unwrap();
-        assert!(
-            fix.contains("veil seed") && fix.contains("veil doctor"),
-            "{fix}"
-        );
+    #[derive(Debug, thiserror::Error)]
+    #[error("the thing is down")]
+    struct Down;
+
+    fn down(cause: &(dyn std::error::Error + 'static)) -> Option<Option<String>> {
+        cause
+            .downcast_ref::<Down>()
+            .map(|_| Some("start the thing".into()))
     }
 
     #[test]
-    fn an_unreachable_endpoint_points_at_the_services() {
-        let error = anyhow::Error::new(SqsError::Transient("connection refused".into()));
-        assert!(fix_for(&error).unwrap().contains("scripts/services.sh"));
-        assert_eq!(fix_for(&anyhow::anyhow!("something else")), None);
+    fn the_first_cause_a_fixer_knows_gives_the_fix_and_doctor_is_named() {
+        let error = anyhow::Error::new(Down).context("reading");
+        assert_eq!(
+            fix_for(&error, &[down]).as_deref(),
+            Some("start the thing; `veil doctor` checks everything at once")
+        );
+        assert_eq!(fix_for(&anyhow::anyhow!("something else"), &[down]), None);
+        assert_eq!(fix_for(&error, &[]), None);
     }
 }

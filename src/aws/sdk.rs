@@ -178,3 +178,54 @@ mod tests {
         }
     }
 }
+
+/// RDS IAM authentication tokens: the AWS chain's credentials and region,
+/// loaded at the first token and kept.
+#[derive(Debug, Default)]
+pub struct RdsTokens {
+    region: Option<String>,
+    aws: tokio::sync::OnceCell<SdkConfig>,
+}
+
+impl RdsTokens {
+    /// Tokens signed for `region` (None: the chain's region).
+    pub fn new(region: Option<String>) -> Self {
+        RdsTokens {
+            region,
+            aws: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// A token that logs `user` in to `host:port` for 15 minutes.
+    pub async fn token(
+        &self,
+        host: &str,
+        port: u16,
+        user: &str,
+    ) -> anyhow::Result<zeroize::Zeroizing<String>> {
+        use anyhow::Context;
+        let aws = self
+            .aws
+            .get_or_init(|| sdk_config(None, false, self.region.as_deref()))
+            .await;
+        let region = aws
+            .region()
+            .map(|r| r.to_string())
+            .context("no AWS region for RDS IAM authentication: set AWS_REGION")?;
+        let provider = aws
+            .credentials_provider()
+            .context("no AWS credentials provider for RDS IAM authentication")?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .context("loading AWS credentials for an RDS IAM token")?;
+        Ok(super::sigv4::rds_auth_token(
+            &credentials,
+            &region,
+            host,
+            port,
+            user,
+            std::time::SystemTime::now(),
+        ))
+    }
+}

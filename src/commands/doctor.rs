@@ -47,7 +47,7 @@ impl Report {
 
     /// A problem whose fix is the error's own when veil knows it.
     fn failed(&mut self, what: &str, error: &anyhow::Error, fallback: &str) {
-        let fix = specific_fix(error).unwrap_or_else(|| fallback.to_string());
+        let fix = specific_fix(error, &super::FIXERS).unwrap_or_else(|| fallback.to_string());
         self.problem(what, crate::error::error_chain(error), &fix);
     }
 }
@@ -71,7 +71,7 @@ async fn check_key(args: &DoctorArgs, report: &mut Report) {
         Ok(location) => location,
         Err(error) => return report.problem("key", error, "pass --key-file or set VEIL_KEY_FILE"),
     };
-    match keys::load(&location, false).await {
+    match keys::load(&location, false, &crate::aws::KeyServices).await {
         Ok(keyring) => report.ok(
             "key",
             format!(
@@ -168,7 +168,7 @@ async fn check_database(args: &DoctorArgs, report: &mut Report) {
 /// veil's schema, and each contract's table against its contract; true
 /// when every table is there.
 async fn check_tables(
-    client: &crate::postgres::Client,
+    client: &impl crate::postgres::GenericClient,
     plan: &crate::contract::Plan,
     report: &mut Report,
 ) -> bool {
@@ -233,7 +233,7 @@ async fn check_tables(
 /// that must do them, and as a problem where nobody else does (missing
 /// partitions: see `check_partitions`).
 async fn check_rights(
-    client: &crate::postgres::Client,
+    client: &impl crate::postgres::GenericClient,
     tables: &[String],
     policy: &HousekeepingPolicy,
     report: &mut Report,
@@ -304,7 +304,7 @@ const HOUSEKEEPING_FIX: &str =
 /// runs), for the ledger and the tables partitioned on a date
 /// (`user_logins`, the contracts' tables of `policy`).
 async fn check_partitions(
-    client: &crate::postgres::Client,
+    client: &impl crate::postgres::GenericClient,
     policy: &HousekeepingPolicy,
     report: &mut Report,
 ) {
@@ -366,7 +366,7 @@ async fn check_partitions(
 async fn check_tls(
     tls: &crate::postgres::TlsSettings,
     local: bool,
-    client: &crate::postgres::Client,
+    client: &impl crate::postgres::GenericClient,
     report: &mut Report,
 ) {
     match postgres::tls_in_use(client).await {

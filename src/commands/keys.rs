@@ -39,7 +39,7 @@ pub async fn new(args: KeysNewArgs) -> anyhow::Result<()> {
         Some(arn) => Protection::Kms(arn),
         None => Protection::Plain,
     };
-    let text = keys::render(&keyring, &protection).await?;
+    let text = keys::render(&keyring, &protection, &crate::aws::KeyServices).await?;
     keys::write_private_file(&out, text.as_bytes()).map_err(|error| match error {
         KeyFileError::Exists(_) => anyhow::Error::new(ConfigError(error.to_string())),
         other => other.into(),
@@ -60,7 +60,7 @@ async fn new_in_secret(secret: &str, kms_key_id: Option<String>) -> anyhow::Resu
         Some(arn) => Protection::Kms(arn),
         None => Protection::Plain,
     };
-    let text = keys::render(&keyring, &protection).await?;
+    let text = keys::render(&keyring, &protection, &crate::aws::KeyServices).await?;
     crate::aws::secrets::put_first_value(secret, &text).await?;
     println!(
         "stored a new keyring in secret {secret} (key id {}, {}); read it with --key-secret-id {secret}",
@@ -108,9 +108,13 @@ fn keyring_file(args: &KeyArgs) -> Result<PathBuf, ConfigError> {
 }
 
 async fn read(path: &Path) -> anyhow::Result<(Protection, Keyring)> {
-    let (text, origin) = keys::read_text(&KeyLocation::File(path.to_path_buf())).await?;
+    let (text, origin) = keys::read_text(
+        &KeyLocation::File(path.to_path_buf()),
+        &crate::aws::KeyServices,
+    )
+    .await?;
     let protection = keys::protection_of(&text, &origin)?;
-    let keyring = keys::parse(&text, &origin).await?;
+    let keyring = keys::parse(&text, &origin, &crate::aws::KeyServices).await?;
     Ok((protection, keyring))
 }
 
@@ -119,7 +123,10 @@ async fn rotate(args: KeyArgs) -> anyhow::Result<()> {
     let (protection, mut keyring) = read(&path).await?;
     let previous = keyring.active().id().to_string();
     let fresh = keyring.rotate();
-    keys::replace(&path, &keys::render(&keyring, &protection).await?)?;
+    keys::replace(
+        &path,
+        &keys::render(&keyring, &protection, &crate::aws::KeyServices).await?,
+    )?;
     println!(
         "key {fresh} is now active in {} (was {previous}; kept to open old masks). \
          Restart veil run, then run veil rekey.",
@@ -130,7 +137,7 @@ async fn rotate(args: KeyArgs) -> anyhow::Result<()> {
 
 async fn list(args: KeyArgs) -> anyhow::Result<()> {
     let location = key_location(&args)?;
-    let (text, origin) = keys::read_text(&location).await?;
+    let (text, origin) = keys::read_text(&location, &crate::aws::KeyServices).await?;
     let protection = keys::protection_of(&text, &origin)?;
     let rows: Vec<Vec<String>> = keys::list(&text, &origin)?
         .into_iter()
@@ -178,7 +185,10 @@ async fn retire(args: RetireArgs) -> anyhow::Result<()> {
             .into());
         }
     }
-    keys::replace(&path, &keys::render(&keyring, &protection).await?)?;
+    keys::replace(
+        &path,
+        &keys::render(&keyring, &protection, &crate::aws::KeyServices).await?,
+    )?;
     println!(
         "key {} removed from {}; masks it made can no longer be opened",
         args.key_id,

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use crate::aws::lambda_runtime::{report_init_error, serve, Failure, Invocation};
+use crate::sqs::event_source::{SqsBatchResponse, SqsEvent};
 
 use crate::cli::{LambdaArgs, LambdaHandlerKind, RunArgs};
 use crate::config::RunConfig;
@@ -56,21 +56,28 @@ pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
     }
     let handler = match init(&args.run).await {
         Ok(handler) => Arc::new(handler),
-        Err(error) => {
-            report_init_error(&api, &error).await;
-            return Err(error);
-        }
+        Err(error) => return Err(init_failed(&api, error).await),
     };
     tracing::info!(
         init_ms = started.elapsed().as_millis() as u64,
         "veil lambda ready"
     );
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+    serve(move |event: SqsEvent, invocation| {
         let handler = handler.clone();
-        async move { invoke(&handler, event).await }
-    }))
+        async move { invoke(&handler, event, invocation).await }
+    })
     .await
-    .map_err(|error| anyhow::anyhow!("the Lambda runtime stopped: {error}"))
+}
+
+/// Reports an init error to the Runtime API and returns it (the process
+/// then exits: Lambda counts the invocation as failed).
+async fn init_failed(api: &str, error: anyhow::Error) -> anyhow::Error {
+    let error_type = match error.downcast_ref::<ConfigError>() {
+        Some(_) => "veil.ConfigError",
+        None => "veil.InitError",
+    };
+    report_init_error(api, error_type, &crate::error::error_chain(&error)).await;
+    error
 }
 
 /// Once per execution environment: settings, keyring, the writer
@@ -82,7 +89,7 @@ async fn init(args: &RunArgs) -> anyhow::Result<LambdaHandler> {
     metrics.set_state(ServiceState::Starting);
     // Never a generated key: each execution environment would mask with
     // its own.
-    let keyring = Arc::new(key_sources::load(&config.key, false).await?);
+    let keyring = Arc::new(key_sources::load(&config.key, false, &crate::aws::KeyServices).await?);
     let mut settings = config.pipeline.clone();
     // The queue's redrive policy counts deliveries; the mapping receives.
     settings.max_receives = None;
@@ -111,9 +118,10 @@ async fn init(args: &RunArgs) -> anyhow::Result<LambdaHandler> {
 /// One invocation: the batch, within the invocation's deadline.
 async fn invoke(
     handler: &LambdaHandler,
-    event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, Diagnostic> {
-    let remaining = Duration::from_millis(event.context.deadline)
+    event: SqsEvent,
+    invocation: Invocation,
+) -> Result<SqsBatchResponse, Failure> {
+    let remaining = Duration::from_millis(invocation.deadline_ms)
         .checked_sub(
             SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -121,12 +129,12 @@ async fn invoke(
         )
         .unwrap_or_default();
     let deadline = Instant::now() + remaining.saturating_sub(ANSWER_MARGIN);
-    let records = event.payload.records.len();
+    let records = event.records.len();
     let started = Instant::now();
-    match handler.handle(event.payload, deadline).await {
+    match handler.handle(event, deadline).await {
         Ok(response) => {
             tracing::info!(
-                request_id = %event.context.request_id,
+                request_id = %invocation.request_id,
                 records,
                 failed = response.batch_item_failures.len(),
                 handle_ms = started.elapsed().as_millis() as u64,
@@ -136,10 +144,10 @@ async fn invoke(
         }
         Err(error) => {
             let message = crate::error::error_chain(&error);
-            tracing::error!(request_id = %event.context.request_id, records, error = %message, "invocation failed; every record returns to the queue");
-            Err(Diagnostic {
-                error_type: "veil.RecordingFailed".into(),
-                error_message: message,
+            tracing::error!(request_id = %invocation.request_id, records, error = %message, "invocation failed; every record returns to the queue");
+            Err(Failure {
+                error_type: "veil.RecordingFailed",
+                message,
             })
         }
     }
@@ -156,10 +164,7 @@ async fn serve_maintain(api: &str, args: &RunArgs, started: Instant) -> anyhow::
     };
     let (database, policy) = match init.await {
         Ok(ready) => ready,
-        Err(error) => {
-            report_init_error(api, &error).await;
-            return Err(error);
-        }
+        Err(error) => return Err(init_failed(api, error).await),
     };
     tracing::info!(
         init_ms = started.elapsed().as_millis() as u64,
@@ -167,7 +172,7 @@ async fn serve_maintain(api: &str, args: &RunArgs, started: Instant) -> anyhow::
     );
     let database = Arc::new(tokio::sync::Mutex::new(database));
     let policy = Arc::new(policy);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+    serve(move |_event: serde_json::Value, invocation: Invocation| {
         let (database, policy) = (database.clone(), policy.clone());
         async move {
             let mut database = database.lock().await;
@@ -177,46 +182,24 @@ async fn serve_maintain(api: &str, args: &RunArgs, started: Instant) -> anyhow::
             };
             let failed = |error: anyhow::Error| {
                 let message = crate::error::error_chain(&error);
-                tracing::error!(request_id = %event.context.request_id, error = %message, "housekeeping failed");
-                Diagnostic {
-                    error_type: "veil.HousekeepingFailed".into(),
-                    error_message: message,
+                tracing::error!(request_id = %invocation.request_id, error = %message, "housekeeping failed");
+                Failure {
+                    error_type: "veil.HousekeepingFailed",
+                    message,
                 }
             };
             let report = pass.await.map_err(failed)?;
             let summary = postgres::maintain::describe(&report);
-            tracing::info!(request_id = %event.context.request_id, "{summary}");
+            tracing::info!(request_id = %invocation.request_id, "{summary}");
             if !report.failures.is_empty() {
                 return Err(failed(anyhow::anyhow!("{summary}")));
             }
-            Ok::<_, Diagnostic>(serde_json::json!({
+            Ok::<_, Failure>(serde_json::json!({
                 "summary": summary,
                 "created": report.created,
                 "dropped": report.dropped.iter().map(|(name, _)| name).collect::<Vec<_>>(),
             }))
         }
-    }))
+    })
     .await
-    .map_err(|error| anyhow::anyhow!("the Lambda runtime stopped: {error}"))
-}
-
-/// Tells the Runtime API why init failed (Lambda logs it and fails the
-/// invocation), best effort: the process exits next either way.
-async fn report_init_error(api: &str, error: &anyhow::Error) {
-    let body = serde_json::json!({
-        "errorType": if error.downcast_ref::<ConfigError>().is_some() { "veil.ConfigError" } else { "veil.InitError" },
-        "errorMessage": crate::error::error_chain(error),
-    });
-    let url = format!("http://{api}/2018-06-01/runtime/init/error");
-    let client = reqwest::Client::new();
-    let sent = client
-        .post(&url)
-        .header("Lambda-Runtime-Function-Error-Type", "Runtime.InitError")
-        .body(body.to_string())
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await;
-    if let Err(error) = sent {
-        tracing::warn!(%error, "could not report the init error to the Runtime API");
-    }
 }

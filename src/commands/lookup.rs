@@ -73,7 +73,7 @@ impl Lookup {
         (name, value): (&str, &str),
     ) -> anyhow::Result<(Self, Database)> {
         let plan = plan_from_args(contracts)?;
-        let keyring = keys::load(&key_location(key)?, false).await?;
+        let keyring = keys::load(&key_location(key)?, false, &crate::aws::KeyServices).await?;
         let (target, places) = resolve(&plan, &keyring, name, value)?;
         let database = Database::connect(database_from_args(database)?).await?;
         let lookup = Lookup {

@@ -60,7 +60,7 @@ pub async fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
 /// One pass as the tables' owner: refused (exit 2) when the connected role
 /// lacks a right housekeeping needs, naming who may.
 pub(super) async fn pass(
-    client: &mut postgres::Client,
+    client: &mut impl crate::postgres::GenericClient,
     policy: &postgres::maintain::HousekeepingPolicy,
     wait: Duration,
 ) -> anyhow::Result<postgres::maintain::HousekeepingReport> {

@@ -16,6 +16,10 @@ pub mod reveal;
 pub mod run;
 pub mod seed;
 
+/// What each adapter says of its own errors, for the fix printed under a
+/// failed command (`outcome::fix_for`) and `veil doctor`.
+pub const FIXERS: [crate::outcome::Fixer; 2] = [crate::sqs::fix, crate::postgres::fix_of];
+
 pub use maintain::maintain;
 pub use migrate::migrate;
 pub use rekey::rekey;

@@ -13,7 +13,8 @@ pub async fn rekey(args: RekeyArgs) -> anyhow::Result<()> {
     let tables = crate::postgres::rekey::MaskedTable::of_plan(&*crate::config::plan_from_args(
         &args.contracts,
     )?);
-    let keyring = key_sources::load(&key_location(&args.key)?, false).await?;
+    let keyring =
+        key_sources::load(&key_location(&args.key)?, false, &crate::aws::KeyServices).await?;
     let config = database_from_args(&args.database)?;
     let mut database = Database::connect(config).await?;
     let client = database.client().await?;

@@ -23,7 +23,7 @@ pub async fn reveal(args: RevealArgs) -> anyhow::Result<()> {
         return Err(ConfigError("--reason must say why PII is being revealed".into()).into());
     }
     let domains = Domains::of(&*crate::config::plan_from_args(&args.contracts)?);
-    let keyring = keys::load(&key_location(&args.key)?, false).await?;
+    let keyring = keys::load(&key_location(&args.key)?, false, &crate::aws::KeyServices).await?;
     let mut database = Database::connect(database_from_args(&args.database)?).await?;
     let client = database.client().await?;
     let opener = Opener {
@@ -151,7 +151,7 @@ fn field_names<'a>(fields: &BTreeSet<&'a str>) -> Vec<&'a str> {
 }
 
 async fn write_audit(
-    client: &crate::postgres::Client,
+    client: &impl crate::postgres::GenericClient,
     record: AuditRecord<'_>,
 ) -> anyhow::Result<()> {
     audit::record(client, &record).await.context(
@@ -168,7 +168,7 @@ async fn write_audit(
 /// Masks on stdin, one per line. Values are printed up to the first line
 /// that cannot be opened, which then ends the command with an error.
 async fn reveal_stdin(
-    client: &crate::postgres::Client,
+    client: &impl crate::postgres::GenericClient,
     opener: &Opener<'_>,
     reason: &str,
 ) -> anyhow::Result<()> {
@@ -221,7 +221,7 @@ async fn reveal_stdin(
 /// mask-shaped cell that does not open is left as it is and reported; it
 /// does not stop the others.
 async fn reveal_query(
-    client: &mut crate::postgres::Client,
+    client: &mut impl crate::postgres::GenericClient,
     opener: &Opener<'_>,
     sql: &str,
     extra_mask_columns: &[String],
@@ -289,7 +289,7 @@ async fn reveal_query(
 
 /// Prints quarantined bodies as JSON lines `{"message_id", "reason", "body"}`.
 async fn reveal_quarantine(
-    client: &crate::postgres::Client,
+    client: &impl crate::postgres::GenericClient,
     keyring: &Keyring,
     message_ids: &[String],
     reason: &str,

@@ -46,7 +46,7 @@ pub async fn serve_observed(
         Some(address) => Some(OpsServer::start(address, metrics.clone()).await?),
         None => None,
     };
-    let keyring = Arc::new(key_sources::load(&config.key, true).await?);
+    let keyring = Arc::new(key_sources::load(&config.key, true, &crate::aws::KeyServices).await?);
     // The database first: a refused login or certificate stops veil here,
     // before it touches the queue.
     let mut database = Database::connect(config.database.clone()).await?;

@@ -24,8 +24,8 @@ pub use parse::{
     parse, stored_form, Cell, ContractRejection, ParsedEvent, SqsFacts, MAX_BODY_BYTES,
 };
 pub use plan::{
-    Column, ColumnSource, ColumnType, Contract, Granularity, MaskKind, Normalize, Partitioning,
-    Pii, Plan, TableName,
+    Bind, Column, ColumnSource, ColumnType, Contract, Granularity, MaskKind, Normalize,
+    Partitioning, Pii, Plan, TableName,
 };
 
 use crate::error::ConfigError;

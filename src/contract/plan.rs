@@ -153,6 +153,44 @@ pub struct Column {
     pub quarantine_field: String,
 }
 
+/// How a column's cells travel to Postgres: each kind is an array
+/// parameter of its own type, so numbers and dates go as binary values,
+/// not as text to be parsed again (everything else goes as text, cast to
+/// the column's type in SQL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// text[]: texts, masks, and every type Postgres casts from text.
+    Text,
+    /// int8[]: integers, bigints, versions' major numbers, SQS times in ms.
+    Bigint,
+    /// date[].
+    Date,
+    /// bool[].
+    Boolean,
+    /// timestamptz[].
+    Timestamp,
+}
+
+impl Column {
+    /// How this column's cells are bound (a mask is always a text).
+    pub fn bind(&self) -> Bind {
+        if self.pii.is_some() {
+            return Bind::Text;
+        }
+        match self.column_type {
+            ColumnType::Integer | ColumnType::Bigint | ColumnType::VersionMajor => Bind::Bigint,
+            ColumnType::Date => Bind::Date,
+            ColumnType::Boolean => Bind::Boolean,
+            ColumnType::Timestamptz => Bind::Timestamp,
+            ColumnType::Text
+            | ColumnType::Numeric
+            | ColumnType::Uuid
+            | ColumnType::Ip
+            | ColumnType::Jsonb => Bind::Text,
+        }
+    }
+}
+
 /// Where a column's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnSource {

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use super::file::KeyFileError;
 use super::ring::{fill_random, json_problem, Keyring};
+use super::services::KeyServices;
 
 const WRAP_HEADER: &[u8] = b"veil/keyring-envelope/v1";
 const NONCE_BYTES: usize = 16;
@@ -138,10 +139,14 @@ fn invalid(origin: &Path, reason: String) -> KeyFileError {
 }
 
 /// Parses a keyring file's text, opening a KMS envelope if it is one.
-pub async fn parse(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
+pub async fn parse(
+    text: &str,
+    origin: &Path,
+    services: &impl KeyServices,
+) -> anyhow::Result<Keyring> {
     match protection_of(text, origin)? {
         Protection::Plain => Ok(Keyring::from_json(text, origin)?),
-        Protection::Kms(_) => open_envelope(text, origin).await,
+        Protection::Kms(_) => open_envelope(text, origin, services).await,
     }
 }
 
@@ -149,10 +154,11 @@ pub async fn parse(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
 pub async fn render(
     keyring: &Keyring,
     protection: &Protection,
+    services: &impl KeyServices,
 ) -> anyhow::Result<Zeroizing<String>> {
     match protection {
         Protection::Plain => Ok(keyring.to_json()),
-        Protection::Kms(kms_key_id) => seal_envelope(keyring, kms_key_id).await,
+        Protection::Kms(kms_key_id) => seal_envelope(keyring, kms_key_id, services).await,
     }
 }
 
@@ -171,9 +177,14 @@ fn wrapping_cipher(data_key: &[u8]) -> Aes256Siv {
     Aes256Siv::new_from_slice(&key).expect("HMAC-SHA512 gives the 64 bytes AES-256-SIV needs")
 }
 
-async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Zeroizing<String>> {
-    let (data_key, encrypted) =
-        crate::aws::kms::generate_data_key(kms_key_id, encryption_context()).await?;
+async fn seal_envelope(
+    keyring: &Keyring,
+    kms_key_id: &str,
+    services: &impl KeyServices,
+) -> anyhow::Result<Zeroizing<String>> {
+    let (data_key, encrypted) = services
+        .generate_data_key(kms_key_id, encryption_context())
+        .await?;
     let index = index_of(keyring);
     let associated = serde_json::to_vec(&(kms_key_id, &index))?;
     let mut nonce = [0u8; NONCE_BYTES];
@@ -198,7 +209,11 @@ async fn seal_envelope(keyring: &Keyring, kms_key_id: &str) -> anyhow::Result<Ze
     ))
 }
 
-async fn open_envelope(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
+async fn open_envelope(
+    text: &str,
+    origin: &Path,
+    services: &impl KeyServices,
+) -> anyhow::Result<Keyring> {
     let envelope: Envelope =
         serde_json::from_str(text).map_err(|e| invalid(origin, json_problem(&e)))?;
     let context = match envelope.version {
@@ -216,7 +231,9 @@ async fn open_envelope(text: &str, origin: &Path) -> anyhow::Result<Keyring> {
         &envelope.encrypted_data_key_base64,
     )?;
     let sealed = decode("sealed_keyring_base64", &envelope.sealed_keyring_base64)?;
-    let data_key = crate::aws::kms::decrypt(&envelope.kms_key_id, encrypted, context).await?;
+    let data_key = services
+        .decrypt(&envelope.kms_key_id, encrypted, context)
+        .await?;
     let associated = serde_json::to_vec(&(&envelope.kms_key_id, &envelope.index))?;
     if sealed.len() < NONCE_BYTES {
         return Err(invalid(origin, "sealed keyring is truncated".into()).into());

@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 use super::envelope;
 use super::file::read_key_file;
 use super::ring::Keyring;
+use super::services::KeyServices;
 use crate::error::ConfigError;
 
 /// Environment variable holding a whole keyring file, base64-encoded.
@@ -106,9 +107,14 @@ impl KeyLocation {
     }
 }
 
-/// Loads the keyring from `location`. With `create_default`, the per-user
-/// default file is created on first use.
-pub async fn load(location: &KeyLocation, create_default: bool) -> anyhow::Result<Keyring> {
+/// Loads the keyring from `location` (a secret or a KMS envelope through
+/// `services`). With `create_default`, the per-user default file is
+/// created on first use.
+pub async fn load(
+    location: &KeyLocation,
+    create_default: bool,
+    services: &impl KeyServices,
+) -> anyhow::Result<Keyring> {
     if let KeyLocation::Default(path) = location {
         if create_default && !path.exists() {
             let keyring = Keyring::generate();
@@ -121,13 +127,16 @@ pub async fn load(location: &KeyLocation, create_default: bool) -> anyhow::Resul
             return Ok(keyring);
         }
     }
-    let (text, origin) = read_text(location).await?;
-    envelope::parse(&text, &origin).await
+    let (text, origin) = read_text(location, services).await?;
+    envelope::parse(&text, &origin, services).await
 }
 
 /// The keyring text at `location` (never creating one), and the name to
 /// use for it in errors.
-pub async fn read_text(location: &KeyLocation) -> anyhow::Result<(Zeroizing<String>, PathBuf)> {
+pub async fn read_text(
+    location: &KeyLocation,
+    services: &impl KeyServices,
+) -> anyhow::Result<(Zeroizing<String>, PathBuf)> {
     let path = match location {
         KeyLocation::Env => {
             let encoded = env_key().unwrap_or_default();
@@ -140,7 +149,7 @@ pub async fn read_text(location: &KeyLocation) -> anyhow::Result<(Zeroizing<Stri
             return Ok((Zeroizing::new(text.to_string()), location.describe().into()));
         }
         KeyLocation::Secret(id) => {
-            let text = crate::aws::secrets::secret_string(id).await?;
+            let text = services.secret_string(id).await?;
             return Ok((text, location.describe().into()));
         }
         KeyLocation::File(path) | KeyLocation::Default(path) => path,

@@ -25,7 +25,7 @@ use crate::postgres::{lacks_privilege, Database, DatabaseSettings};
 /// rights, housekeeping becomes delegated (`Metrics::housekeeping_delegated`)
 /// and later passes do nothing.
 pub async fn pass(
-    client: &mut crate::postgres::Client,
+    client: &mut impl crate::postgres::GenericClient,
     policy: &HousekeepingPolicy,
     metrics: &Metrics,
 ) {

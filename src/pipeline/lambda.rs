@@ -19,7 +19,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use tokio::sync::Mutex;
 
 use super::prepare::{prepare, Item};
@@ -30,6 +29,7 @@ use crate::keyring::Keyring;
 use crate::metrics::{EmfTotals, Metrics};
 use crate::postgres::{WriteError, Writer};
 use crate::record::Recorded;
+use crate::sqs::event_source::{batch_response, queue_messages, SqsBatchResponse, SqsEvent};
 
 /// Time kept back from the deadline to send the answer.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
@@ -82,29 +82,13 @@ impl LambdaHandler {
     ) -> anyhow::Result<SqsBatchResponse> {
         let handled = self.record(event, deadline).await;
         self.write_emf_line();
-        let handled = handled?;
-        let mut response = SqsBatchResponse::default();
-        for id in handled.failed {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
-        }
-        Ok(response)
+        Ok(batch_response(handled?.failed))
     }
 
     /// Prepares and records the records in batches, stopping at the deadline.
     pub async fn record(&self, event: SqsEvent, deadline: Instant) -> anyhow::Result<Handled> {
-        let count = event.records.len();
-        let mut messages = Vec::with_capacity(count);
-        for record in event.records {
-            match crate::sqs::event_source::queue_message(record) {
-                Some(message) => messages.push(message),
-                None => anyhow::bail!(
-                    "a record of the SQS event has no messageId: this is not an event of the SQS event \
-                     source mapping (is the function invoked by something else?)"
-                ),
-            }
-        }
+        let messages = queue_messages(event)?;
+        let count = messages.len();
         self.metrics.received_messages(count);
         let settings = &self.settings;
         let mut items: Vec<Item> = messages

@@ -443,4 +443,59 @@ mod tests {
         );
         assert_eq!(quarantined(&refused).contract.as_deref(), Some("signup"));
     }
+
+    #[test]
+    fn every_column_gets_cells_of_the_kind_it_is_bound_as() {
+        use crate::contract::Bind;
+        let plan = contract::compile_text(
+            "contract: every\nversion: 1\ncolumns:\n\
+             - {name: t, from: /t, type: text}\n\
+             - {name: i, from: /i, type: integer}\n\
+             - {name: b, from: /b, type: bigint}\n\
+             - {name: n, from: /n, type: numeric}\n\
+             - {name: f, from: /f, type: boolean}\n\
+             - {name: d, from: /d, type: date}\n\
+             - {name: ts, from: /ts, type: timestamptz}\n\
+             - {name: u, from: /u, type: uuid}\n\
+             - {name: a, from: /a, type: ip}\n\
+             - {name: v, from: /v, type: version_major}\n\
+             - {name: j, from: /j, type: jsonb}\n\
+             - {name: missing, from: /nothing, type: integer}\n\
+             - {name: sent_on, sqs: sent_timestamp, type: date}\n\
+             - {name: sent_at, sqs: sent_timestamp, type: timestamptz}\n\
+             - {name: sent_ms, sqs: sent_timestamp, type: bigint}\n\
+             - {name: masked_t, from: /t, type: text, pii: siv}\n\
+             - {name: masked_i, from: /i, type: integer, pii: hmac}\n\
+             - {name: masked_d, from: /d, type: date, pii: siv}\n\
+             - {name: masked_a, from: /a, type: ip, pii: ipcrypt-pfx}\n",
+        )
+        .unwrap();
+        let body = r#"{"t": "x", "i": 1, "b": 2, "n": 1.5, "f": true, "d": "2026-01-02",
+            "ts": "2026-01-02T03:04:05Z", "u": "424cdd21-063a-43a7-b91b-7ca1a833afae",
+            "a": "10.0.0.1", "v": "2.3", "j": {"k": [1]}}"#;
+
+        let item = prepare(
+            &Keyring::generate(),
+            MaskMode::Siv,
+            None,
+            &plan,
+            message(body, 1),
+        );
+
+        let Record::Row(row) = &item.prepared.record else {
+            panic!("a row")
+        };
+        for (cell, column) in row.cells.iter().zip(&plan.contracts[0].columns) {
+            let fits = match (column.bind(), cell) {
+                (_, Cell::Null) => column.name == "missing",
+                (Bind::Text, Cell::Text(_) | Cell::Numeric(_) | Cell::Json(_)) => true,
+                (Bind::Bigint, Cell::Integer(_)) => true,
+                (Bind::Date, Cell::Date(_)) => true,
+                (Bind::Boolean, Cell::Boolean(_)) => true,
+                (Bind::Timestamp, Cell::Timestamp(_)) => true,
+                _ => false,
+            };
+            assert!(fits, "{}: {cell:?} for {:?}", column.name, column.bind());
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::prepare::Item;
 use crate::contract::Plan;
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
-use crate::postgres::{record_batch, WriteError, WriterStatements};
+use crate::postgres::{record_batch, GenericClient, WriteError, WriterStatements};
 use crate::record::{Prepared, Record, Recorded};
 
 /// What recording a batch needs beside the connection: shared by the
@@ -32,7 +32,7 @@ impl Recorder<'_> {
     /// One batch statement, bounded by the deadline.
     async fn record_within_deadline(
         &self,
-        client: &mut crate::postgres::Client,
+        client: &mut (impl GenericClient + Send),
         statements: &WriterStatements,
         items: &[Item],
     ) -> Result<Vec<Recorded>, WriteError> {
@@ -44,9 +44,9 @@ impl Recorder<'_> {
 
     /// Writes a batch; when Postgres rejects a value, bisects so the other
     /// messages commit and only the culprit is quarantined (`db_rejected`).
-    pub fn write_isolating<'a>(
+    pub fn write_isolating<'a, C: GenericClient + Send + Sync>(
         &'a self,
-        client: &'a mut crate::postgres::Client,
+        client: &'a mut C,
         statements: &'a WriterStatements,
         items: &'a mut [Item],
     ) -> BoxFuture<'a, Result<Vec<Recorded>, WriteError>> {

@@ -12,18 +12,18 @@
 //! into a staging table, then INSERT ... SELECT, was measured slower here:
 //! it writes every row twice.)
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_postgres::GenericClient;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::Statement;
 
 use super::contract_sql::ContractBatchSql;
 use super::failure::{classify, Class, WriteError};
-use crate::contract::Plan;
+use crate::contract::{Cell, Plan};
 use crate::record::{Prepared, QuarantineEntry, Record, Recorded, Row};
 
 /// Claims ids that may already be in the ledger: takes the free ones.
@@ -52,7 +52,10 @@ pub struct WriterStatements {
 impl WriterStatements {
     /// Prepares the plan's batch statement on this connection (the schema
     /// must exist: run `migrate` first).
-    pub async fn prepare(client: &Client, plan: &Plan) -> Result<Self, tokio_postgres::Error> {
+    pub async fn prepare(
+        client: &impl GenericClient,
+        plan: &Plan,
+    ) -> Result<Self, tokio_postgres::Error> {
         let sql = ContractBatchSql::of(plan);
         let record_all = client.prepare(&sql.record_all).await?;
         let legacy_ledger = client
@@ -79,7 +82,7 @@ impl WriterStatements {
 /// The batch is then redone with `ON CONFLICT DO NOTHING`, so only the free
 /// ids are recorded.
 pub async fn record_batch(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     statements: &WriterStatements,
     batch: &[&Prepared],
 ) -> Result<Vec<Recorded>, WriteError> {
@@ -175,16 +178,57 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The `unnest` arrays of rows: for each contract of the plan, one text
-/// array per column (empty for a contract with no row here).
+/// One cell as an element of its column's array parameter, bound as the
+/// column's `Bind` says: a number or a date in binary, anything else as
+/// its text, NULL as NULL, without a copy.
+#[derive(Debug)]
+struct CellValue<'a>(&'a Cell);
+
+impl ToSql for CellValue<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self.0, ty) {
+            (Cell::Null, _) => Ok(IsNull::Yes),
+            (Cell::Text(text) | Cell::Numeric(text) | Cell::Json(text), &Type::TEXT) => {
+                text.as_str().to_sql(ty, out)
+            }
+            (Cell::Integer(number), &Type::INT8) => number.to_sql(ty, out),
+            (Cell::Date(date), &Type::DATE) => date.to_sql(ty, out),
+            (Cell::Boolean(flag), &Type::BOOL) => flag.to_sql(ty, out),
+            (Cell::Timestamp(time), &Type::TIMESTAMPTZ) => time.to_sql(ty, out),
+            // Prepare makes each column's cells of its bind (a test holds
+            // it to that); a bug here fails the batch, never stores NULL.
+            (cell, ty) => Err(format!("a {cell:?} cannot be sent as {ty}").into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [
+            Type::TEXT,
+            Type::INT8,
+            Type::DATE,
+            Type::BOOL,
+            Type::TIMESTAMPTZ,
+        ]
+        .contains(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// The `unnest` arrays of rows: for each contract of the plan, one array
+/// per column (empty for a contract with no row here).
 struct RowArrays<'a> {
-    columns: Vec<Vec<Vec<Option<Cow<'a, str>>>>>,
+    columns: Vec<Vec<Vec<CellValue<'a>>>>,
     rows: Vec<usize>,
 }
 
 impl<'a> RowArrays<'a> {
     fn of(widths: &[usize], events: &[&'a Row]) -> Self {
-        let mut columns: Vec<Vec<Vec<Option<Cow<'a, str>>>>> = widths
+        let mut columns: Vec<Vec<Vec<CellValue<'a>>>> = widths
             .iter()
             .map(|&width| {
                 (0..width)
@@ -196,7 +240,7 @@ impl<'a> RowArrays<'a> {
         for event in events {
             rows[event.contract] += 1;
             for (column, cell) in columns[event.contract].iter_mut().zip(&event.cells) {
-                column.push(cell.sql_text_ref());
+                column.push(CellValue(cell));
             }
         }
         RowArrays { columns, rows }
@@ -264,7 +308,7 @@ impl<'a> QuarantineArrays<'a> {
 
 /// The fast path: every id claimed, everything inserted, one statement.
 async fn record_all(
-    client: &Client,
+    client: &impl GenericClient,
     statements: &WriterStatements,
     items: &[&Prepared],
 ) -> Result<Vec<Recorded>, tokio_postgres::Error> {
@@ -282,7 +326,7 @@ async fn record_all(
 /// transaction and records only those (a quarantine entry already there is
 /// left as it is).
 async fn record_free(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     statements: &WriterStatements,
     items: &[&Prepared],
 ) -> Result<Vec<Recorded>, WriteError> {

@@ -5,6 +5,7 @@
 //! (set in `config`) notice a peer that stopped answering.
 
 use std::time::Duration;
+use tokio_postgres::GenericClient;
 
 use anyhow::Context;
 use tokio_postgres::config::SslMode as WireMode;
@@ -206,7 +207,9 @@ where
 
 /// Whether a live connection is encrypted, from the server's own view
 /// (`pg_stat_ssl`): `Some("TLSv1.3 TLS_AES_256_GCM_SHA384")` or `None`.
-pub async fn tls_in_use(client: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+pub async fn tls_in_use(
+    client: &impl GenericClient,
+) -> Result<Option<String>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
@@ -399,7 +402,7 @@ pub fn describe(config: &Config) -> String {
 
 /// Logs once whether the Postgres connection is encrypted, as the server
 /// sees it, and how the certificate was checked.
-pub async fn log_tls(settings: &DatabaseSettings, client: &Client) {
+pub async fn log_tls(settings: &DatabaseSettings, client: &impl GenericClient) {
     match tls_in_use(client).await {
         Ok(Some(tls)) => {
             tracing::info!(tls = %tls, check = %settings.tls.describe(), "Postgres connection encrypted")

@@ -10,7 +10,7 @@
 use anyhow::Context;
 use tokio_postgres::GenericClient;
 
-use crate::contract::{Column, Contract, Plan, TableName};
+use crate::contract::{Bind, Column, Contract, Plan, TableName};
 use crate::error::ConfigError;
 
 /// A quoted identifier (contract identifiers are checked to be plain, so
@@ -27,12 +27,24 @@ pub fn table_sql(table: &TableName) -> String {
     }
 }
 
-/// The expression that turns the text parameter `u.cN` into the column's
-/// type. Text goes as it is: a varchar(n) column then refuses a longer
-/// value (`db_rejected`) instead of the cast cutting it silently.
+/// The array type a column's cells are bound as (`Column::bind`).
+fn param_type(column: &Column) -> &'static str {
+    match column.bind() {
+        Bind::Text => "text",
+        Bind::Bigint => "int8",
+        Bind::Date => "date",
+        Bind::Boolean => "bool",
+        Bind::Timestamp => "timestamptz",
+    }
+}
+
+/// The expression that turns the parameter `u.cN` into the column's type.
+/// Text goes as it is: a varchar(n) column then refuses a longer value
+/// (`db_rejected`) instead of the cast cutting it silently. A cast to the
+/// parameter's own type costs nothing.
 fn cast(column: &Column, index: usize) -> String {
     let text_like = column.sql_type == "text" || column.sql_type.starts_with("varchar");
-    if text_like {
+    if text_like && column.bind() == Bind::Text {
         format!("u.c{index}")
     } else {
         format!("u.c{index}::{}", column.sql_type)
@@ -48,8 +60,11 @@ fn insert_sql(contract: &Contract, first_param: usize) -> String {
         .enumerate()
         .map(|(i, c)| cast(c, i))
         .collect();
-    let params: Vec<String> = (0..contract.columns.len())
-        .map(|i| format!("${}::text[]", first_param + i))
+    let params: Vec<String> = contract
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("${}::{}[]", first_param + i, param_type(column)))
         .collect();
     let aliases: Vec<String> = (0..contract.columns.len())
         .map(|i| format!("c{i}"))
@@ -252,7 +267,7 @@ pub struct MigrateReport {
 /// `veil migrate`: veil's own schema, then each contract's table, under
 /// the migration lock; the missing columns of an existing table are added.
 pub async fn migrate(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl GenericClient,
     plan: &Plan,
 ) -> anyhow::Result<MigrateReport> {
     migrate_with(client, plan, true).await
@@ -261,14 +276,14 @@ pub async fn migrate(
 /// What `veil run` does at start: `migrate`, but a table lacking some of
 /// its contract's columns is refused instead of altered.
 pub async fn prepare_schema(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl GenericClient,
     plan: &Plan,
 ) -> anyhow::Result<MigrateReport> {
     migrate_with(client, plan, false).await
 }
 
 async fn migrate_with(
-    client: &mut tokio_postgres::Client,
+    client: &mut impl GenericClient,
     plan: &Plan,
     add_columns: bool,
 ) -> anyhow::Result<MigrateReport> {
@@ -287,7 +302,7 @@ async fn migrate_with(
 /// date column) that its existing table lacks, without blocking writers
 /// (`CREATE INDEX CONCURRENTLY`). Returns the names it created.
 pub async fn create_indexes(
-    client: &tokio_postgres::Client,
+    client: &impl GenericClient,
     plan: &Plan,
 ) -> anyhow::Result<Vec<String>> {
     let mut created = Vec::new();
@@ -634,7 +649,7 @@ mod tests {
     fn the_batch_statement_numbers_each_contracts_columns_after_the_ledgers() {
         let plan = crate::contract::builtin_login();
         let sql = ContractBatchSql::of(&plan);
-        assert!(sql.record_all.contains("unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"));
+        assert!(sql.record_all.contains("unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::date[])"));
         assert!(sql.record_all.contains("unnest($11::text[]"));
         assert!(sql.record_all.contains("$19::text[])"));
         assert!(sql.record_all.contains("u.c5::integer, u.c6::date"));

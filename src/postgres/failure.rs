@@ -145,7 +145,15 @@ pub fn fix_of(cause: &(dyn std::error::Error + 'static)) -> Option<Option<String
     if let Some(super::ConnectError::Postgres(postgres)) = cause.downcast_ref() {
         return Some(postgres_fix(postgres));
     }
-    None
+    if let Some(super::ConnectError::SecretRefused { secret, .. }) = cause.downcast_ref() {
+        return Some(Some(format!(
+            "the username and password in secret {secret} are refused: fix the secret's value \
+             (RDS format: host, port, username, password, dbname), or finish the rotation \
+             (the secret and the role's password must match); DATABASE_URL's user and password \
+             are not used with --database-secret-id"
+        )));
+    }
+    super::certificate_problem(cause).map(Some)
 }
 
 fn postgres_fix(error: &tokio_postgres::Error) -> Option<String> {

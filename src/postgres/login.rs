@@ -12,11 +12,10 @@
 //! Secret values live in zeroizing buffers and are never logged.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use serde::Deserialize;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Config;
 use zeroize::Zeroizing;
@@ -48,8 +47,7 @@ impl Login {
     /// RDS IAM authentication, in `region` if known (else the AWS chain's).
     pub fn iam(region: Option<String>) -> Self {
         Login::Iam(Arc::new(IamLogin {
-            region,
-            aws: OnceCell::new(),
+            tokens: crate::aws::RdsTokens::new(region),
         }))
     }
 
@@ -237,12 +235,11 @@ pub fn with_endpoint(config: &Config, host: Option<&str>, port: Option<u16>) -> 
     fresh
 }
 
-/// RDS IAM authentication: credentials and region from the AWS chain,
-/// loaded at the first connection.
+/// RDS IAM authentication: a token for each connection, signed with the
+/// AWS chain's credentials and region (`aws::RdsTokens`).
 #[derive(Debug)]
 pub struct IamLogin {
-    region: Option<String>,
-    aws: OnceCell<aws_config::SdkConfig>,
+    tokens: crate::aws::RdsTokens,
 }
 
 impl IamLogin {
@@ -255,30 +252,7 @@ impl IamLogin {
         let user = config
             .get_user()
             .context("RDS IAM authentication needs a user name")?;
-        let aws = self
-            .aws
-            .get_or_init(|| crate::aws::sdk_config(None, false, self.region.as_deref()))
-            .await;
-        let region = aws
-            .region()
-            .map(|r| r.to_string())
-            .context("no AWS region for RDS IAM authentication: set AWS_REGION")?;
-        let provider = aws
-            .credentials_provider()
-            .context("no AWS credentials provider for RDS IAM authentication")?;
-        use aws_credential_types::provider::ProvideCredentials;
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .context("loading AWS credentials for an RDS IAM token")?;
-        Ok(crate::aws::sigv4::rds_auth_token(
-            &credentials,
-            &region,
-            &host,
-            port,
-            user,
-            SystemTime::now(),
-        ))
+        self.tokens.token(&host, port, user).await
     }
 }
 

@@ -10,9 +10,9 @@
 
 use anyhow::Context;
 use std::time::Duration;
+use tokio_postgres::GenericClient;
 
 use chrono::{Datelike, Months, NaiveDate, Utc};
-use tokio_postgres::Client;
 
 use super::partitions::{
     self, create_partition, drop_partition, existing, is_partitioned, Cutoff, DatedTable,
@@ -119,7 +119,7 @@ const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtext('veil.maintain'))";
 /// One pass, if no other veil is doing one (`wait`: wait this long for the
 /// one doing it to finish, then skip).
 pub async fn maintain(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     policy: &HousekeepingPolicy,
     wait: Duration,
 ) -> anyhow::Result<HousekeepingReport> {
@@ -137,7 +137,7 @@ pub async fn maintain(
 }
 
 /// Takes the housekeeping lock, polling for up to `wait`.
-async fn take_lock(client: &Client, wait: Duration) -> anyhow::Result<bool> {
+async fn take_lock(client: &impl GenericClient, wait: Duration) -> anyhow::Result<bool> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         if client.query_one(LOCK_SQL, &[]).await?.get::<_, bool>(0) {
@@ -153,7 +153,7 @@ async fn take_lock(client: &Client, wait: Duration) -> anyhow::Result<bool> {
 /// The rights housekeeping needs that the connected role lacks, for the
 /// tables as they are (a plain `user_logins` needs none).
 pub async fn missing_rights(
-    client: &Client,
+    client: &impl GenericClient,
     policy: &HousekeepingPolicy,
 ) -> anyhow::Result<Lacking> {
     let tables: Vec<(Partitioned, bool)> = policy
@@ -167,7 +167,7 @@ pub async fn missing_rights(
 }
 
 async fn maintain_locked(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     policy: &HousekeepingPolicy,
     today: NaiveDate,
 ) -> anyhow::Result<HousekeepingReport> {
@@ -182,7 +182,7 @@ async fn maintain_locked(
 }
 
 async fn ledger(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     policy: &HousekeepingPolicy,
     today: NaiveDate,
     report: &mut HousekeepingReport,
@@ -259,7 +259,7 @@ async fn ledger(
 /// row may arrive with to the days ahead, and those past `retention_months`
 /// dropped (with the default partition's rows that old).
 async fn dated(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     dated: DatedTable,
     retention_months: Option<u32>,
     today: NaiveDate,
@@ -307,7 +307,7 @@ async fn dated(
 /// Creates the wanted partitions that are missing and drops those that end
 /// before `keep_from`.
 async fn sync_partitions(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     table: &Partitioned,
     wanted: &[partitions::PartitionSpec],
     keep_from: Cutoff,
@@ -338,7 +338,7 @@ async fn sync_partitions(
 /// ahead first, then the past ones, newest first. A failure is reported
 /// and the next partition tried.
 async fn create_missing(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     table: &Partitioned,
     wanted: &[partitions::PartitionSpec],
     today: NaiveDate,

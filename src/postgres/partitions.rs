@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{Datelike, Months, NaiveDate};
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::GenericClient;
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -334,7 +334,7 @@ pub struct Existing {
 }
 
 /// The partitions of `parent` (direct children), with their bounds.
-pub async fn existing(client: &Client, parent: &str) -> anyhow::Result<Vec<Existing>> {
+pub async fn existing(client: &impl GenericClient, parent: &str) -> anyhow::Result<Vec<Existing>> {
     let rows = client
         .query(
             "SELECT format('%I.%I', n.nspname, c.relname), pg_get_expr(c.relpartbound, c.oid),
@@ -362,7 +362,7 @@ pub async fn existing(client: &Client, parent: &str) -> anyhow::Result<Vec<Exist
 }
 
 /// Whether `table` is a partitioned table.
-pub async fn is_partitioned(client: &Client, table: &str) -> anyhow::Result<bool> {
+pub async fn is_partitioned(client: &impl GenericClient, table: &str) -> anyhow::Result<bool> {
     Ok(client
         .query_one(
             "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
@@ -431,7 +431,7 @@ pub async fn dated_table(
 
 /// Runs `sql` in a transaction under a short lock timeout, retrying when
 /// the lock is not granted in time (SQLSTATE 55P03).
-pub async fn ddl(client: &mut Client, what: &str, sql: &str) -> anyhow::Result<()> {
+pub async fn ddl(client: &mut impl GenericClient, what: &str, sql: &str) -> anyhow::Result<()> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -464,7 +464,7 @@ pub async fn ddl(client: &mut Client, what: &str, sql: &str) -> anyhow::Result<(
 /// the default partition first, safely while writers insert rows of that
 /// range.
 pub async fn create_partition(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     table: &Partitioned,
     spec: &PartitionSpec,
 ) -> anyhow::Result<()> {
@@ -493,7 +493,7 @@ pub async fn create_partition(
 }
 
 /// Drops one partition (its rows go with it).
-pub async fn drop_partition(client: &mut Client, name: &str) -> anyhow::Result<()> {
+pub async fn drop_partition(client: &mut impl GenericClient, name: &str) -> anyhow::Result<()> {
     ddl(
         client,
         &format!("dropping partition {name}"),

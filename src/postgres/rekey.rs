@@ -22,9 +22,9 @@
 //!   counted and left alone.
 
 use std::collections::BTreeSet;
+use tokio_postgres::GenericClient;
 
 use anyhow::{bail, Context};
-use tokio_postgres::Client;
 
 use crate::contract::Plan;
 use crate::keyring::Keyring;
@@ -171,7 +171,7 @@ fn keys_in_use_sql(tables: &[MaskedTable]) -> String {
 /// Re-masks everything made by older keys with the keyring's active key.
 /// `progress` is called after each committed page.
 pub async fn rekey(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     keyring: &Keyring,
     tables: &[MaskedTable],
     batch_rows: i64,
@@ -212,7 +212,7 @@ pub async fn rekey(
 
 /// Re-masks one table (`user_logins`, or one of its partitions).
 async fn rekey_table(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     table: &str,
     columns: &[(String, Vec<u8>)],
     keyring: &Keyring,
@@ -318,7 +318,7 @@ fn remask(
 }
 
 async fn reseal_quarantine(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     keyring: &Keyring,
     batch_rows: i64,
     report: &mut RekeyReport,

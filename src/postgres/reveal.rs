@@ -3,7 +3,8 @@
 //! quarantined bodies, sealed, by message id.
 
 use anyhow::Context;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::GenericClient;
+use tokio_postgres::SimpleQueryMessage;
 
 /// What a `--sql` statement returned, every cell as text (NULL: None).
 #[derive(Debug, Default)]
@@ -16,8 +17,14 @@ pub struct QueryRows {
 
 /// Runs one statement read-only (it cannot write, whatever it says) and
 /// returns its rows.
-pub async fn read_only_rows(client: &mut Client, statement: &str) -> anyhow::Result<QueryRows> {
-    let transaction = client.build_transaction().read_only(true).start().await?;
+pub async fn read_only_rows(
+    client: &mut impl GenericClient,
+    statement: &str,
+) -> anyhow::Result<QueryRows> {
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute("SET TRANSACTION READ ONLY")
+        .await?;
     let messages = transaction
         .simple_query(statement)
         .await
@@ -55,7 +62,7 @@ pub struct QuarantinedBody {
 
 /// The quarantined messages among `message_ids`.
 pub async fn quarantined(
-    client: &Client,
+    client: &impl GenericClient,
     message_ids: &[String],
 ) -> Result<Vec<QuarantinedBody>, tokio_postgres::Error> {
     let rows = client

@@ -5,7 +5,8 @@
 //! `user_logins` among them.
 
 use anyhow::Context;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::GenericClient;
+use tokio_postgres::Transaction;
 
 use super::partitions::{day_of_ms, day_start_ms, DAY_MS};
 
@@ -92,7 +93,9 @@ pub const MIGRATE_LOCK_SQL: &str = "SET LOCAL client_min_messages = warning;
 /// the catalog. Partitions are housekeeping's (`postgres::maintain`).
 /// Returns the partition a non-partitioned ledger became, if this run
 /// upgraded one.
-pub async fn migrate_veil_schema(client: &mut Client) -> anyhow::Result<Option<String>> {
+pub async fn migrate_veil_schema(
+    client: &mut impl GenericClient,
+) -> anyhow::Result<Option<String>> {
     let transaction = client.transaction().await?;
     transaction.batch_execute(MIGRATE_LOCK_SQL).await?;
     let legacy_ledger: bool = transaction
@@ -235,7 +238,9 @@ async fn create_ledger(transaction: &Transaction<'_>) -> anyhow::Result<Option<S
 /// Which of veil's own tables are missing (a first-layout ledger, without
 /// `sent_ms`, counts as missing: `veil migrate` upgrades it), for `veil
 /// doctor`.
-pub async fn missing_veil_tables(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+pub async fn missing_veil_tables(
+    client: &impl GenericClient,
+) -> Result<Vec<String>, tokio_postgres::Error> {
     Ok(client
         .query(
             "SELECT name FROM unnest($1::text[]) AS name

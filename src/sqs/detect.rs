@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use aws_config::SdkConfig;
+use crate::aws::SdkConfig;
 
 use super::query::{form_body, FORM_CONTENT_TYPE};
 use super::signer::Signer;

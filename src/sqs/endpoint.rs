@@ -5,7 +5,7 @@
 //! profile with dummy credentials for a loopback endpoint). Every call goes
 //! through veil's own signed client (`signer`); no SDK client is involved.
 
-use aws_config::SdkConfig;
+use crate::aws::SdkConfig;
 use url::Url;
 
 use crate::aws::{endpoint_from_env, is_aws_host, is_local_endpoint};

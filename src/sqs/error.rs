@@ -86,9 +86,71 @@ pub(super) fn is_expired_credentials(code: &str) -> bool {
     )
 }
 
+/// What to do about an SQS error of a failed command's chain
+/// (`outcome::Fixer`): None when `cause` is not one.
+pub fn fix(cause: &(dyn std::error::Error + 'static)) -> Option<Option<String>> {
+    cause
+        .downcast_ref::<SqsError>()
+        .map(|error| Some(sqs_fix(error)))
+}
+
+fn sqs_fix(error: &SqsError) -> String {
+    match error.code() {
+        Some("QueueDoesNotExist" | "AWS.SimpleQueueService.NonExistentQueue") => {
+            "the queue does not exist: `veil seed` creates the demo queue (and fills it), \
+             or fix --queue-url / VEIL_QUEUE_URL"
+        }
+        Some(
+            "AccessDenied" | "AccessDeniedException" | "AuthorizationError" | "KMS.AccessDenied",
+        ) => {
+            "grant this role sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility \
+             and sqs:GetQueueAttributes on the queue (docs/security.md)"
+        }
+        Some(
+            "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "SignatureDoesNotMatch"
+            | "MissingAuthenticationToken"
+            | "IncompleteSignature"
+            | "ExpiredToken"
+            | "InvalidSecurity",
+        ) => {
+            "AWS did not accept the credentials: check AWS_PROFILE or AWS_ACCESS_KEY_ID / \
+             AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, and the region"
+        }
+        _ if error.is_transient() => {
+            "the SQS endpoint did not answer: start LocalStack (`make services`, or \
+             scripts/services.sh up modern), or fix the endpoint (--queue-url, AWS_ENDPOINT_URL_SQS)"
+        }
+        _ => "check --queue-url and the queue's permissions",
+    }
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fix_of(error: SqsError) -> String {
+        let error = anyhow::Error::new(error).context("checking the queue");
+        error.chain().find_map(fix).flatten().unwrap()
+    }
+
+    #[test]
+    fn a_missing_queue_points_at_seed() {
+        let fix = fix_of(SqsError::Permanent {
+            code: "QueueDoesNotExist".into(),
+            description: "GetQueueAttributes: HTTP 400".into(),
+        });
+        assert!(fix.contains("veil seed"), "{fix}");
+    }
+
+    #[test]
+    fn an_unreachable_endpoint_points_at_the_services() {
+        let said = fix_of(SqsError::Transient("connection refused".into()));
+        assert!(said.contains("scripts/services.sh"), "{said}");
+        assert_eq!(fix(&std::fmt::Error), None, "not an SQS error");
+    }
 
     #[test]
     fn expired_credentials_and_server_errors_are_transient_others_refusals() {

@@ -4,10 +4,42 @@
 //! carries what a receive reply does, in the event's own spelling
 //! (`messageId`, `attributes.SentTimestamp`, `messageAttributes.x.stringValue`).
 
-use aws_lambda_events::event::sqs::SqsMessage;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsMessage};
 
 use super::values::{sent_timestamp_ms, timestamp_ms};
 use super::{QueueMessage, Receipt};
+
+/// The event a function behind an SQS event source mapping gets, and the
+/// answer it sends (`batchItemFailures`: the records to retry).
+pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+
+/// The records of an event as received messages; an error when one has no
+/// `messageId` (it is then not an event of the SQS event source mapping).
+pub fn queue_messages(event: SqsEvent) -> anyhow::Result<Vec<QueueMessage>> {
+    event
+        .records
+        .into_iter()
+        .map(|record| {
+            queue_message(record).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a record of the SQS event has no messageId: this is not an event of the SQS event \
+                     source mapping (is the function invoked by something else?)"
+                )
+            })
+        })
+        .collect()
+}
+
+/// The answer naming the records (by message id) to retry.
+pub fn batch_response(failed: Vec<String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for id in failed {
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = id;
+        response.batch_item_failures.push(failure);
+    }
+    response
+}
 
 /// One record as a received message; None without a `messageId` (a record
 /// veil could neither record once nor name in `batchItemFailures`).

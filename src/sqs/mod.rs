@@ -18,7 +18,7 @@ mod values;
 
 pub use client::SqsClient;
 pub use endpoint::{resolve_endpoint, Endpoint};
-pub use error::SqsError;
+pub use error::{fix, SqsError};
 pub use signer::read_reply;
 pub use values::{
     BatchResult, EntryResult, Protocol, ProtocolChoice, QueueDepth, QueueFacts, QueueMessage,

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_config::SdkConfig;
+use crate::aws::SdkConfig;
 
 use super::error::{is_expired_credentials, refusal};
 use super::signer::Signer;

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::aws::Credentials;
+use crate::aws::SdkConfig;
+use crate::aws::{ProvideCredentials, SharedCredentialsProvider};
 use anyhow::Context as _;
-use aws_config::SdkConfig;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
 use tokio::sync::Mutex;
 
 use super::SqsError;

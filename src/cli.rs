@@ -568,7 +568,7 @@ pub struct MigrateArgs {
     /// existing table is never altered). Housekeeping keeps its partitions;
     /// --retention-months drops old ones.
     #[arg(long, value_enum, value_name = "month|day")]
-    pub partition_by: Option<crate::postgres::partitions::Granularity>,
+    pub partition_by: Option<crate::contract::Granularity>,
 
     #[command(flatten)]
     pub housekeeping: HousekeepingArgs,

@@ -50,7 +50,7 @@ fn describe(plan: &Plan) -> String {
                     format!(
                         "{} ({}, domain {})",
                         c.name,
-                        contract::plan::kind_name(p.kind),
+                        contract::pii::kind_name(p.kind),
                         p.domain
                     )
                 })

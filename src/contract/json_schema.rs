@@ -8,7 +8,7 @@
 use serde_json::{json, Map, Value};
 
 use super::extract::tokens;
-use super::plan::{Column, ColumnSource, ColumnType, Contract, Plan};
+use super::{Column, ColumnSource, ColumnType, Contract, Plan};
 
 /// The schema of the bodies of every contract of the plan.
 pub fn export(plan: &Plan) -> Value {

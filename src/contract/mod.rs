@@ -11,22 +11,25 @@
 //! historical order, quarantine entries named as before) is data in that
 //! file.
 
+pub mod cell;
+pub mod column;
 pub mod extract;
 pub mod format;
 pub mod json_schema;
 pub mod parse;
+pub mod partition;
+pub mod pii;
 pub mod plan;
 pub mod values;
 
 use std::path::Path;
 
-pub use parse::{
-    parse, stored_form, Cell, ContractRejection, ParsedEvent, SqsFacts, MAX_BODY_BYTES,
-};
-pub use plan::{
-    Bind, Column, ColumnSource, ColumnType, Contract, Granularity, MaskKind, Normalize,
-    Partitioning, Pii, Plan, TableName,
-};
+pub use cell::Cell;
+pub use column::{Bind, Column, ColumnSource, ColumnType, Normalize};
+pub use parse::{parse, stored_form, ContractRejection, ParsedEvent, SqsFacts, MAX_BODY_BYTES};
+pub use partition::{Granularity, Partitioning};
+pub use pii::{MaskKind, Pii};
+pub use plan::{Contract, Plan, TableName};
 
 use crate::error::ConfigError;
 

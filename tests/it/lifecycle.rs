@@ -347,7 +347,12 @@ async fn a_partitioned_user_logins_has_the_contracts_columns_and_receives_rows()
     // Retention: a partition three months back goes; this month stays.
     let old_day = Utc::now().date_naive() - chrono::Months::new(3);
     let granularity = veil::postgres::partitions::Granularity::Month;
-    let table = Partitioned::Dated(partitions::DatedTable::user_logins("public", granularity));
+    let table = Partitioned::Dated(partitions::DatedTable {
+        schema: "public".into(),
+        name: "user_logins".into(),
+        column: "create_date".into(),
+        granularity,
+    });
     let old = table.partition_for(old_day);
     let mut client = db.client().await;
     partitions::create_partition(&mut client, &table, &old)

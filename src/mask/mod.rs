@@ -24,6 +24,16 @@
 //! Quarantined bodies are encrypted with the same key but with a random
 //! 16-byte nonce as an extra header (AES-SIV in its nonce-based mode), so
 //! equal junk bodies do not produce equal ciphertexts.
+//!
+//! Files: `prefix` (ipcrypt-pfx masks), `seal` (quarantined bodies),
+//! `fingerprint` (the audit's one-way fingerprints of looked-up values).
+
+mod fingerprint;
+mod prefix;
+mod seal;
+
+pub use fingerprint::FINGERPRINT_PREFIX;
+use prefix::pfx_mask;
 
 use aes_siv::siv::Aes256Siv;
 use aes_siv::KeyInit;
@@ -35,8 +45,6 @@ use zeroize::Zeroizing;
 
 use std::net::IpAddr;
 
-use ipcrypt_rs::IpcryptPfx;
-
 use crate::keyring::{Keyring, MaskKey};
 
 /// Prefix that marks a mask made by AES-SIV, format version 1.
@@ -47,8 +55,6 @@ pub const HMAC_PREFIX: &str = "hmac1";
 pub const PFX_PREFIX: &str = "pfx1";
 /// Longest plaintext (bytes) that still yields a mask within varchar(256).
 pub const MAX_MASKED_VALUE_BYTES: usize = 128;
-const BODY_NONCE_BYTES: usize = 16;
-const BODY_HEADER: &[u8] = b"veil/quarantine-body/v1";
 
 /// How masks are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -96,43 +102,6 @@ fn derive_key(key: &MaskKey, purpose: &[u8]) -> Zeroizing<Vec<u8>> {
         <Hmac<Sha256> as Mac>::new_from_slice(key.material()).expect("HMAC accepts any key length");
     derive.update(purpose);
     Zeroizing::new(derive.finalize().into_bytes().to_vec())
-}
-
-/// The ipcrypt-pfx cipher of a key for one domain: its 32-byte key is
-/// derived from the key material by purpose and domain, so prefix-preserving
-/// masks never share a key with AES-SIV or HMAC masks, nor across domains.
-fn pfx_cipher(key: &MaskKey, associated_data: &[u8]) -> IpcryptPfx {
-    let mut purpose = b"veil/ipcrypt-pfx-key/v1/".to_vec();
-    purpose.extend_from_slice(associated_data);
-    loop {
-        let derived = derive_key(key, &purpose);
-        let mut material = [0u8; IpcryptPfx::KEY_BYTES];
-        material.copy_from_slice(&derived[..IpcryptPfx::KEY_BYTES]);
-        // IpcryptPfx refuses (panics on) a key whose halves are equal; for
-        // an HMAC output that has probability 2^-128, and derives again.
-        if material[..16] != material[16..] {
-            let cipher = IpcryptPfx::new(material);
-            zeroize::Zeroize::zeroize(&mut material);
-            return cipher;
-        }
-        purpose.push(0);
-    }
-}
-
-/// The prefix-preserving mask (`pfx1.`) of an address under one key.
-fn pfx_mask(key: &MaskKey, associated_data: &[u8], address: IpAddr) -> String {
-    let masked = pfx_cipher(key, associated_data).encrypt_ipaddr(address);
-    format!("{PFX_PREFIX}.{}.{}", key.id(), masked.to_canonical())
-}
-
-/// Prefix of the audit's fingerprints of looked-up values.
-pub const FINGERPRINT_PREFIX: &str = "fp1";
-
-/// The key of audit fingerprints, derived by purpose so that a fingerprint
-/// never equals a mask (rows cannot be joined to the audit, and nothing in
-/// the audit opens).
-fn fingerprint_key(key: &MaskKey) -> Zeroizing<Vec<u8>> {
-    derive_key(key, b"veil/audit-fingerprint-key/v1")
 }
 
 /// The AES-SIV mask (`siv1.`) of a value under one key, bound to the
@@ -185,60 +154,6 @@ impl Keyring {
             MaskMode::Siv => siv_mask(self.active(), associated_data, value),
             MaskMode::Hmac => hmac_mask(self.active(), associated_data, value),
         }
-    }
-
-    /// A prefix-preserving mask (`pfx1.<key id>.<address>`, ipcrypt-pfx) of
-    /// an IP address: addresses sharing a prefix give masks sharing a
-    /// prefix of the same length, so analysts can group by network.
-    /// Deterministic and reversible with the key, but not authenticated
-    /// (docs/security.md says what it reveals). A value that is not an
-    /// address (the parser lets none through) gets an HMAC mask instead,
-    /// never its clear text.
-    pub fn mask_prefix_preserving(&self, associated_data: &[u8], address: &str) -> String {
-        match address.parse::<IpAddr>() {
-            Ok(address) => pfx_mask(self.active(), associated_data, address.to_canonical()),
-            Err(_) => hmac_mask(self.active(), associated_data, address),
-        }
-    }
-
-    /// Opens a prefix-preserving mask bound to `associated_data`. Nothing
-    /// authenticates it: any address decrypts to some address, so the
-    /// domain must come from the column, and a forged mask opens to noise.
-    pub fn open_prefix_preserving(
-        &self,
-        mask: &str,
-        associated_data: &[u8],
-    ) -> Result<String, RevealError> {
-        let mut parts = mask.trim().splitn(3, '.');
-        let (Some(PFX_PREFIX), Some(key_id), Some(address)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(RevealError::NotAMask);
-        };
-        let key = self
-            .find(key_id)
-            .ok_or_else(|| RevealError::UnknownKey(key_id.to_string()))?;
-        let address: IpAddr = address
-            .parse()
-            .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))?;
-        let clear = pfx_cipher(key, associated_data).decrypt_ipaddr(address);
-        Ok(clear.to_canonical().to_string())
-    }
-
-    /// A keyed one-way fingerprint of a looked-up value, for the audit of
-    /// `find` and `forget`: `fp1.<key id>.<base64url>`, HMAC-SHA256 (128
-    /// bits kept) of the field and the value under a key derived from the
-    /// active key for this purpose alone. It cannot be opened, matches no
-    /// mask, and says nothing without the key; a key holder can check
-    /// whether a given value was looked up by computing it again.
-    pub fn audit_fingerprint(&self, field: &str, value: &str) -> String {
-        let key = self.active();
-        let digest = keyed_digest(&fingerprint_key(key), field.as_bytes(), value);
-        format!(
-            "{FINGERPRINT_PREFIX}.{}.{}",
-            key.id(),
-            URL_SAFE_NO_PAD.encode(&digest[..16])
-        )
     }
 
     /// Every mask a value of a domain (`veil/<domain>/v1`) can have in a
@@ -310,33 +225,6 @@ impl Keyring {
             _ => None,
         }
     }
-
-    /// Encrypts a raw message body for the quarantine (randomized, authenticated).
-    pub fn seal_body(&self, body: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; BODY_NONCE_BYTES];
-        crate::keyring::fill_random(&mut nonce);
-        let ciphertext = cipher(self.active())
-            .encrypt([BODY_HEADER, &nonce[..]], body)
-            .expect("AES-SIV encrypt with two headers");
-        let mut sealed = Vec::with_capacity(BODY_NONCE_BYTES + ciphertext.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        sealed
-    }
-
-    /// Decrypts a quarantined body sealed by the key `key_id`.
-    pub fn open_body(&self, key_id: &str, sealed: &[u8]) -> Result<Vec<u8>, RevealError> {
-        let key = self
-            .find(key_id)
-            .ok_or_else(|| RevealError::UnknownKey(key_id.to_string()))?;
-        if sealed.len() < BODY_NONCE_BYTES {
-            return Err(RevealError::NotAuthentic(key_id.to_string()));
-        }
-        let (nonce, ciphertext) = sealed.split_at(BODY_NONCE_BYTES);
-        cipher(key)
-            .decrypt([BODY_HEADER, nonce], ciphertext)
-            .map_err(|_| RevealError::NotAuthentic(key_id.to_string()))
-    }
 }
 
 #[cfg(test)]
@@ -348,55 +236,6 @@ mod tests {
     const DEVICE: &[u8] = b"veil/device_id/v1";
     /// The login contract's two domains, in its column order.
     const DOMAINS: &[&[u8]] = &[IP, DEVICE];
-
-    fn pfx_address(mask: &str) -> u32 {
-        let text = mask.splitn(3, '.').nth(2).unwrap();
-        u32::from(text.parse::<std::net::Ipv4Addr>().unwrap())
-    }
-
-    #[test]
-    fn prefix_preserving_masks_share_exactly_the_prefixes_their_addresses_share() {
-        let ring = Keyring::generate();
-        let data = b"veil/client_ip/v1";
-        let a = ring.mask_prefix_preserving(data, "203.0.113.7");
-        let b = ring.mask_prefix_preserving(data, "203.0.113.99");
-        let c = ring.mask_prefix_preserving(data, "198.51.100.7");
-
-        assert!(a.starts_with(&format!("pfx1.{}.", ring.active().id())));
-        assert_eq!(a, ring.mask_prefix_preserving(data, "::ffff:203.0.113.7"));
-        // 203.0.113.x share 24 bits; 203 and 198 share their first 4 (11001011, 11000110).
-        let (a, b, c) = (pfx_address(&a), pfx_address(&b), pfx_address(&c));
-        assert_eq!(a >> 8, b >> 8);
-        assert_ne!(a, b);
-        assert_eq!(a >> 28, c >> 28);
-        assert_ne!(a >> 27, c >> 27);
-    }
-
-    #[test]
-    fn prefix_preserving_masks_open_with_their_key_and_domain_only() {
-        let mut ring = Keyring::generate();
-        let data = b"veil/client_ip/v1";
-        let mask = ring.mask_prefix_preserving(data, "2001:DB8::1");
-        let other_domain = ring.mask_prefix_preserving(b"veil/other/v1", "2001:db8::1");
-        ring.rotate();
-
-        assert_ne!(mask, other_domain);
-        assert_eq!(
-            ring.open_prefix_preserving(&mask, data).unwrap(),
-            "2001:db8::1"
-        );
-        assert_ne!(
-            ring.open_prefix_preserving(&mask, b"veil/other/v1")
-                .unwrap(),
-            "2001:db8::1"
-        );
-        assert_ne!(
-            mask,
-            ring.mask_prefix_preserving(data, "2001:db8::1"),
-            "a new key, a new mask"
-        );
-        assert_eq!(Keyring::key_id_of(&mask).map(str::len), Some(8));
-    }
 
     #[test]
     fn masks_are_deterministic_for_one_key() {
@@ -499,38 +338,6 @@ mod tests {
             ring.mask(MaskMode::Siv, IP, "1.2.3.4"),
             loaded.mask(MaskMode::Siv, IP, "1.2.3.4")
         );
-    }
-
-    #[test]
-    fn quarantine_bodies_seal_randomly_and_open() {
-        let ring = Keyring::generate();
-        let one = ring.seal_body(b"{\"ip\":\"1.2.3.4\"}");
-        let two = ring.seal_body(b"{\"ip\":\"1.2.3.4\"}");
-        assert_ne!(one, two);
-        assert_eq!(
-            ring.open_body(ring.active().id(), &one).unwrap(),
-            b"{\"ip\":\"1.2.3.4\"}"
-        );
-        assert!(ring.open_body(ring.active().id(), &one[1..]).is_err());
-    }
-
-    #[test]
-    fn audit_fingerprints_are_keyed_one_way_and_match_no_mask() {
-        let ring = Keyring::generate();
-        let fingerprint = ring.audit_fingerprint("ip", "10.0.0.1");
-        assert_eq!(fingerprint, ring.audit_fingerprint("ip", "10.0.0.1"));
-        assert!(fingerprint.starts_with(&format!("fp1.{}.", ring.active().id())));
-        assert_ne!(fingerprint, ring.audit_fingerprint("ip", "10.0.0.2"));
-        assert_ne!(fingerprint, ring.audit_fingerprint("device_id", "10.0.0.1"));
-        assert_ne!(
-            fingerprint,
-            Keyring::generate().audit_fingerprint("ip", "10.0.0.1")
-        );
-        assert!(ring.reveal(&fingerprint, DOMAINS).is_err());
-        assert!(!ring
-            .masks_under_every_key(IP, "10.0.0.1")
-            .iter()
-            .any(|mask| mask.ends_with(fingerprint.rsplit('.').next().unwrap())));
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::fmt::Display;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::Family;
 use super::Metrics;
+use super::Number;
 use crate::postgres::maintain::{describe, HousekeepingReport};
 use crate::postgres::rights::Lacking;
 use crate::postgres::WriteError;
@@ -28,8 +30,8 @@ pub struct BatchCounts {
 impl Metrics {
     /// `count` messages came back from one receive call.
     pub fn received_messages(&self, count: usize) {
-        self.received.fetch_add(count as u64, Ordering::Relaxed);
-        self.receive_calls.fetch_add(1, Ordering::Relaxed);
+        self.add(Number::Received, count as u64);
+        self.add(Number::ReceiveCalls, 1);
     }
 
     /// An SQS call succeeded: SQS is reachable again.
@@ -48,7 +50,7 @@ impl Metrics {
         unready: bool,
         next: &str,
     ) {
-        self.sqs_errors.add(operation, 1);
+        self.family(Family::SqsErrors).add(operation, 1);
         if unready {
             self.sqs_ready.store(false, Ordering::Relaxed);
         }
@@ -59,7 +61,7 @@ impl Metrics {
     /// reason), the latency observed, one "batch committed" line.
     pub fn batch_committed(&self, results: &[Recorded], elapsed: Duration) -> BatchCounts {
         self.batch_seconds.observe(elapsed);
-        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.add(Number::Batches, 1);
         self.postgres_ready.store(true, Ordering::Relaxed);
         let mut counts = BatchCounts::default();
         for result in results {
@@ -72,9 +74,8 @@ impl Metrics {
                 Recorded::Duplicate => counts.duplicates += 1,
             }
         }
-        self.written.fetch_add(counts.written, Ordering::Relaxed);
-        self.duplicates
-            .fetch_add(counts.duplicates, Ordering::Relaxed);
+        self.add(Number::Written, counts.written);
+        self.add(Number::Duplicates, counts.duplicates);
         tracing::info!(
             messages = results.len(),
             written = counts.written,
@@ -89,7 +90,7 @@ impl Metrics {
     /// A batch could not be recorded for a passing reason and is retried
     /// after `retry_in` on a new connection.
     pub fn database_unavailable(&self, error: &WriteError, retry_in: Duration) {
-        self.postgres_errors.add(error.kind(), 1);
+        self.family(Family::PostgresErrors).add(error.kind(), 1);
         self.postgres_ready.store(false, Ordering::Relaxed);
         tracing::warn!(
             error = %crate::error::std_error_chain(error),
@@ -101,13 +102,13 @@ impl Metrics {
     /// Writing stopped on an error no retry mends (the caller fails the
     /// process or the invocation with it, which logs it).
     pub fn database_failed(&self, error: &WriteError) {
-        self.postgres_errors.add(error.kind(), 1);
+        self.family(Family::PostgresErrors).add(error.kind(), 1);
     }
 
     /// Postgres refused a value of this message: it is quarantined as
     /// `db_rejected` instead.
     pub fn value_rejected(&self, message_id: &str) {
-        self.postgres_errors.add("data", 1);
+        self.family(Family::PostgresErrors).add("data", 1);
         tracing::warn!(
             message_id,
             "Postgres rejected a value; quarantining the message"
@@ -116,14 +117,13 @@ impl Metrics {
 
     /// SQS deleted `count` recorded messages.
     pub fn deleted_messages(&self, count: usize) {
-        self.deleted.fetch_add(count as u64, Ordering::Relaxed);
+        self.add(Number::Deleted, count as u64);
     }
 
     /// Recorded messages SQS did not delete: they come back and the ledger
     /// skips them. `why` is logged with their count.
     pub fn delete_failed(&self, count: usize, why: &dyn Display) {
-        self.delete_failures
-            .fetch_add(count as u64, Ordering::Relaxed);
+        self.add(Number::DeleteFailures, count as u64);
         tracing::warn!(
             messages = count,
             %why,
@@ -134,9 +134,9 @@ impl Metrics {
     /// `done` unrecorded messages given back to the queue (visibility 0);
     /// `failed` could not be, with the error.
     pub fn released_messages(&self, done: usize, failed: Option<(usize, &dyn Display)>) {
-        self.released.fetch_add(done as u64, Ordering::Relaxed);
+        self.add(Number::Released, done as u64);
         if let Some((count, error)) = failed {
-            self.sqs_errors.add("release", 1);
+            self.family(Family::SqsErrors).add("release", 1);
             tracing::warn!(%error, messages = count, "could not release messages; they return after their visibility timeout");
         }
         tracing::info!(
@@ -147,8 +147,7 @@ impl Metrics {
 
     /// SQS extended the visibility of `count` held messages.
     pub fn visibility_extended(&self, count: usize) {
-        self.visibility_extensions
-            .fetch_add(count as u64, Ordering::Relaxed);
+        self.add(Number::VisibilityExtensions, count as u64);
     }
 
     /// A housekeeping pass completed (perhaps with failed steps): its
@@ -156,20 +155,18 @@ impl Metrics {
     /// something or a step failed.
     pub fn housekeeping_done(&self, report: &HousekeepingReport) {
         if report.skipped {
-            self.housekeeping_runs.add("skipped", 1);
+            self.family(Family::HousekeepingRuns).add("skipped", 1);
             tracing::debug!("{}", describe(report));
             return;
         }
         let failed = !report.failures.is_empty();
-        self.housekeeping_runs
+        self.family(Family::HousekeepingRuns)
             .add(if failed { "failed" } else { "done" }, 1);
-        self.partitions_created
-            .fetch_add(report.created.len() as u64, Ordering::Relaxed);
-        self.partitions_dropped
-            .fetch_add(report.dropped.len() as u64, Ordering::Relaxed);
-        self.housekeeping_rows_deleted.fetch_add(
+        self.add(Number::PartitionsCreated, report.created.len() as u64);
+        self.add(Number::PartitionsDropped, report.dropped.len() as u64);
+        self.add(
+            Number::HousekeepingRowsDeleted,
             report.pruned_entries + report.pruned_rows,
-            Ordering::Relaxed,
         );
         if failed {
             tracing::warn!(
@@ -180,9 +177,9 @@ impl Metrics {
             );
             return;
         }
-        self.housekeeping_last_success.store(
+        self.set(
+            Number::HousekeepingLastSuccess,
             chrono::Utc::now().timestamp().max(0) as u64,
-            Ordering::Relaxed,
         );
         let changed = !report.created.is_empty()
             || !report.dropped.is_empty()
@@ -224,7 +221,7 @@ impl Metrics {
     /// A housekeeping pass could not run (`what`: "could not connect", ...);
     /// it is tried again at the next interval.
     pub fn housekeeping_failed(&self, what: &str, error: &anyhow::Error) {
-        self.housekeeping_runs.add("failed", 1);
+        self.family(Family::HousekeepingRuns).add("failed", 1);
         tracing::warn!(
             error = %crate::error::error_chain(error),
             "housekeeping {what}; trying again at the next interval"
@@ -258,8 +255,8 @@ mod tests {
                 duplicates: 1
             }
         );
-        assert_eq!(super::super::get(&metrics.written), 2);
-        assert_eq!(super::super::get(&metrics.batches), 1);
+        assert_eq!(metrics.get(Number::Written), 2);
+        assert_eq!(metrics.get(Number::Batches), 1);
         assert_eq!(metrics.quarantined_total(), 1);
         assert!(metrics.postgres_ready.load(Ordering::Relaxed));
     }
@@ -271,7 +268,7 @@ mod tests {
         assert!(metrics.sqs_ready.load(Ordering::Relaxed));
         metrics.sqs_failed("receive", &"refused", true, "receive failed");
         assert!(!metrics.sqs_ready.load(Ordering::Relaxed));
-        assert_eq!(metrics.sqs_errors.total(), 2);
+        assert_eq!(metrics.family(Family::SqsErrors).total(), 2);
         metrics.sqs_answered();
         assert!(metrics.sqs_ready.load(Ordering::Relaxed));
     }

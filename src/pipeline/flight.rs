@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+use crate::metrics::Number;
 use crate::sqs::Receipt;
 
 /// A held delivery: its receipt (all a delete or a release needs) and the
@@ -104,12 +105,8 @@ impl InFlight {
     /// At most `message_limit` messages and `byte_limit` bytes at once;
     /// the in-flight gauges of `metrics` follow every change.
     pub fn new(message_limit: usize, byte_limit: usize, metrics: Arc<Metrics>) -> Self {
-        metrics
-            .in_flight_limit
-            .store(message_limit as u64, Ordering::Relaxed);
-        metrics
-            .in_flight_bytes_limit
-            .store(byte_limit as u64, Ordering::Relaxed);
+        metrics.set(Number::InFlightLimit, message_limit as u64);
+        metrics.set(Number::InFlightBytesLimit, byte_limit as u64);
         InFlight {
             metrics,
             messages: Semaphore::new(message_limit),
@@ -160,12 +157,8 @@ impl InFlight {
     /// Copies the current numbers into the gauges.
     fn publish(&self) {
         let metrics = &self.metrics;
-        metrics
-            .in_flight
-            .store(self.held() as u64, Ordering::Relaxed);
-        metrics
-            .in_flight_bytes
-            .store(self.bytes_in_use() as u64, Ordering::Relaxed);
+        metrics.set(Number::InFlight, self.held() as u64);
+        metrics.set(Number::InFlightBytes, self.bytes_in_use() as u64);
     }
 
     /// Gives a whole reservation back (the receive brought nothing, or failed).

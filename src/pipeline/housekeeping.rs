@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Family;
 use crate::metrics::Metrics;
 use crate::postgres::maintain::{maintain, missing_rights, HousekeepingPolicy};
 use crate::postgres::rights::Lacking;
@@ -40,7 +41,7 @@ pub async fn pass(
     match maintain(client, policy, Duration::ZERO).await {
         Ok(report) => metrics.housekeeping_done(&report),
         Err(error) if lacks_privilege(&error) => {
-            metrics.housekeeping_runs.add("failed", 1);
+            metrics.family(Family::HousekeepingRuns).add("failed", 1);
             metrics.housekeeping_delegated_to(&Lacking {
                 missing: vec![crate::error::error_chain(&error)],
                 ..Lacking::default()

@@ -1,7 +1,6 @@
 //! The progress bar of `veil run --until-empty` on a terminal: messages
 //! done, the rate, and what SQS says is left.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
+use crate::metrics::Number;
 
 /// Draws the bar until `stop`.
 pub async fn show(shared: Arc<Shared>, stop: CancellationToken) {
@@ -21,7 +21,7 @@ pub async fn show(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticks = 0u64;
     let mut remaining = 0;
     loop {
-        let received = shared.metrics.received.load(Ordering::Relaxed);
+        let received = shared.metrics.get(Number::Received);
         bar.set_position(received);
         // Ask SQS for the remaining depth every two seconds, not every tick.
         if ticks.is_multiple_of(8) {

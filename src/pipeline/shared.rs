@@ -14,7 +14,8 @@ use super::flight::InFlight;
 use crate::contract::{ColumnType, Plan};
 use crate::keyring::Keyring;
 use crate::mask::MaskMode;
-use crate::metrics::{self, Metrics, ServiceState};
+use crate::metrics::Number;
+use crate::metrics::{Metrics, ServiceState};
 use crate::postgres::SessionLimits;
 use crate::record::Row;
 use crate::sqs::{ReceiveRequest, SqsClient};
@@ -317,19 +318,18 @@ impl Shared {
     /// What the run did.
     pub fn report(&self) -> RunReport {
         let m = &self.metrics;
-        let get = metrics::get;
         RunReport {
-            received: get(&m.received),
-            receive_calls: get(&m.receive_calls),
-            written: get(&m.written),
+            received: m.get(Number::Received),
+            receive_calls: m.get(Number::ReceiveCalls),
+            written: m.get(Number::Written),
             quarantined: m.quarantined_total(),
             quarantined_by_reason: m.quarantined_by_reason(),
-            duplicates: get(&m.duplicates),
-            deleted: get(&m.deleted),
-            delete_failures: get(&m.delete_failures),
-            released: get(&m.released),
-            batches: get(&m.batches),
-            visibility_extensions: get(&m.visibility_extensions),
+            duplicates: m.get(Number::Duplicates),
+            deleted: m.get(Number::Deleted),
+            delete_failures: m.get(Number::DeleteFailures),
+            released: m.get(Number::Released),
+            batches: m.get(Number::Batches),
+            visibility_extensions: m.get(Number::VisibilityExtensions),
             peak_in_flight: self.flight.peak_held(),
             peak_in_flight_bytes: self.flight.peak_bytes(),
             elapsed: self.started.elapsed(),

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::migrated_db;
 use crate::helpers::*;
+use veil::metrics::Family;
 
 /// What the fake server saw.
 #[derive(Default)]
@@ -169,7 +170,7 @@ async fn extra_messages_are_given_back_and_an_expired_token_is_retried() {
     assert_eq!(seen.released, ["r-10", "r-11"], "the extras went back");
     assert_eq!(seen.deleted.len(), 10);
     assert_eq!(
-        metrics.sqs_errors.snapshot().get("receive"),
+        metrics.family(Family::SqsErrors).snapshot().get("receive"),
         Some(&1),
         "the expired token was one transient failure, then retried"
     );

@@ -10,6 +10,7 @@ use veil::sqs::{ProtocolChoice, ReceiveRequest};
 
 use crate::cli::{migrated_db, text, veil};
 use crate::helpers::*;
+use veil::metrics::Family;
 
 #[tokio::test]
 async fn kill_9_at_random_moments_loses_nothing_and_doubles_nothing() {
@@ -107,7 +108,12 @@ async fn sqs_outage_mid_drain_is_ridden_out() {
     .await;
     proxy.stop().await;
     wait_until("veil to notice the outage", || async {
-        counters.sqs_errors.snapshot().values().sum::<u64>() >= 2
+        counters
+            .family(Family::SqsErrors)
+            .snapshot()
+            .values()
+            .sum::<u64>()
+            >= 2
     })
     .await;
     assert!(
@@ -229,7 +235,7 @@ async fn postgres_restart_mid_drain_is_ridden_out() {
     cluster.pg_ctl(&["stop"]);
     wait_until("veil to notice Postgres is gone", || async {
         counters
-            .postgres_errors
+            .family(Family::PostgresErrors)
             .snapshot()
             .contains_key("transient")
     })
@@ -243,7 +249,7 @@ async fn postgres_restart_mid_drain_is_ridden_out() {
     assert!(report.is_ok(), "veil kept running: {:?}", report.err());
     assert!(
         counters
-            .postgres_errors
+            .family(Family::PostgresErrors)
             .snapshot()
             .get("transient")
             .copied()

@@ -2,13 +2,13 @@
 //! in-flight bound, the visibility heartbeat, analyst indexes.
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 use veil::sqs::ProtocolChoice;
 
 use crate::cli::{migrated_db, text, veil};
 use crate::helpers::*;
+use veil::metrics::Number;
 
 #[tokio::test]
 async fn two_processes_on_one_queue_record_each_event_exactly_once() {
@@ -124,7 +124,7 @@ async fn a_batch_held_longer_than_the_visibility_timeout_is_not_redelivered() {
     // Each message is extended about once a second; three rounds means it
     // has been held past the 2 s timeout at least once over.
     wait_until("three rounds of visibility extensions", || async {
-        counters.visibility_extensions.load(Ordering::Relaxed) >= 60
+        counters.get(Number::VisibilityExtensions) >= 60
     })
     .await;
     lock.rollback().await.unwrap();

@@ -15,6 +15,8 @@ use veil::sqs::ProtocolChoice;
 
 use crate::cli::{migrated_db, text};
 use crate::helpers::*;
+use veil::metrics::Family;
+use veil::metrics::Number;
 
 /// What a revoked privilege, a DBA's new rule or a failover can do to an
 /// insert: SQLSTATE 42501 on every write to user_logins.
@@ -33,7 +35,7 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(15);
 
 async fn transient_errors(metrics: &Metrics) -> u64 {
     metrics
-        .postgres_errors
+        .family(Family::PostgresErrors)
         .snapshot()
         .get("transient")
         .copied()
@@ -449,7 +451,7 @@ async fn bytes_in_flight_never_exceed_the_bound() {
     let sampler = tokio::spawn(async move {
         let mut most = 0;
         while !service.is_finished() {
-            most = most.max(watched.in_flight_bytes.load(Ordering::Relaxed));
+            most = most.max(watched.get(Number::InFlightBytes));
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         (most, service.await.unwrap())
@@ -472,7 +474,7 @@ async fn bytes_in_flight_never_exceed_the_bound() {
         "the bound was reached, so the test says something: {}",
         report.peak_in_flight_bytes
     );
-    assert_eq!(metrics.in_flight_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(metrics.get(Number::InFlightBytes), 0);
     assert_exactly_once(&db, &queue, 180, events.len() as i64).await;
     assert_eq!(
         db.scalar("SELECT count(*) FROM veil.quarantine WHERE reason = 'too_large'")

@@ -1,5 +1,11 @@
 //! The command line: subcommands and their options, with `--help` text. Raw
 //! arguments only; `config` turns them into checked settings.
+//!
+//! Longer than 500 lines on purpose: it is a declaration, one struct of
+//! flags per subcommand and the flag groups they share, whose doc comments
+//! are the `--help` users read. Kept in one file so a shared group (the
+//! database, the key, the contracts) and every command using it are read
+//! together; it holds no logic.
 
 use std::path::PathBuf;
 

@@ -1,244 +1,13 @@
-//! The SQL of contract tables: their `CREATE TABLE` (with the analyst
-//! indexes on PII columns), the batch statements the writer prepares for a
-//! plan, and the comparison of an existing table with its contract
-//! (additive changes applied, destructive ones refused with the reason).
-//!
-//! Every value travels as text and is cast to its column's type in SQL:
-//! one statement shape serves every contract, and the parser has already
-//! checked that each text casts.
+//! `veil migrate` (and the schema check of `veil run`): veil's schema, then
+//! each contract's table created, or compared with its contract: nullable
+//! columns added (by `migrate` only), destructive differences refused with
+//! the reason, a table's own columns with a default accepted.
 
-use anyhow::Context;
 use tokio_postgres::GenericClient;
 
-use crate::contract::{Bind, Column, Contract, Plan, TableName};
+use super::ddl::{create_table_sql, quoted, table_sql};
+use crate::contract::{Column, Contract, Plan, TableName};
 use crate::error::ConfigError;
-
-/// A quoted identifier (contract identifiers are checked to be plain, so
-/// quoting cannot be escaped out of; it keeps reserved words usable).
-fn quoted(identifier: &str) -> String {
-    format!("\"{identifier}\"")
-}
-
-/// The table's name as SQL.
-pub fn table_sql(table: &TableName) -> String {
-    match &table.schema {
-        Some(schema) => format!("{}.{}", quoted(schema), quoted(&table.name)),
-        None => quoted(&table.name),
-    }
-}
-
-/// The array type a column's cells are bound as (`Column::bind`).
-fn param_type(column: &Column) -> &'static str {
-    match column.bind() {
-        Bind::Text => "text",
-        Bind::Bigint => "int8",
-        Bind::Date => "date",
-        Bind::Boolean => "bool",
-        Bind::Timestamp => "timestamptz",
-    }
-}
-
-/// The expression that turns the parameter `u.cN` into the column's type.
-/// Text goes as it is: a varchar(n) column then refuses a longer value
-/// (`db_rejected`) instead of the cast cutting it silently. A cast to the
-/// parameter's own type costs nothing.
-fn cast(column: &Column, index: usize) -> String {
-    let text_like = column.sql_type == "text" || column.sql_type.starts_with("varchar");
-    if text_like && column.bind() == Bind::Text {
-        format!("u.c{index}")
-    } else {
-        format!("u.c{index}::{}", column.sql_type)
-    }
-}
-
-/// `INSERT INTO table (columns) SELECT casts FROM unnest($first.., ) AS u(c0..)`.
-fn insert_sql(contract: &Contract, first_param: usize) -> String {
-    let names: Vec<String> = contract.columns.iter().map(|c| quoted(&c.name)).collect();
-    let casts: Vec<String> = contract
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| cast(c, i))
-        .collect();
-    let params: Vec<String> = contract
-        .columns
-        .iter()
-        .enumerate()
-        .map(|(i, column)| format!("${}::{}[]", first_param + i, param_type(column)))
-        .collect();
-    let aliases: Vec<String> = (0..contract.columns.len())
-        .map(|i| format!("c{i}"))
-        .collect();
-    format!(
-        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
-        table_sql(&contract.table),
-        names.join(", "),
-        casts.join(", "),
-        params.join(", "),
-        aliases.join(", ")
-    )
-}
-
-const QUARANTINE_COLUMNS: &str =
-    "(message_id, reason, field, sent_at, receive_count, key_id, body_sealed, body_bytes, contract)";
-
-fn quarantine_unnest(first: usize) -> String {
-    let types = [
-        "text",
-        "text",
-        "text",
-        "timestamptz",
-        "int4",
-        "text",
-        "bytea",
-        "int4",
-        "text",
-    ];
-    let params: Vec<String> = types
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("${}::{t}[]", first + i))
-        .collect();
-    format!("SELECT * FROM unnest({})", params.join(", "))
-}
-
-/// The batch statements of a plan, as the writer prepares them.
-#[derive(Debug, Clone)]
-pub struct ContractBatchSql {
-    /// Ledger, every contract's rows and the quarantine in one statement:
-    /// $1-$3 the ledger, then each contract's columns in plan order, then
-    /// the quarantine's nine.
-    pub record_all: String,
-    /// Each contract's insert alone, its columns from $1 (the slow path).
-    pub inserts: Vec<String>,
-    /// The quarantine insert alone, skipping ids already there.
-    pub quarantine: String,
-}
-
-impl ContractBatchSql {
-    /// The statements of `plan`.
-    pub fn of(plan: &Plan) -> Self {
-        let mut record_all = String::from(
-            "WITH claimed AS (
-    INSERT INTO veil.ledger (sent_ms, message_id, outcome)
-    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[])
-)",
-        );
-        let mut next = 4;
-        for (index, contract) in plan.contracts.iter().enumerate() {
-            record_all.push_str(&format!(
-                ", written_{index} AS (\n    {}\n)",
-                insert_sql(contract, next)
-            ));
-            next += contract.columns.len();
-        }
-        record_all.push_str(&format!(
-            "\nINSERT INTO veil.quarantine {QUARANTINE_COLUMNS}\n{}",
-            quarantine_unnest(next)
-        ));
-        ContractBatchSql {
-            record_all,
-            inserts: plan.contracts.iter().map(|c| insert_sql(c, 1)).collect(),
-            quarantine: format!(
-                "INSERT INTO veil.quarantine {QUARANTINE_COLUMNS}\n{}\n    ON CONFLICT (message_id) DO NOTHING\n    RETURNING message_id",
-                quarantine_unnest(1)
-            ),
-        }
-    }
-}
-
-/// `CREATE TABLE` of a contract, with an index on each PII column (the
-/// analysts' `GROUP BY masked_x`) and on its first date column.
-pub fn create_table_sql(contract: &Contract) -> String {
-    let table = table_sql(&contract.table);
-    let width = contract
-        .columns
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(0)
-        + 2;
-    let columns: Vec<String> = contract
-        .columns
-        .iter()
-        .map(|c| format!("    {:<width$}  {}", quoted(&c.name), c.sql_type))
-        .collect();
-    let mut sql = match &contract.table.schema {
-        Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS {};\n", quoted(schema)),
-        None => String::new(),
-    };
-    match &contract.partition {
-        None => sql.push_str(&format!(
-            "CREATE TABLE IF NOT EXISTS {table}(\n{}\n);\n",
-            columns.join(",\n")
-        )),
-        Some(partition) => {
-            // The default partition catches dates no partition covers yet;
-            // `veil migrate` and `veil maintain` add the ranges. The comment
-            // is where housekeeping reads the width back.
-            let default = match &contract.table.schema {
-                Some(schema) => format!(
-                    "{}.{}",
-                    quoted(schema),
-                    quoted(&format!("{}_default", contract.table.name))
-                ),
-                None => quoted(&format!("{}_default", contract.table.name)),
-            };
-            sql.push_str(&format!(
-                "CREATE TABLE IF NOT EXISTS {table}(\n{}\n) PARTITION BY RANGE ({});\n\
-                 CREATE TABLE IF NOT EXISTS {default} PARTITION OF {table} DEFAULT;\n\
-                 COMMENT ON TABLE {table} IS 'contract {}: partitioned by {} on {}; veil maintain keeps the partitions';\n",
-                columns.join(",\n"),
-                quoted(&partition.column),
-                contract.name,
-                partition.every.name(),
-                partition.column,
-            ));
-        }
-    }
-    for (_, index) in index_statements(contract) {
-        sql.push_str(&index);
-        sql.push_str(";\n");
-    }
-    sql
-}
-
-/// Each analyst index of a contract: its name and its `CREATE INDEX IF
-/// NOT EXISTS` (an index lives in its table's schema).
-fn index_statements(contract: &Contract) -> Vec<(String, String)> {
-    let table = table_sql(&contract.table);
-    index_columns(contract)
-        .map(|column| {
-            let name = format!("{}_{}_idx", contract.table.name, column.name);
-            let sql = format!(
-                "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
-                quoted(&name),
-                quoted(&column.name)
-            );
-            (name, sql)
-        })
-        .collect()
-}
-
-/// An index's name as `to_regclass` finds it: in its table's schema.
-fn index_sql_name(contract: &Contract, name: &str) -> String {
-    match &contract.table.schema {
-        Some(schema) => format!("{}.{}", quoted(schema), quoted(name)),
-        None => quoted(name),
-    }
-}
-
-fn index_columns(contract: &Contract) -> impl Iterator<Item = &Column> {
-    let first_date = contract
-        .columns
-        .iter()
-        .find(|c| c.sql_type == "date")
-        .map(|c| c.name.as_str());
-    contract
-        .columns
-        .iter()
-        .filter(move |c| c.pii.is_some() || Some(c.name.as_str()) == first_date)
-}
 
 /// The SQL type as `format_type` prints it, to compare with the catalog.
 fn catalog_type(sql_type: &str) -> String {
@@ -287,45 +56,17 @@ async fn migrate_with(
     plan: &Plan,
     add_columns: bool,
 ) -> anyhow::Result<MigrateReport> {
-    let upgraded_ledger = super::schema::migrate_veil_schema(client).await?;
+    let upgraded_ledger = super::super::schema::migrate_veil_schema(client).await?;
     let transaction = client.transaction().await?;
-    transaction.batch_execute(super::MIGRATE_LOCK_SQL).await?;
+    transaction
+        .batch_execute(super::super::MIGRATE_LOCK_SQL)
+        .await?;
     let tables = apply(&transaction, plan, add_columns).await?;
     transaction.commit().await?;
     Ok(MigrateReport {
         upgraded_ledger,
         tables,
     })
-}
-
-/// Adds the analyst indexes of each contract (its PII columns and first
-/// date column) that its existing table lacks, without blocking writers
-/// (`CREATE INDEX CONCURRENTLY`). Returns the names it created.
-pub async fn create_indexes(
-    client: &impl GenericClient,
-    plan: &Plan,
-) -> anyhow::Result<Vec<String>> {
-    let mut created = Vec::new();
-    for contract in &plan.contracts {
-        for (name, sql) in index_statements(contract) {
-            let exists: bool = client
-                .query_one(
-                    "SELECT to_regclass($1) IS NOT NULL",
-                    &[&index_sql_name(contract, &name)],
-                )
-                .await?
-                .get(0);
-            if !exists {
-                let concurrently = sql.replacen("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1);
-                client
-                    .batch_execute(&concurrently)
-                    .await
-                    .with_context(|| format!("creating index {name}"))?;
-                created.push(name);
-            }
-        }
-    }
-    Ok(created)
 }
 
 /// Whether the connected role may insert into a contract's table (true
@@ -470,7 +211,7 @@ async fn partitioning_refusal(
         return Ok(None);
     };
     let table = contract.table.to_string();
-    let has = super::partitions::dated_table(client, &table_sql(&contract.table)).await?;
+    let has = super::super::partitions::dated_table(client, &table_sql(&contract.table)).await?;
     let problem = match has {
         None => format!(
             "table {table} exists and is not partitioned, and veil never alters how a table holding \
@@ -608,50 +349,4 @@ pub async fn table_columns(
             })
             .collect(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_login_contract_ddl_is_the_reference_table() {
-        let plan = crate::contract::builtin_login();
-        let sql = create_table_sql(&plan.contracts[0]);
-        let columns: Vec<String> = sql
-            .lines()
-            .skip(1)
-            .take(7)
-            .map(|line| {
-                line.split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    .trim_end_matches(',')
-                    .to_string()
-            })
-            .collect();
-        assert_eq!(
-            columns,
-            [
-                "\"user_id\" varchar(128)",
-                "\"device_type\" varchar(32)",
-                "\"masked_ip\" varchar(256)",
-                "\"masked_device_id\" varchar(256)",
-                "\"locale\" varchar(32)",
-                "\"app_version\" integer",
-                "\"create_date\" date",
-            ]
-        );
-        assert!(sql.contains("CREATE INDEX IF NOT EXISTS \"user_logins_masked_ip_idx\""));
-    }
-
-    #[test]
-    fn the_batch_statement_numbers_each_contracts_columns_after_the_ledgers() {
-        let plan = crate::contract::builtin_login();
-        let sql = ContractBatchSql::of(&plan);
-        assert!(sql.record_all.contains("unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int8[], $10::date[])"));
-        assert!(sql.record_all.contains("unnest($11::text[]"));
-        assert!(sql.record_all.contains("$19::text[])"));
-        assert!(sql.record_all.contains("u.c5::integer, u.c6::date"));
-    }
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod contracts;
 mod deploy;
+mod docs;
 mod fake_sqs;
 mod first_run;
 mod golden;

@@ -637,7 +637,9 @@ pub struct MaintainArgs {
     pub wait_secs: u64,
 }
 
-/// The value `find` and `forget` look for: exactly one.
+/// The value `find` and `forget` look for: exactly one. `--ip`,
+/// `--device-id` and `--user-id` are the built-in login contract's `ip`
+/// and `device_id` domains and `user_id` column (`--value ip=...`).
 #[derive(Debug, Clone, Args)]
 #[group(required = true, multiple = false)]
 pub struct LookupArgs {
@@ -649,6 +651,10 @@ pub struct LookupArgs {
     /// A device id, exactly as the producer sent it.
     #[arg(long, value_name = "ID")]
     pub device_id: Option<String>,
+
+    /// A user id (stored as it is, so matched as it is).
+    #[arg(long, value_name = "ID")]
+    pub user_id: Option<String>,
 
     /// A value of a PII domain or a column of the contracts (--contract;
     /// without it, the built-in login contract): NAME=VALUE, where NAME is
@@ -683,31 +689,6 @@ pub struct FindArgs {
     pub limit: i64,
 }
 
-/// What `forget` erases: exactly one of these.
-#[derive(Debug, Clone, Args)]
-#[group(required = true, multiple = false)]
-pub struct ForgetTarget {
-    /// An IP address (any spelling of it).
-    #[arg(long, value_name = "IP")]
-    pub ip: Option<String>,
-
-    /// A device id, exactly as the producer sent it.
-    #[arg(long, value_name = "ID")]
-    pub device_id: Option<String>,
-
-    /// A user id (stored as it is, so matched as it is).
-    #[arg(long, value_name = "ID")]
-    pub user_id: Option<String>,
-
-    /// A value of a PII domain or a column of the contracts (--contract;
-    /// without it, the built-in login contract): NAME=VALUE, where NAME is
-    /// a domain (email: every column of that domain, in every contract) or
-    /// a column name (user_id). The value is normalized as its columns
-    /// normalize it, then masked under every key.
-    #[arg(long, value_name = "NAME=VALUE")]
-    pub value: Option<String>,
-}
-
 /// Options of `veil forget`.
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
@@ -721,7 +702,7 @@ pub struct ForgetArgs {
     pub database: DatabaseArgs,
 
     #[command(flatten)]
-    pub target: ForgetTarget,
+    pub target: LookupArgs,
 
     /// Why (a privacy request's reference); stored in veil.audit.
     #[arg(long)]

@@ -202,18 +202,14 @@ mod tests {
     }
 
     fn masked_rows_table(rows: &[Vec<String>], total: u64) -> String {
-        let headers = [
-            "user_id",
-            "device_type",
-            "masked_ip",
-            "masked_device_id",
-            "locale",
-            "app_version",
-            "create_date",
-        ];
+        let login = crate::contract::builtin_login();
         sample_table(&SampleTable {
             title: "user_logins (contract login)".into(),
-            headers: headers.map(String::from).to_vec(),
+            headers: login.contracts[0]
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
             right_aligned: vec![5],
             rows: rows.to_vec(),
             total,

@@ -20,15 +20,7 @@ pub async fn find(args: FindArgs) -> anyhow::Result<()> {
     if args.limit < 1 {
         return Err(ConfigError("--limit must be at least 1".into()).into());
     }
-    let lookup = &args.lookup;
-    let named = named_value(
-        lookup.value.as_deref(),
-        [
-            ("ip", lookup.ip.as_deref()),
-            ("device_id", lookup.device_id.as_deref()),
-            ("user_id", None),
-        ],
-    )?;
+    let named = named_value(&args.lookup)?;
     let (lookup, mut database) =
         Lookup::open(&args.contracts, &args.key, &args.database, named).await?;
     let client = database.client().await?;

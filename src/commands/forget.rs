@@ -14,15 +14,7 @@ use crate::postgres::privacy as sql;
 /// `veil forget`.
 pub async fn forget(args: ForgetArgs) -> anyhow::Result<()> {
     require_reason(&args.reason, "this person's data is being erased")?;
-    let flags = &args.target;
-    let named = named_value(
-        flags.value.as_deref(),
-        [
-            ("ip", flags.ip.as_deref()),
-            ("device_id", flags.device_id.as_deref()),
-            ("user_id", flags.user_id.as_deref()),
-        ],
-    )?;
+    let named = named_value(&args.target)?;
     let (lookup, mut database) =
         Lookup::open(&args.contracts, &args.key, &args.database, named).await?;
     let client = database.client().await?;

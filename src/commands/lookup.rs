@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 
-use crate::cli::{ContractArgs, DatabaseArgs, KeyArgs};
+use crate::cli::{ContractArgs, DatabaseArgs, KeyArgs, LookupArgs};
 use crate::config::{database_from_args, key_location, plan_from_args};
 use crate::error::ConfigError;
 use crate::keyring::{self as keys, Keyring};
@@ -22,11 +22,13 @@ const QUARANTINE_PAGE_ROWS: i64 = 1000;
 
 /// The value of a lookup's flags, as (NAME, VALUE): `--value NAME=VALUE`
 /// split at its first `=`, or the login flag given (clap lets one through).
-pub(super) fn named_value<'a>(
-    value: Option<&'a str>,
-    login: [(&'static str, Option<&'a str>); 3],
-) -> Result<(&'a str, &'a str), ConfigError> {
-    if let Some(text) = value {
+pub(super) fn named_value(flags: &LookupArgs) -> Result<(&str, &str), ConfigError> {
+    let login = [
+        ("ip", flags.ip.as_deref()),
+        ("device_id", flags.device_id.as_deref()),
+        ("user_id", flags.user_id.as_deref()),
+    ];
+    if let Some(text) = flags.value.as_deref() {
         return text.split_once('=').ok_or_else(|| {
             ConfigError(format!(
                 "--value {text:?} needs NAME=VALUE, a domain or column name and the value (--value email=ann@example.com)"

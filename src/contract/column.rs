@@ -417,12 +417,7 @@ fn sql_type_of(
 #[cfg(test)]
 mod tests {
     use crate::contract::compile_text as compile;
-
-    fn refusal(text: &str) -> String {
-        compile(text).unwrap_err().to_string()
-    }
-
-    const HEAD: &str = "contract: signups\nversion: 1\ncolumns:\n";
+    use crate::contract::testing::{refusal, HEAD};
 
     #[test]
     fn a_mask_column_too_narrow_for_its_mask_is_refused() {

@@ -69,6 +69,18 @@ fn compile_sources(sources: &[format::Source]) -> Result<Plan, ConfigError> {
     Plan::compile(&files)
 }
 
+/// What the tests of the contract modules share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The start of a contract of one table, `signups`, before its columns.
+    pub const HEAD: &str = "contract: signups\nversion: 1\ncolumns:\n";
+
+    /// Why `text` does not compile, as a message.
+    pub fn refusal(text: &str) -> String {
+        super::compile_text(text).unwrap_err().to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

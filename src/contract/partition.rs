@@ -105,10 +105,7 @@ pub(super) fn partitioning(
 mod tests {
     use super::*;
     use crate::contract::compile_text as compile;
-
-    fn refusal(text: &str) -> String {
-        compile(text).unwrap_err().to_string()
-    }
+    use crate::contract::testing::refusal;
 
     #[test]
     fn partitions_go_on_a_date_column_every_row_has() {

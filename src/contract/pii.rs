@@ -158,12 +158,7 @@ fn looks_like_pii(name: &str, from: Option<&str>) -> Option<&'static str> {
 mod tests {
     use super::*;
     use crate::contract::compile_text as compile;
-
-    fn refusal(text: &str) -> String {
-        compile(text).unwrap_err().to_string()
-    }
-
-    const HEAD: &str = "contract: signups\nversion: 1\ncolumns:\n";
+    use crate::contract::testing::{refusal, HEAD};
 
     #[test]
     fn a_pii_looking_column_without_a_mask_is_refused() {

@@ -372,12 +372,7 @@ fn quarantine_naming(file: Option<&QuarantineFile>) -> Result<(bool, bool), Stri
 #[cfg(test)]
 mod tests {
     use crate::contract::compile_text as compile;
-
-    fn refusal(text: &str) -> String {
-        compile(text).unwrap_err().to_string()
-    }
-
-    const HEAD: &str = "contract: signups\nversion: 1\ncolumns:\n";
+    use crate::contract::testing::{refusal, HEAD};
 
     #[test]
     fn two_contracts_routing_the_same_bodies_are_refused() {

@@ -41,10 +41,7 @@ impl Keyring {
 mod tests {
     use super::*;
 
-    const IP: &[u8] = b"veil/ip/v1";
-    const DEVICE: &[u8] = b"veil/device_id/v1";
-    /// The login contract's two domains, in its column order.
-    const DOMAINS: &[&[u8]] = &[IP, DEVICE];
+    use super::super::testing::{DOMAINS, IP};
 
     #[test]
     fn audit_fingerprints_are_keyed_one_way_and_match_no_mask() {

@@ -227,15 +227,22 @@ impl Keyring {
     }
 }
 
+/// The login contract's domains, for the tests of these modules.
+#[cfg(test)]
+mod testing {
+    /// Its IP domain.
+    pub const IP: &[u8] = b"veil/ip/v1";
+    /// Its device id domain.
+    pub const DEVICE: &[u8] = b"veil/device_id/v1";
+    /// Both, in its column order.
+    pub const DOMAINS: &[&[u8]] = &[IP, DEVICE];
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{DEVICE, DOMAINS, IP};
     use super::*;
     use std::path::Path;
-
-    const IP: &[u8] = b"veil/ip/v1";
-    const DEVICE: &[u8] = b"veil/device_id/v1";
-    /// The login contract's two domains, in its column order.
-    const DOMAINS: &[&[u8]] = &[IP, DEVICE];
 
     #[test]
     fn masks_are_deterministic_for_one_key() {

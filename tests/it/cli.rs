@@ -1,59 +1,10 @@
 //! The binary as users run it: exit codes, help, reveal, keygen, logs.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 
 use veil::sqs::ProtocolChoice;
 
-use crate::helpers::*;
-
-/// `veil reveal` arguments for this key and database.
-pub fn reveal_args<'a>(key: &'a TestKey, db: &'a TestDb, reason: &'a str) -> Vec<&'a str> {
-    vec![
-        "reveal",
-        "--key-file",
-        key.path.to_str().unwrap(),
-        "--database-url",
-        &db.url,
-        "--reason",
-        reason,
-    ]
-}
-
-/// A database with veil's schema, for commands that do not migrate.
-pub async fn migrated_db() -> TestDb {
-    let db = TestDb::create().await;
-    let output = veil(&["migrate", "--database-url", &db.url], "", &[]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    db
-}
-
-pub fn veil(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(veil_binary())
-        .args(args)
-        .env_remove("VEIL_KEY_FILE")
-        .env_remove("DATABASE_URL")
-        .env_remove("VEIL_QUEUE_URL")
-        .env_remove("VEIL_KEY")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("veil binary runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use crate::fixtures::*;
 
 #[tokio::test]
 async fn until_empty_run_prints_summary_and_table_and_reveal_round_trips() {

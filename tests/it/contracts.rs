@@ -6,15 +6,9 @@
 
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 /// Asserts that a command's output holds `needle`, printing it if not.
-fn says(output: &[u8], needle: &str) {
-    let output = text(output);
-    assert!(output.contains(needle), "expected {needle:?} in:\n{output}");
-}
-
 pub const SHOP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/contracts/shop");
 
 pub fn signup(id: u32, email: &str) -> String {

@@ -10,8 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use veil::sqs::ReceiveRequest;
 
-use crate::cli::{migrated_db, text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 const TEMPLATE: &str = include_str!("../../deploy/cloudformation/veil.yaml");
 

@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::migrated_db;
-use crate::helpers::*;
+use crate::fixtures::*;
 use veil::metrics::Family;
 
 /// What the fake server saw.

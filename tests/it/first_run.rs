@@ -7,8 +7,7 @@ use std::process::{Command, Output};
 
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{migrated_db, text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 /// `veil` with its per-user data directory in `home`.
 fn veil_at(home: &std::path::Path, args: &[&str], stdin: &str) -> Output {

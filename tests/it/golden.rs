@@ -15,7 +15,7 @@ use veil::keyring::Keyring;
 use veil::metrics::Metrics;
 use veil::sqs::ProtocolChoice;
 
-use crate::helpers::{modern_endpoint, run_config, TestDb, TestKey, TestQueue, TEST_TIMEOUT};
+use crate::fixtures::{modern_endpoint, run_config, TestDb, TestKey, TestQueue, TEST_TIMEOUT};
 
 const BODIES: &str = include_str!("../fixtures/golden/login-bodies.json");
 /// The fixed key the fixture's masks were made with.

@@ -12,8 +12,7 @@ use veil::postgres::maintain::{maintain, HousekeepingPolicy};
 use veil::postgres::partitions;
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{migrated_db, text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 use crate::lifecycle::{ledger_day, partition_names};
 
 /// A database with veil's schema and the roles of sql/roles.sql.

@@ -3,18 +3,17 @@
 //! botocore) for the same fixed credentials, region, host, user and time.
 //! And veil refuses to send a token where TLS may be off.
 
+use crate::fixtures::{text, veil};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
-
-use crate::cli::{text, veil};
 
 /// The Python of the modern LocalStack's venv (it has botocore).
 fn botocore_python() -> String {
     if let Ok(python) = std::env::var("VEIL_TEST_BOTOCORE_PYTHON") {
         return python;
     }
-    let port = crate::helpers::modern_endpoint()
+    let port = crate::fixtures::modern_endpoint()
         .rsplit(':')
         .next()
         .unwrap_or("4566")

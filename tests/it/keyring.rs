@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use base64::Engine;
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{migrated_db, reveal_args, text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 pub fn login(ip: &str, device_id: &str) -> String {
     serde_json::json!({"user_id": "u-1", "app_version": "3.1.4", "device_type": "ios",
@@ -349,7 +348,7 @@ async fn veil_key_leaves_the_process_environment_once_read() {
     let key = TestKey::create();
     let encoded =
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&key.path).unwrap());
-    let db = crate::cli::migrated_db().await;
+    let db = crate::fixtures::migrated_db().await;
     let queue = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
     let mut args = run_args(&queue, &db, &key);
     let at = args.iter().position(|a| a == "--key-file").unwrap();

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use veil::sqs::{ProtocolChoice, QueueMessage, ReceiveRequest};
 
-use crate::cli::migrated_db;
-use crate::helpers::*;
+use crate::fixtures::*;
 use crate::runtime_api::{failures, sqs_event, Answer, RuntimeApi};
 
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
@@ -352,7 +351,7 @@ async fn a_fatal_error_fails_init_or_the_invocation_never_reporting_success() {
     assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, 0);
 
     // Fixed by the owner: the same environment records the retry.
-    let migrate = crate::cli::veil(&["migrate", "--database-url", &db.url], "", &[]);
+    let migrate = crate::fixtures::veil(&["migrate", "--database-url", &db.url], "", &[]);
     assert!(migrate.status.success());
     assert_eq!(
         failures(&invoke(&api, &event, ANSWER_WITHIN).await),
@@ -363,9 +362,9 @@ async fn a_fatal_error_fails_init_or_the_invocation_never_reporting_success() {
 
 #[tokio::test]
 async fn veil_lambda_outside_lambda_says_what_to_do() {
-    let output = crate::cli::veil(&["lambda"], "", &[]);
+    let output = crate::fixtures::veil(&["lambda"], "", &[]);
     assert_eq!(output.status.code(), Some(2));
-    let stderr = crate::cli::text(&output.stderr);
+    let stderr = crate::fixtures::text(&output.stderr);
     assert!(
         stderr.contains("AWS_LAMBDA_RUNTIME_API is not set"),
         "{stderr}"
@@ -436,7 +435,7 @@ async fn the_maintain_handler_does_one_housekeeping_pass_per_invocation() {
 async fn contracts_route_a_lambda_batch_into_each_contracts_table() {
     use crate::contracts::{purchase, signup, SHOP};
     let db = TestDb::create().await;
-    let migrate = crate::cli::veil(
+    let migrate = crate::fixtures::veil(
         &["migrate", "--database-url", &db.url, "--contract", SHOP],
         "",
         &[],
@@ -444,7 +443,7 @@ async fn contracts_route_a_lambda_batch_into_each_contracts_table() {
     assert!(
         migrate.status.success(),
         "{}",
-        crate::cli::text(&migrate.stderr)
+        crate::fixtures::text(&migrate.stderr)
     );
     let key = TestKey::create();
     let queue = TestQueue::create(&legacy_endpoint(), ProtocolChoice::Auto).await;
@@ -524,7 +523,7 @@ async fn a_kms_enveloped_keyring_is_opened_once_at_init_and_serves_every_invocat
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("kms-keyring.json");
     let kms_env = [("AWS_ENDPOINT_URL_KMS", endpoint.as_str())];
-    let created = crate::cli::veil(
+    let created = crate::fixtures::veil(
         &[
             "keys",
             "new",
@@ -539,7 +538,7 @@ async fn a_kms_enveloped_keyring_is_opened_once_at_init_and_serves_every_invocat
     assert!(
         created.status.success(),
         "{}",
-        crate::cli::text(&created.stderr)
+        crate::fixtures::text(&created.stderr)
     );
     let db = migrated_db().await;
     let queue = TestQueue::create(&endpoint, ProtocolChoice::Auto).await;

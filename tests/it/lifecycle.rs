@@ -6,8 +6,7 @@ use chrono::{Days, Utc};
 use veil::postgres::partitions::{self, Partitioned};
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{migrated_db, text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 /// The name of the ledger partition of the day `days_from_today` away.
 pub fn ledger_day(days_from_today: i64) -> String {

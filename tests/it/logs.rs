@@ -5,8 +5,7 @@
 
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{migrated_db, text};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 /// The user ids of the valid seeded events.
 fn user_ids(messages: &[veil::seed::SeedMessage]) -> Vec<String> {
@@ -116,7 +115,7 @@ async fn producers_control_characters_are_escaped_in_every_table_and_stored_as_s
     args.push("--until-empty".into());
     let drained = run_logged(&args);
     let key_file = key.path.to_str().unwrap();
-    let find = crate::cli::veil(
+    let find = crate::fixtures::veil(
         &[
             "find",
             "--key-file",
@@ -131,7 +130,7 @@ async fn producers_control_characters_are_escaped_in_every_table_and_stored_as_s
         "",
         &[],
     );
-    let reveal = crate::cli::veil(
+    let reveal = crate::fixtures::veil(
         &[
             "reveal",
             "--key-file",

@@ -7,9 +7,8 @@
 use veil::keyring::Keyring;
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{text, veil};
+use crate::fixtures::*;
 use crate::golden::GOLDEN_KEYRING;
-use crate::helpers::*;
 
 fn fixture(layout: &str, file: &str) -> String {
     format!(
@@ -70,19 +69,6 @@ async fn catalog(db: &TestDb) -> Vec<String> {
     .await
 }
 
-/// `veil` with these arguments; fails the test unless it exits 0.
-fn ok(args: &[&str]) -> String {
-    let output = veil(args, "", &[]);
-    assert!(
-        output.status.success(),
-        "veil {}: {}{}",
-        args.join(" "),
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
 async fn old_database_runs_under_this_release(layout: &str) {
     let db = restored(layout).await;
     let key = TestKey::from_json(GOLDEN_KEYRING);
@@ -91,7 +77,7 @@ async fn old_database_runs_under_this_release(layout: &str) {
     let old_rows = db.scalar("SELECT count(*) FROM user_logins").await;
     assert_eq!(old_rows, 24, "the fixture's rows are there");
 
-    ok(&["migrate", "--database-url", &db.url]);
+    veil_ok(&["migrate", "--database-url", &db.url]);
     let after = catalog(&db).await;
     let lost: Vec<&String> = before.iter().filter(|line| !after.contains(line)).collect();
     assert!(lost.is_empty(), "migrate only adds; it changed {lost:#?}");
@@ -102,7 +88,7 @@ async fn old_database_runs_under_this_release(layout: &str) {
     let valid = seeded.iter().filter(|m| m.valid).count() as i64;
     let mut run = run_args(&queue, &db, &key);
     run.push("--until-empty".into());
-    ok(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    veil_ok(&run.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(
         db.scalar("SELECT count(*) FROM user_logins").await,
         old_rows + valid
@@ -131,33 +117,27 @@ async fn old_database_runs_under_this_release(layout: &str) {
         ))
         .await;
 
-    let found = ok(&[
-        "find",
-        "--ip",
-        &ip,
-        "--reason",
-        "old rows",
-        "--key-file",
-        key_file,
-        "--database-url",
-        &db.url,
-    ]);
+    // An audited command (find, reveal, forget) with the key and the database.
+    let audited = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--reason",
+            "old rows",
+            "--key-file",
+            key_file,
+            "--database-url",
+            &db.url,
+        ]);
+        veil_ok(&all)
+    };
+    let found = audited(&["find", "--ip", &ip]);
     assert!(found.contains(&format!("({with_ip} row")), "{found}");
 
-    let revealed = ok(&[
-        "reveal",
-        "--sql",
-        &format!(
-            "SELECT masked_ip FROM user_logins WHERE masked_ip = '{}' LIMIT 1",
-            row.get::<_, String>(0)
-        ),
-        "--reason",
-        "old rows",
-        "--key-file",
-        key_file,
-        "--database-url",
-        &db.url,
-    ]);
+    let statement = format!(
+        "SELECT masked_ip FROM user_logins WHERE masked_ip = '{}' LIMIT 1",
+        row.get::<_, String>(0)
+    );
+    let revealed = audited(&["reveal", "--sql", &statement]);
     assert!(revealed.contains(&ip), "{revealed}");
 
     let rows_before = db.scalar("SELECT count(*) FROM user_logins").await;
@@ -167,26 +147,16 @@ async fn old_database_runs_under_this_release(layout: &str) {
             row.get::<_, String>(1)
         ))
         .await;
-    ok(&[
-        "forget",
-        "--device-id",
-        &device_id,
-        "--reason",
-        "erasure request",
-        "--key-file",
-        key_file,
-        "--database-url",
-        &db.url,
-    ]);
+    audited(&["forget", "--device-id", &device_id]);
     assert_eq!(
         db.scalar("SELECT count(*) FROM user_logins").await,
         rows_before - with_device
     );
 
     // A rotated key re-masks the old rows, and they still open.
-    ok(&["keys", "rotate", "--key-file", key_file]);
+    veil_ok(&["keys", "rotate", "--key-file", key_file]);
     let rotated = load_keyring_file(&key.path);
-    ok(&["rekey", "--key-file", key_file, "--database-url", &db.url]);
+    veil_ok(&["rekey", "--key-file", key_file, "--database-url", &db.url]);
     let masks = db
         .strings(
             "SELECT masked_ip FROM user_logins UNION ALL SELECT masked_device_id FROM user_logins",
@@ -196,7 +166,7 @@ async fn old_database_runs_under_this_release(layout: &str) {
     assert!(masks.iter().all(|mask| mask.starts_with(&active)));
     assert!(masks.iter().all(|mask| rotated.login_reveal(mask).is_ok()));
 
-    ok(&["maintain", "--database-url", &db.url]);
+    veil_ok(&["maintain", "--database-url", &db.url]);
 }
 
 #[tokio::test]

@@ -3,8 +3,7 @@
 
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 fn login(user_id: &str, ip: &str, device_id: &str) -> String {
     serde_json::json!({"user_id": user_id, "app_version": "3.1.4", "device_type": "ios",

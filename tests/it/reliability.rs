@@ -8,8 +8,7 @@ use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 use veil::sqs::{ProtocolChoice, ReceiveRequest};
 
-use crate::cli::{migrated_db, text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 use veil::metrics::Family;
 
 #[tokio::test]

@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 use tokio_util::sync::CancellationToken;
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{migrated_db, text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 use veil::metrics::Number;
 
 #[tokio::test]

@@ -6,8 +6,7 @@
 
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::text;
-use crate::helpers::*;
+use crate::fixtures::*;
 use crate::tls::{psql, tls_ca, tls_port, TlsDb};
 
 async fn secrets_client() -> aws_sdk_secretsmanager::Client {

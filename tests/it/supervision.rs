@@ -13,8 +13,7 @@ use veil::metrics::{Metrics, ServiceState};
 use veil::ops::OpsServer;
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{migrated_db, text};
-use crate::helpers::*;
+use crate::fixtures::*;
 use veil::metrics::Family;
 use veil::metrics::Number;
 

@@ -8,8 +8,7 @@ use std::process::Command;
 
 use veil::sqs::ProtocolChoice;
 
-use crate::cli::{text, veil};
-use crate::helpers::*;
+use crate::fixtures::*;
 
 /// The TLS cluster's port and files (scripts/postgres-tls.sh defaults).
 pub fn tls_port() -> u16 {

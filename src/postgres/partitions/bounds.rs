@@ -135,22 +135,9 @@ pub enum Cutoff {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tables::{day_start_ms, DatedTable, Granularity, Partitioned};
+    use super::super::tables::{day_start_ms, Partitioned};
+    use super::super::testing::{day, user_logins};
     use super::*;
-
-    fn day(text: &str) -> NaiveDate {
-        text.parse().unwrap()
-    }
-
-    /// `user_logins` in `schema`, by month on `create_date`.
-    fn user_logins(schema: &str) -> DatedTable {
-        DatedTable {
-            schema: schema.into(),
-            name: "user_logins".into(),
-            column: "create_date".into(),
-            granularity: Granularity::Month,
-        }
-    }
 
     #[test]
     fn catalog_bounds_parse_back() {

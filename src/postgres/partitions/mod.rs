@@ -29,3 +29,26 @@ pub use catalog::{
 pub use tables::{
     day_of_ms, day_start_ms, DatedTable, Granularity, PartitionSpec, Partitioned, DAY_MS,
 };
+
+/// What the tests of these modules share.
+#[cfg(test)]
+mod testing {
+    use chrono::NaiveDate;
+
+    use super::{DatedTable, Granularity};
+
+    /// The day `text` (`2026-11-25`).
+    pub fn day(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    /// `user_logins` in `schema`, by month on `create_date`.
+    pub fn user_logins(schema: &str) -> DatedTable {
+        DatedTable {
+            schema: schema.into(),
+            name: "user_logins".into(),
+            column: "create_date".into(),
+            granularity: Granularity::Month,
+        }
+    }
+}

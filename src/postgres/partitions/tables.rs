@@ -164,21 +164,8 @@ pub fn day_of_ms(ms: i64) -> NaiveDate {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{day, user_logins};
     use super::*;
-
-    fn day(text: &str) -> NaiveDate {
-        text.parse().unwrap()
-    }
-
-    /// `user_logins` in `schema`, by month on `create_date`.
-    fn user_logins(schema: &str) -> DatedTable {
-        DatedTable {
-            schema: schema.into(),
-            name: "user_logins".into(),
-            column: "create_date".into(),
-            granularity: Granularity::Month,
-        }
-    }
 
     #[test]
     fn a_ledger_partition_is_one_utc_day_of_milliseconds() {

@@ -1,5 +1,7 @@
-//! Test fixtures: a fresh database, a fresh queue and a key per test, and
-//! ways to drain a queue in-process or through the binary.
+//! The integration tests' fixtures, in one module: a fresh database, a
+//! fresh queue and a key per test, ways to drain a queue in-process or
+//! through the binary, the binary run as users run it, the login
+//! contract's masks, least-privilege roles, a TCP proxy to cut.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -667,4 +669,75 @@ impl Proxy {
             .unwrap();
         self.serve(listener);
     }
+}
+
+/// `veil reveal` arguments for this key and database.
+pub fn reveal_args<'a>(key: &'a TestKey, db: &'a TestDb, reason: &'a str) -> Vec<&'a str> {
+    vec![
+        "reveal",
+        "--key-file",
+        key.path.to_str().unwrap(),
+        "--database-url",
+        &db.url,
+        "--reason",
+        reason,
+    ]
+}
+
+/// A database with veil's schema, for commands that do not migrate.
+pub async fn migrated_db() -> TestDb {
+    let db = TestDb::create().await;
+    let output = veil(&["migrate", "--database-url", &db.url], "", &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    db
+}
+
+/// Runs the `veil` binary with these arguments and stdin, in an
+/// environment without veil's variables (plus `envs`), and waits for it.
+pub fn veil(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(veil_binary())
+        .args(args)
+        .env_remove("VEIL_KEY_FILE")
+        .env_remove("DATABASE_URL")
+        .env_remove("VEIL_QUEUE_URL")
+        .env_remove("VEIL_KEY")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("veil binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Output bytes as text (lossy), for messages and `contains`.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Fails the test unless `output` holds `needle`, showing it all.
+pub fn says(output: &[u8], needle: &str) {
+    let output = text(output);
+    assert!(output.contains(needle), "expected {needle:?} in:\n{output}");
+}
+
+/// `veil` with these arguments, which must exit 0; its stdout.
+pub fn veil_ok(args: &[&str]) -> String {
+    let output = veil(args, "", &[]);
+    assert!(
+        output.status.success(),
+        "veil {}: {}{}",
+        args.join(" "),
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    text(&output.stdout)
 }

@@ -179,3 +179,47 @@ async fn a_monthly_partitioned_old_database_runs_under_this_release_after_a_migr
 {
     old_database_runs_under_this_release("monthly").await;
 }
+
+/// A fresh database migrated by this release has the schema the release
+/// before made (partitions aside, which depend on the day): the same
+/// tables, columns, types, defaults, constraints, indexes and comments,
+/// but two comments reworded on purpose: the quarantine's `contract`
+/// column (the login path is now the built-in contract) and a partitioned
+/// user_logins' (worded as every contract table's; housekeeping reads the
+/// width from either).
+async fn a_fresh_database_gets_the_schema_of_before(layout: &str, flags: &[&str]) {
+    let old = restored(layout).await;
+    let fresh = TestDb::create().await;
+    let mut args = vec!["migrate", "--database-url", &fresh.url];
+    args.extend(flags);
+    veil_ok(&args);
+
+    let (before, now) = (catalog(&old).await, catalog(&fresh).await);
+
+    let differ = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|line| !b.contains(line)).cloned().collect()
+    };
+    let mut reworded = vec![(
+        "veil.quarantine column contract text comment the contract the body was routed to (NULL: the built-in login path, or no contract took it)",
+        "veil.quarantine column contract text comment the contract the body was routed to (NULL: no contract took it, or the built-in login contract, which names none)",
+    )];
+    if layout == "monthly" {
+        reworded.insert(0, (
+            "user_logins kind p by RANGE (create_date) comment login events with masked PII, partitioned by month on create_date; veil maintain keeps the partitions",
+            "user_logins kind p by RANGE (create_date) comment contract login: partitioned by month on create_date; veil maintain keeps the partitions",
+        ));
+    }
+    let (gone, new): (Vec<&str>, Vec<&str>) = reworded.into_iter().unzip();
+    assert_eq!(differ(&before, &now), gone);
+    assert_eq!(differ(&now, &before), new);
+}
+
+#[tokio::test]
+async fn a_fresh_database_gets_the_plain_schema_of_before() {
+    a_fresh_database_gets_the_schema_of_before("plain", &[]).await;
+}
+
+#[tokio::test]
+async fn a_fresh_database_gets_the_monthly_schema_of_before() {
+    a_fresh_database_gets_the_schema_of_before("monthly", &["--partition-by", "month"]).await;
+}

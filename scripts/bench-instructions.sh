@@ -7,7 +7,8 @@
 # one-time work such as seeding the TLS library's random generator: large under valgrind).
 #   BASELINE=path/to/older/veil scripts/bench-instructions.sh
 #   VEIL_ARGS="--contract examples/contracts/login.yaml" BASELINE=... scripts/bench-instructions.sh
-#     (the contract-driven path on the login contract, against the baseline's hard-wired one)
+#     (extra `veil run` flags for this build only; the zero-flag path is the built-in login
+#     contract, so this is the same path, read from the file)
 # Env: EVENTS (2000), PORT (4566), BASELINE (required), VEIL_ARGS (extra `veil run` flags, this
 #      build only)
 # Needs: valgrind; scripts/services.sh up postgres modern (this script runs it). Release build.

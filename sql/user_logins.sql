@@ -1,6 +1,7 @@
 -- user_logins exactly as the reference Postgres (fetchdocker/data-takehome-postgres) ships it.
--- veil creates the same table (from its built-in login contract) when it is missing, and never
--- alters it; the tests and benches use this file to start from the reference environment.
+-- veil creates the same table (from its built-in login contract) when it is missing; `veil run`
+-- never alters it (`veil migrate` adds a column the contract has and the table lacks). The tests
+-- and benches use this file to start from the reference environment.
 CREATE TABLE IF NOT EXISTS user_logins(
     user_id             varchar(128),
     device_type         varchar(32),

@@ -94,11 +94,12 @@ pub enum Command {
     /// Kubernetes CronJob, as the tables' owner; `veil run` does the same
     /// every --housekeeping-interval-secs. One veil at a time does it.
     Maintain(MaintainArgs),
-    /// List the rows of user_logins that hold an IP or a device id (or,
-    /// with --value, the rows of any contract's tables that hold a value of
-    /// a domain or column), without revealing anything else: the value is
-    /// masked under every key of the keyring (both mask modes) and matched.
-    /// Audited; --reason required.
+    /// List the rows that hold one person's value: an IP, a device id or a
+    /// user id of user_logins, or with --value a value of a domain or
+    /// column in every contract's table; and the quarantined messages that
+    /// hold it. Nothing else is revealed: the value is masked under every
+    /// key of the keyring (every mask mode) and matched. Audited; --reason
+    /// required.
     Find(FindArgs),
     /// Erase one person's data: delete the rows of user_logins that hold an
     /// IP, a device id or a user id (or, with --value, the rows of any
@@ -228,7 +229,8 @@ pub struct DatabaseArgs {
     /// Log in with an RDS IAM authentication token instead of a password:
     /// made fresh for each new connection (valid 15 minutes) from the same
     /// AWS credentials as SQS, for the user of --database-url. Needs
-    /// sslmode=require or stronger (verify-full with the RDS CA bundle).
+    /// sslmode=verify-full with the RDS CA bundle (verify-ca is taken with a
+    /// warning; under require a server in the middle would get the token).
     #[arg(long, env = "VEIL_DATABASE_IAM_AUTH")]
     pub database_iam_auth: bool,
 }

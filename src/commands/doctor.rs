@@ -385,4 +385,5 @@ async fn check_tls(
 }
 
 const MIGRATE_FIX: &str =
-    "run `veil migrate` as the database owner (veil run also does it when it may)";
+    "run `veil migrate` as the database owner (veil run also creates what is missing when it may, \
+     but never adds columns to a table)";

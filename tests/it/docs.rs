@@ -83,7 +83,7 @@ fn words<'a>(text: &'a str, prefix: &str, allowed: &str) -> Vec<(usize, &'a str)
                 .find(|c: char| !(c.is_ascii_alphanumeric() || allowed.contains(c)))
                 .unwrap_or(tail.len());
             let word = &rest[at..at + prefix.len() + length];
-            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '/') {
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || "-/_".contains(c)) {
                 found.push((number + 1, word));
             }
             rest = &rest[at + prefix.len() + length..];

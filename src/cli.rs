@@ -131,7 +131,12 @@ pub struct ContractArgs {
 pub enum ContractCommand {
     /// Print the built-in login contract (what veil runs with no
     /// --contract), as a starting point for your own.
-    Show,
+    Show {
+        /// The built-in contract to print: `login`, the only one (and the
+        /// default).
+        #[arg(default_value = "login")]
+        name: String,
+    },
     /// Check contracts: the file's shape (with line and column), then
     /// every rule (PII columns without a mask, mask columns too narrow,
     /// sources of the wrong type, routes that overlap). Exit 2 on a

@@ -7,7 +7,16 @@ use crate::postgres::contract_sql;
 /// `veil contract ...`.
 pub fn run(command: ContractCommand) -> anyhow::Result<()> {
     match command {
-        ContractCommand::Show => print!("{}", contract::LOGIN_CONTRACT_YAML),
+        ContractCommand::Show { name } if name == "login" => {
+            print!("{}", contract::LOGIN_CONTRACT_YAML)
+        }
+        ContractCommand::Show { name } => {
+            return Err(crate::error::ConfigError(format!(
+                "there is no built-in contract {name:?}: the built-in one is login (`veil contract \
+                 show login`); your own contracts are files (`veil contract check --contract FILE`)"
+            ))
+            .into())
+        }
         ContractCommand::Check(args) => println!("{}", describe(&*plan_of(&args)?)),
         ContractCommand::Ddl(args) => {
             for contract in &plan_of(&args)?.contracts {

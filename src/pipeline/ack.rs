@@ -86,11 +86,13 @@ pub async fn release(shared: &Shared, deliveries: Vec<Delivery>) {
     if deliveries.is_empty() {
         return;
     }
+    // 0, unless a receive abandoned at a stop could still take them.
+    let timeout_secs = shared.receivers.give_back_visibility_secs();
     let changes: Vec<VisibilityChange<'_>> = deliveries
         .iter()
         .map(|d| VisibilityChange {
             receipt: &d.receipt,
-            timeout_secs: 0,
+            timeout_secs,
         })
         .collect();
     let result = shared.sqs.change_visibility(&changes).await;

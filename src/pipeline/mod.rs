@@ -86,8 +86,12 @@ pub async fn run(
         supervisor.spawn_step(step);
     }
     for _ in 0..settings.receivers {
+        let running = shared.receivers.start();
         let step = receive::receive_loop(shared.clone(), sender.clone(), stop_receiving.clone());
-        supervisor.spawn_step(step);
+        supervisor.spawn_step(async move {
+            step.await;
+            drop(running);
+        });
     }
     drop(sender);
     supervisor.spawn_background("heartbeat", |stop| {

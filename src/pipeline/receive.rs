@@ -40,6 +40,8 @@ pub async fn receive_loop(
     let mut backoff = Backoff::default();
     loop {
         let reservation = tokio::select! {
+            // A stop comes first: no receive starts once it is asked for.
+            biased;
             _ = stop.cancelled() => return,
             reservation = shared.flight.reserve(asked, room) => reservation,
         };
@@ -50,6 +52,16 @@ pub async fn receive_loop(
                 return;
             }
         };
+        if shared.failure.happened() {
+            // A fatal error while this receive was under way: what it
+            // brought is given back now, not handed to writers that are
+            // giving back. (On a shutdown, writers still record it.)
+            shared.flight.cancel(reservation);
+            if let Ok(messages) = received {
+                give_back(&shared, &messages).await;
+            }
+            return;
+        }
         let mut messages = match received {
             Ok(messages) => {
                 backoff.reset();
@@ -127,11 +139,24 @@ async fn receive_or_stop(
     shared: &Shared,
     stop: &CancellationToken,
 ) -> Option<Result<Vec<QueueMessage>, SqsError>> {
+    if stop.is_cancelled() {
+        return None;
+    }
+    let started = tokio::time::Instant::now();
     let receive = shared.sqs.receive(shared.settings.receive);
     tokio::pin!(receive);
     tokio::select! {
+        biased;
         received = &mut receive => Some(received),
-        _ = stop.cancelled() => tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut receive).await.ok(),
+        _ = stop.cancelled() => {
+            let received = tokio::time::timeout(SHUTDOWN_RECEIVE_GRACE, &mut receive).await.ok();
+            if received.is_none() {
+                // SQS goes on with the long poll until its wait ends.
+                let wait = Duration::from_secs(shared.settings.receive.wait_secs.max(0) as u64);
+                shared.receivers.abandoned(started + wait + SHUTDOWN_RECEIVE_GRACE);
+            }
+            received
+        }
     }
 }
 
@@ -144,16 +169,25 @@ async fn give_back_extras(shared: &Shared, messages: &mut Vec<QueueMessage>, ask
         extra = extras.len(),
         "SQS returned more messages than asked for; giving the extras back"
     );
-    let changes: Vec<_> = extras
+    give_back(shared, &extras).await;
+}
+
+/// Gives received messages back at once (visibility 0), unprepared.
+async fn give_back(shared: &Shared, messages: &[QueueMessage]) {
+    if messages.is_empty() {
+        return;
+    }
+    let timeout_secs = shared.receivers.give_back_visibility_secs();
+    let changes: Vec<_> = messages
         .iter()
         .map(|m| crate::sqs::VisibilityChange {
             receipt: &m.receipt,
-            timeout_secs: 0,
+            timeout_secs,
         })
         .collect();
     let result = shared.sqs.change_visibility(&changes).await;
     if let Some(error) = result.error {
-        tracing::warn!(%error, "could not give the extra messages back; they return after their visibility timeout");
+        tracing::warn!(%error, "could not give received messages back; they return after their visibility timeout");
     }
 }
 

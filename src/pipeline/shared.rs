@@ -218,6 +218,65 @@ impl Failure {
     }
 }
 
+/// The receivers still running, and how long a receive they abandoned may
+/// still take messages. After a fatal error the writers give what they
+/// hold back only once no receiver runs: a message given back while a
+/// receive is under way could be received again, and again, in the same
+/// crash. And a long poll abandoned at a stop goes on at SQS until its
+/// wait ends, taking what becomes visible for a reply nobody reads: what
+/// is given back stays hidden until then.
+#[derive(Debug, Default)]
+pub struct Receivers {
+    running: std::sync::atomic::AtomicUsize,
+    stopped: tokio::sync::Notify,
+    abandoned_until: Mutex<Option<tokio::time::Instant>>,
+}
+
+/// One receiver counted as running until dropped.
+pub struct Running(Arc<Receivers>);
+
+impl Receivers {
+    /// Counts one more receiver as running, until the guard is dropped.
+    pub fn start(self: &Arc<Self>) -> Running {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Running(self.clone())
+    }
+
+    /// A receive was abandoned; SQS may go on with it until `until`.
+    pub fn abandoned(&self, until: tokio::time::Instant) {
+        let mut latest = self.abandoned_until.lock().expect("abandoned lock");
+        *latest = Some(latest.map_or(until, |known| known.max(until)));
+    }
+
+    /// The visibility to give messages back with: 0, or the seconds until
+    /// every abandoned receive has ended at SQS.
+    pub fn give_back_visibility_secs(&self) -> i32 {
+        let until = *self.abandoned_until.lock().expect("abandoned lock");
+        until.map_or(0, |until| {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            i32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(i32::MAX)
+        })
+    }
+
+    /// Waits until no receiver runs.
+    pub async fn all_stopped(&self) {
+        loop {
+            let notified = self.stopped.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.stopped.notify_waiters();
+    }
+}
+
 /// Everything the pipeline's tasks share.
 pub struct Shared {
     /// The queue.
@@ -232,6 +291,8 @@ pub struct Shared {
     pub flight: InFlight,
     /// Delete tasks of committed batches; the supervisor waits for them.
     pub deletes: TaskTracker,
+    /// The receivers still running.
+    pub receivers: Arc<Receivers>,
     /// The first fatal error.
     pub failure: Failure,
     /// Stops the receivers: shutdown, a fatal error, or a drained queue.
@@ -278,6 +339,7 @@ impl Shared {
             settings,
             metrics,
             deletes: TaskTracker::new(),
+            receivers: Arc::default(),
             failure: Failure::default(),
             stop_receiving,
             started: Instant::now(),

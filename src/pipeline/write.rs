@@ -147,6 +147,20 @@ fn committed(shared: &Arc<Shared>, batch: Vec<Item>, results: &[Recorded], start
         .spawn(ack::delete(shared.clone(), deliveries));
 }
 
+/// Gives a batch back to the queue. After a fatal error, only once every
+/// receiver has stopped (each stops at once, or after its receive under way
+/// returns): a message given back earlier could be received again in the
+/// same crash, and each time it counts against `maxReceiveCount`.
 async fn release(shared: &Shared, batch: Vec<Item>) {
+    if shared.failure.happened() {
+        let waited = tokio::time::timeout(RECEIVERS_STOP_WITHIN, shared.receivers.all_stopped());
+        if waited.await.is_err() {
+            tracing::warn!("receivers still running; giving messages back anyway");
+        }
+    }
     ack::release(shared, Item::give_up(batch, &shared.flight)).await;
 }
+
+/// How long a writer giving messages back after a fatal error waits for
+/// the receivers to stop: a receive under way gets a second to return.
+const RECEIVERS_STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);

@@ -614,6 +614,14 @@ async fn contract_commands_check_show_ddl_and_export() {
     );
 
     let show = veil(&["contract", "show"], "", &[]);
+    let show_login = veil(&["contract", "show", "login"], "", &[]);
+    let show_other = veil(&["contract", "show", "signup"], "", &[]);
+    assert_eq!(show_login.stdout, show.stdout, "login is the default");
+    assert_eq!(show_other.status.code(), Some(2));
+    says(
+        &show_other.stderr,
+        "there is no built-in contract \"signup\"",
+    );
     let shown = dir.path().join("shown.yaml");
     std::fs::write(&shown, &show.stdout).unwrap();
     let check_shown = veil(

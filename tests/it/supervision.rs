@@ -29,7 +29,9 @@ const DENY_TRIGGER: &str = "
         FOR EACH STATEMENT EXECUTE FUNCTION deny_logins();";
 
 /// Well below the 60 s visibility timeout: messages visible again within
-/// this were given back, not left to expire.
+/// this were given back, not left to expire. (A long poll abandoned at the
+/// stop keeps them hidden until its `--wait-secs` end: the tests that
+/// count on this pass `--wait-secs 2`.)
 const RELEASE_WITHIN: Duration = Duration::from_secs(15);
 
 async fn transient_errors(metrics: &Metrics) -> u64 {
@@ -73,7 +75,17 @@ async fn a_fatal_error_is_logged_once_gives_every_message_back_and_exits_in_time
     let key = TestKey::create();
     queue.seed(300, 0.0, 111).await;
     let mut args = run_args(&queue, &db, &key);
-    args.extend(["--shutdown-timeout-secs", "10", "--max-batch-rows", "50"].map(String::from));
+    args.extend(
+        [
+            "--shutdown-timeout-secs",
+            "10",
+            "--max-batch-rows",
+            "50",
+            "--wait-secs",
+            "2",
+        ]
+        .map(String::from),
+    );
 
     let started = Instant::now();
     let output = wait_for_exit(spawn_veil(&args), TEST_TIMEOUT).await;
@@ -117,7 +129,12 @@ async fn a_fatal_error_turns_readyz_503_and_the_state_metric_failed() {
     let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
     let key = TestKey::create();
     queue.seed(50, 0.0, 112).await;
-    let config = run_config(&queue, &db, &key, &["--shutdown-timeout-secs", "10"]);
+    let config = run_config(
+        &queue,
+        &db,
+        &key,
+        &["--shutdown-timeout-secs", "10", "--wait-secs", "2"],
+    );
     let (service, metrics) = spawn_service(config);
     let ops = OpsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone())
         .await
@@ -480,4 +497,74 @@ async fn bytes_in_flight_never_exceed_the_bound() {
             .await,
         80
     );
+}
+
+#[tokio::test]
+async fn a_fatal_error_gives_each_held_message_back_once_so_no_receive_count_passes_two() {
+    let db = migrated_db().await;
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    let key = TestKey::create();
+    queue.seed(400, 0.0, 26).await;
+    let mut args = run_args(&queue, &db, &key);
+    args.extend(
+        [
+            "--max-batch-rows",
+            "20",
+            "--max-batch-wait-ms",
+            "50",
+            "--shutdown-timeout-secs",
+            "10",
+        ]
+        .map(String::from),
+    );
+
+    let veil = spawn_veil(&args);
+    wait_until("some batches recorded", || async {
+        recorded(&db).await >= 40
+    })
+    .await;
+    db.client()
+        .await
+        .batch_execute("DROP TABLE user_logins")
+        .await
+        .unwrap();
+    let output = wait_for_exit(veil, TEST_TIMEOUT).await;
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+
+    // Every message left, received once more here: at most once by veil
+    // before, whatever it held when it failed.
+    let left = 400 - recorded(&db).await as usize;
+    let mut held = std::collections::HashMap::new();
+    while held.len() < left {
+        let request = veil::sqs::ReceiveRequest {
+            max_messages: 10,
+            wait_secs: 1,
+            visibility_timeout_secs: 60,
+            message_attributes: false,
+            first_receive_time: false,
+        };
+        for message in queue.client.receive(request).await.unwrap() {
+            held.insert(message.receipt.message_id.clone(), message);
+        }
+    }
+    let most = held.values().filter_map(|m| m.receive_count).max();
+    assert!(
+        most <= Some(2),
+        "receive counts reached {most:?}: a re-delivery storm"
+    );
+    let back: Vec<_> = held
+        .values()
+        .map(|m| veil::sqs::VisibilityChange {
+            receipt: &m.receipt,
+            timeout_secs: 0,
+        })
+        .collect();
+    assert!(queue.client.change_visibility(&back).await.error.is_none());
+
+    veil_ok(&["migrate", "--database-url", &db.url]);
+    args.push("--until-empty".into());
+    let next = wait_for_exit(spawn_veil(&args), TEST_TIMEOUT).await;
+    assert!(next.status.success(), "{}", text(&next.stderr));
+    assert_eq!(recorded(&db).await, 400, "every message recorded once");
+    assert_eq!(queue.depth().await, Default::default(), "queue ends empty");
 }

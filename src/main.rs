@@ -57,7 +57,7 @@ async fn run(cli: Cli) -> ExitCode {
     tokio::spawn(watch_signals(shutdown.clone()));
     let result = match cli.command {
         Command::Run(args) => commands::run(args, shutdown).await,
-        Command::Lambda(args) => commands::lambda::lambda(args).await,
+        Command::Lambda(args) => commands::lambda::lambda(args, shutdown).await,
         Command::Reveal(args) => commands::reveal::reveal(args).await,
         Command::Keys(command) => commands::keys::keys(command).await,
         Command::Keygen(args) => commands::keys::new(args).await,

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::aws::lambda_runtime::{report_init_error, serve, Failure, Invocation};
 use crate::sqs::event_source::{SqsBatchResponse, SqsEvent};
 
@@ -32,7 +34,7 @@ const LAMBDA_ENV: [&str; 3] = [
 ];
 
 /// `veil lambda`.
-pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
+pub async fn lambda(args: LambdaArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
     let Some(api) = std::env::var(RUNTIME_API_ENV)
         .ok()
@@ -52,7 +54,7 @@ pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
         .into());
     }
     if args.handler == LambdaHandlerKind::Maintain {
-        return serve_maintain(&api, &args.run, started).await;
+        return serve_maintain(&api, &args.run, started, shutdown).await;
     }
     let handler = match init(&args.run).await {
         Ok(handler) => Arc::new(handler),
@@ -62,11 +64,62 @@ pub async fn lambda(args: LambdaArgs) -> anyhow::Result<()> {
         init_ms = started.elapsed().as_millis() as u64,
         "veil lambda ready"
     );
-    serve(move |event: SqsEvent, invocation| {
-        let handler = handler.clone();
+    let served = handler.clone();
+    let serving = serve(move |event: SqsEvent, invocation| {
+        let handler = served.clone();
         async move { invoke(&handler, event, invocation).await }
+    });
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        _ = shutdown.cancelled() => {}
+    }
+    shut_down(&handler, serving).await;
+    Ok(())
+}
+
+/// How long `veil lambda` gives an invocation under way to finish once
+/// Lambda sends SIGTERM (its shutdown phase allows 500 ms without
+/// extensions, then sends SIGKILL).
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(400);
+
+/// Time left to the runtime to send the answer of an invocation that
+/// finished in the budget.
+const ANSWER_SENT_WITHIN: Duration = Duration::from_millis(100);
+
+/// SIGTERM from Lambda: the invocation under way gets `SHUTDOWN_BUDGET`
+/// to finish its batches; past it, it is abandoned. Either way nothing is
+/// half recorded: each batch of it committed whole (and is in the ledger)
+/// or not at all, and an invocation never answered is retried whole by
+/// the event source, the ledger skipping what was recorded. Exits 0.
+async fn shut_down(
+    handler: &LambdaHandler,
+    mut serving: std::pin::Pin<&mut impl std::future::Future<Output = anyhow::Result<()>>>,
+) {
+    let started = Instant::now();
+    // The runtime goes on (the invocation under way needs it to answer)
+    // until no invocation is writing.
+    let idle = tokio::time::timeout(SHUTDOWN_BUDGET, async {
+        tokio::select! {
+            _ = serving.as_mut() => {}
+            _ = handler.idle() => {}
+        }
     })
-    .await
+    .await;
+    match idle {
+        Ok(()) => {
+            // A moment more for an answer being sent.
+            let left = SHUTDOWN_BUDGET.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(left.min(ANSWER_SENT_WITHIN), serving.as_mut()).await;
+            tracing::info!("shutdown requested: no invocation under way; exiting")
+        }
+        Err(_) => tracing::warn!(
+            budget_ms = SHUTDOWN_BUDGET.as_millis() as u64,
+            "shutdown requested: the invocation under way did not finish in the budget and is \
+             abandoned; its committed batches are in the ledger and the event source retries it"
+        ),
+    }
+    handler.flush_metrics();
 }
 
 /// Reports an init error to the Runtime API and returns it (the process
@@ -156,7 +209,12 @@ async fn invoke(
 /// `--handler maintain`: each invocation (the stack's daily schedule) is
 /// one housekeeping pass as the tables' owner; a failed step or a missing
 /// right fails the invocation, so the schedule's retries and alarms see it.
-async fn serve_maintain(api: &str, args: &RunArgs, started: Instant) -> anyhow::Result<()> {
+async fn serve_maintain(
+    api: &str,
+    args: &RunArgs,
+    started: Instant,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let init = async {
         let config = RunConfig::from_args(args)?;
         let database = Database::connect(config.database.clone()).await?;
@@ -172,7 +230,7 @@ async fn serve_maintain(api: &str, args: &RunArgs, started: Instant) -> anyhow::
     );
     let database = Arc::new(tokio::sync::Mutex::new(database));
     let policy = Arc::new(policy);
-    serve(move |_event: serde_json::Value, invocation: Invocation| {
+    let serving = serve(move |_event: serde_json::Value, invocation: Invocation| {
         let (database, policy) = (database.clone(), policy.clone());
         async move {
             let mut database = database.lock().await;
@@ -200,6 +258,14 @@ async fn serve_maintain(api: &str, args: &RunArgs, started: Instant) -> anyhow::
                 "dropped": report.dropped.iter().map(|(name, _)| name).collect::<Vec<_>>(),
             }))
         }
-    })
-    .await
+    });
+    tokio::select! {
+        result = serving => result,
+        // A pass under way is abandoned: each of its DDL steps commits
+        // alone, and the next scheduled pass does what is left.
+        _ = shutdown.cancelled() => {
+            tracing::info!("shutdown requested; exiting");
+            Ok(())
+        }
+    }
 }

@@ -85,6 +85,18 @@ impl LambdaHandler {
         Ok(batch_response(handled?.failed))
     }
 
+    /// Waits until no invocation is writing (one that is holds the
+    /// connection until its batches are done or given up).
+    pub async fn idle(&self) {
+        drop(self.database.lock().await);
+    }
+
+    /// One CloudWatch EMF line of what was counted since the last (the
+    /// last one of an execution environment that is shutting down).
+    pub fn flush_metrics(&self) {
+        self.write_emf_line();
+    }
+
     /// Prepares and records the records in batches, stopping at the deadline.
     pub async fn record(&self, event: SqsEvent, deadline: Instant) -> anyhow::Result<Handled> {
         let messages = queue_messages(event)?;

@@ -559,3 +559,80 @@ async fn a_kms_enveloped_keyring_is_opened_once_at_init_and_serves_every_invocat
     let logs = function.logs();
     assert_eq!(logs.matches("keyring opened with KMS").count(), 1, "{logs}");
 }
+
+/// Sends SIGTERM to a function, as Lambda does at the end of an execution
+/// environment.
+fn sigterm(function: &Function) {
+    let status = Command::new("kill")
+        .args(["-TERM", &function.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_function_with_0_in_its_budget_and_an_abandoned_batch_is_retried_once() {
+    let db = migrated_db().await;
+    let key = TestKey::create();
+    let queue = TestQueue::create(&modern_endpoint(), ProtocolChoice::Auto).await;
+    queue.seed(10, 0.0, 33).await;
+    let messages = receive(&queue, 10).await;
+    let api = RuntimeApi::start().await;
+
+    // Idle: it exits 0 at once.
+    let mut idle = Function::start(&api, &db.url, &key, &[]);
+    wait_until("the function is ready", || async { api.next_calls() >= 1 }).await;
+    sigterm(&idle);
+    let status = wait_for_child(&mut idle.child, Duration::from_secs(2)).await;
+    assert_eq!(status.code(), Some(0), "{}", idle.logs());
+
+    // Busy: the second batch of five waits on a lock past the budget, so
+    // the invocation is abandoned; the first batch committed whole.
+    let mut busy = Function::start_with(
+        &api,
+        &db.url,
+        &key.path,
+        &[],
+        &[("VEIL_MAX_BATCH_ROWS", "5")],
+    );
+    let blocker = db.client().await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    let held = &messages[7];
+    blocker
+        .execute(
+            "INSERT INTO veil.ledger (sent_ms, message_id, outcome) VALUES ($1, $2, 'written')",
+            &[&held.sent_timestamp_ms.unwrap(), &held.receipt.message_id],
+        )
+        .await
+        .unwrap();
+    let first = api.invoke(&sqs_event(&queue.url, &messages), Duration::from_secs(60));
+    wait_until("the second batch waits on the lock", || async {
+        db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .await
+            > 0
+    })
+    .await;
+    let signalled = std::time::Instant::now();
+    sigterm(&busy);
+    let status = wait_for_child(&mut busy.child, Duration::from_secs(2)).await;
+    let took = signalled.elapsed();
+
+    assert_eq!(status.code(), Some(0), "{}", busy.logs());
+    assert!(took < Duration::from_millis(1500), "exited after {took:?}");
+    assert!(busy.logs().contains("abandoned"), "{}", busy.logs());
+    assert!(
+        api.answered(&first).is_none(),
+        "an abandoned invocation is not answered"
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 5);
+
+    // The event source retries the whole batch: each record once.
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let _next = Function::start(&api, &db.url, &key, &[]);
+    let retry = invoke(&api, &sqs_event(&queue.url, &messages), ANSWER_WITHIN).await;
+    assert_eq!(failures(&retry), Vec::<String>::new());
+    assert_eq!(db.scalar("SELECT count(*) FROM user_logins").await, 10);
+    assert_eq!(db.scalar("SELECT count(*) FROM veil.ledger").await, 10);
+}

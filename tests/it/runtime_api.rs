@@ -117,6 +117,11 @@ impl RuntimeApi {
         }
     }
 
+    /// The answer to invocation `id`, if there is one now.
+    pub fn answered(&self, id: &str) -> Option<Answer> {
+        self.state.answers.lock().unwrap().get(id).cloned()
+    }
+
     /// The init error a process reported, if any.
     pub fn init_error(&self) -> Option<serde_json::Value> {
         self.state.init_error.lock().unwrap().clone()

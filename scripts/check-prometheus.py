@@ -6,7 +6,7 @@
      variables filled in, becomes a recording rule in a scratch file that
      promtool check rules must accept (Grafana has no server here).
   3. Every veil_* metric the rules and the dashboard read is one veil exports
-     (src/metrics.rs), every veil:* series they read is a recording rule, and
+     (src/metrics/), every veil:* series they read is a recording rule, and
      every alert's runbook_url is a heading of docs/operations.md.
 
 Run by `make check-deploy` with promtool on PATH (scripts/deploy-tools.sh).
@@ -35,8 +35,10 @@ def promtool(*args):
 
 
 def exported_metrics():
-    """The metric names veil's /metrics renders (string literals in src/metrics.rs)."""
-    source = (ROOT / "src" / "metrics.rs").read_text()
+    """The metric names veil's /metrics renders (string literals in src/metrics/)."""
+    source = "".join(path.read_text() for path in sorted((ROOT / "src" / "metrics").glob("*.rs")))
+    if not source:
+        raise SystemExit("check-prometheus: no Rust files under src/metrics/; update exported_metrics()")
     names = set(re.findall(r'"(veil_[a-z0-9_]+)"', source))
     for histogram in [n for n in names if n.endswith("_seconds")]:
         names |= {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"}

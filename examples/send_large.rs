@@ -1,5 +1,9 @@
-//! Sends COUNT bodies of BYTES bytes each (junk: `x` repeated, so veil
-//! quarantines them as `too_large`) to a queue, for `scripts/bench-memory.sh`.
+//! Sends COUNT bodies of BYTES bytes each (junk, so veil quarantines them
+//! as `too_large`) to a queue, for `scripts/bench-memory.sh`. BODY says of
+//! what: `x` (the default: `x` repeated), `escapes` (a JSON object whose
+//! string is JSON escapes, `\u00e9` and `\"`: text a reply escapes again),
+//! or `unicode` (`é` repeated: two bytes each, that a JSON reply may send
+//! as a six-byte `\u00e9`).
 //! One body per call: ten large bodies exceed SendMessageBatch's size limit.
 //! Bodies over 256 KiB need a queue that takes them: it is created with
 //! `MaximumMessageSize` 1 MiB (SQS's largest) through LocalStack's JSON
@@ -17,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: send_large QUEUE_URL COUNT BYTES");
     };
     let (count, bytes): (usize, usize) = (count.parse()?, bytes.parse()?);
+    let body = body_of(&std::env::var("BODY").unwrap_or_else(|_| "x".into()), bytes)?;
     if bytes > 256 * 1024 {
         // SendMessageBatch is limited to 256 KiB whatever the queue takes.
         create_for_large_bodies(queue_url).await?;
@@ -24,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
             local_call(
                 queue_url,
                 "SendMessage",
-                serde_json::json!({"QueueUrl": queue_url, "MessageBody": "x".repeat(bytes)}),
+                serde_json::json!({"QueueUrl": queue_url, "MessageBody": body}),
             )
             .await?;
         }
@@ -33,7 +38,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let sqs = SqsClient::connect(&QueueSettings::new(queue_url, ProtocolChoice::Auto)).await?;
     sqs.create_queue().await?;
-    let body = "x".repeat(bytes);
     let sent: usize = stream::iter(0..count)
         .map(|_| {
             let (sqs, body) = (sqs.clone(), body.clone());
@@ -45,6 +49,20 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(sent == count, "SQS accepted {sent} of {count}");
     println!("sent {count} bodies of {bytes} bytes to {queue_url}");
     Ok(())
+}
+
+/// A body of `bytes` bytes (within a few) of the kind `kind` names.
+fn body_of(kind: &str, bytes: usize) -> anyhow::Result<String> {
+    Ok(match kind {
+        "x" => "x".repeat(bytes),
+        "escapes" => {
+            let unit = r#"\u00e9\""#;
+            let inner = unit.repeat(bytes.saturating_sub(12) / unit.len());
+            format!(r#"{{"note": "{inner}"}}"#)
+        }
+        "unicode" => "é".repeat(bytes / 2),
+        other => anyhow::bail!("BODY {other:?} is not x, escapes or unicode"),
+    })
 }
 
 /// CreateQueue with a 1 MiB MaximumMessageSize, on LocalStack.

@@ -4,6 +4,7 @@
 # side by side with a BASELINE veil binary on the same input, in interleaved rounds.
 #   BASELINE=path/to/older/veil scripts/bench-memory.sh
 # Env: COUNT (400), BYTES (250000; above 262144 the queue is made with SQS's 1 MiB limit),
+#      BODY (x: `x` repeated; escapes: a JSON object of `\u00e9\"` escapes; unicode: `é` repeated),
 #      ROUNDS (3), PORT (4566), BASELINE (optional), RUN_FLAGS (extra `veil run` flags, e.g.
 #      "--max-in-flight-bytes 12582912" for the bound in bytes)
 # Needs: scripts/services.sh up postgres modern (this script runs it). Release build.

@@ -329,11 +329,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
 
-    /// Most bytes held at once: bodies, receipts, prepared rows, and room
-    /// reserved for receives under way (each reserves --batch-size times
-    /// the queue's MaximumMessageSize while it waits). Takes 67108864,
-    /// 64MiB, 512KiB or 1GiB. At least one receive's room.
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes, value_name = "BYTES")]
+    /// Most bytes held at once, counting all veil holds: bodies, receipts,
+    /// prepared rows, a receive's reply while it is decoded, each writer's
+    /// statement buffers, and room reserved for receives under way. Takes
+    /// 134217728, 128MiB, 512KiB or 1GiB. A bound too small for one message
+    /// of the queue's largest size per receive is refused at start; one too
+    /// small for --batch-size of them makes receives ask for fewer (logged,
+    /// with the bound that would be needed).
+    #[arg(long, default_value = "128MiB", value_parser = parse_bytes, value_name = "BYTES")]
     pub max_in_flight_bytes: usize,
 
     /// Longest a batch statement may run on a writer's session before

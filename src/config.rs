@@ -73,19 +73,6 @@ impl RunConfig {
                 args.max_in_flight, args.batch_size
             )));
         }
-        let smallest = crate::pipeline::receive_reservation_bytes(
-            args.batch_size as usize,
-            crate::sqs::SQS_MAX_MESSAGE_BYTES,
-        );
-        if args.max_in_flight_bytes < smallest {
-            return Err(ConfigError(format!(
-                "--max-in-flight-bytes ({}) must be at least {smallest} ({} MiB): a receive of \
-                 --batch-size ({}) messages reserves room for SQS's largest message (1 MiB) each",
-                args.max_in_flight_bytes,
-                smallest.div_ceil(1 << 20),
-                args.batch_size
-            )));
-        }
         use std::io::IsTerminal;
         let session_limits = SessionLimits {
             statement_timeout: Duration::from_millis(args.statement_timeout_ms),
@@ -107,9 +94,8 @@ impl RunConfig {
             receivers: usize::from(args.receivers),
             writers: usize::from(args.writers),
             max_batch_rows: args.max_batch_rows as usize,
-            // A batch's bytes are copied into one bind message, outside the
-            // bound's count: a sixteenth of the bound keeps that copy small
-            // (4 MiB by default; thousands of ordinary events).
+            // Sized with the queue's largest message once it is known
+            // (`commands::run`; see `pipeline::Budget`).
             max_batch_bytes: (args.max_in_flight_bytes / 16).max(1),
             max_batch_wait: Duration::from_millis(args.max_batch_wait_ms),
             max_in_flight: args.max_in_flight as usize,

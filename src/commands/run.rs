@@ -66,6 +66,15 @@ pub async fn serve_observed(
         )
         .into());
     }
+    let max_receives = match config.max_receives {
+        0 => None,
+        _ if facts.has_redrive_policy => {
+            tracing::info!("the queue has a redrive policy; --max-receives is left to it");
+            None
+        }
+        limit => Some(limit),
+    };
+    let settings = pipeline_settings(config, facts.max_message_bytes, max_receives)?;
     let schema =
         postgres::contract_sql::prepare_schema(database.client().await?, &config.pipeline.plan)
             .await?;
@@ -85,14 +94,6 @@ pub async fn serve_observed(
         .await;
     }
     drop(database);
-    let max_receives = match config.max_receives {
-        0 => None,
-        _ if facts.has_redrive_policy => {
-            tracing::info!("the queue has a redrive policy; --max-receives is left to it");
-            None
-        }
-        limit => Some(limit),
-    };
     tracing::info!(
         queue = %config.queue.url,
         database = %endpoint,
@@ -103,7 +104,6 @@ pub async fn serve_observed(
         writers = config.pipeline.writers,
         "veil started"
     );
-    let settings = pipeline_settings(config, facts.max_message_bytes, max_receives);
     let report = pipeline::run(
         &sqs,
         config.database.clone(),
@@ -123,9 +123,21 @@ pub async fn serve_observed(
         peak_in_flight = report.peak_in_flight,
         peak_in_flight_bytes = report.peak_in_flight_bytes,
         elapsed_ms = report.elapsed.as_millis() as u64,
+        peak_resident_bytes = peak_resident_bytes().unwrap_or(0),
         "veil stopped"
     );
     Ok(report)
+}
+
+/// This process's peak resident memory (VmHWM), where the system says it
+/// (Linux): the figure to size a container's memory limit from.
+fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The error for a ledger retention shorter than the queue keeps messages.
@@ -143,16 +155,34 @@ pub(super) fn ledger_retention_too_short(days: u32, facts: &crate::sqs::QueueFac
 }
 
 /// The checked settings, with what the queue said of itself: its largest
-/// message, and the receive limit (left to a redrive policy when it has one).
+/// message, and the receive limit (left to a redrive policy when it has
+/// one). Receives and batches are sized so the byte bound holds them; a
+/// bound too small for one message per receive is refused.
 fn pipeline_settings(
     config: &RunConfig,
     max_message_bytes: usize,
     max_receives: Option<u32>,
-) -> PipelineSettings {
-    PipelineSettings {
-        // A queue may allow more than the configured bound was checked for.
+) -> Result<PipelineSettings, ConfigError> {
+    let settings = PipelineSettings {
+        // A queue may allow more than SQS's own largest: not believed.
         max_message_bytes: max_message_bytes.min(crate::sqs::SQS_MAX_MESSAGE_BYTES),
         max_receives,
         ..config.pipeline.clone()
+    };
+    let asked = settings.receive.max_messages as usize;
+    let settings = settings.fitted()?;
+    let fits = settings.receive.max_messages as usize;
+    if fits < asked {
+        let budget = settings.budget();
+        tracing::warn!(
+            batch_size = asked,
+            messages_per_receive = fits,
+            queue_max_message_bytes = budget.max_message_bytes,
+            needed_bytes = budget.needed(asked),
+            "each receive asks for fewer messages than --batch-size: that many of the queue's \
+             largest messages would not fit --max-in-flight-bytes; raise it to needed_bytes, or \
+             lower --receivers"
+        );
     }
+    Ok(settings)
 }

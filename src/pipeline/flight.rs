@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
+use super::budget::Budget;
 use crate::metrics::Metrics;
 use crate::metrics::Number;
 use crate::sqs::Receipt;
@@ -52,6 +54,8 @@ pub struct InFlight {
     peak_bytes: AtomicUsize,
     /// Held deliveries by receipt handle.
     deliveries: Mutex<HashMap<String, Held, BuildHasherDefault<FxHasher>>>,
+    /// One receive at a time waits for room for its reply (see `ReplyBytes`).
+    reply_turn: tokio::sync::Mutex<()>,
     /// Where the gauges go: kept current by every change.
     metrics: Arc<Metrics>,
 }
@@ -92,6 +96,39 @@ struct Held {
     extended_at: Instant,
 }
 
+/// Room for a receive's reply, asked for as its length becomes known. While
+/// the messages are decoded, the reply, what it decodes to (never longer
+/// than its escaped text) and the decoder's scratch copy of one body are
+/// held at once, less what the reservation already counts. Only one
+/// receive at a time waits for more, and never for more than the ceiling
+/// (see `budget`).
+pub struct ReplyBytes<'a> {
+    flight: &'a InFlight,
+    covered: usize,
+    decoded_most: usize,
+    largest: usize,
+    ceiling: usize,
+    taken: AtomicUsize,
+}
+
+impl crate::sqs::ReplyRoom for ReplyBytes<'_> {
+    fn make_room(&self, bytes: usize) -> BoxFuture<'_, ()> {
+        let held = bytes
+            .saturating_add(bytes.min(self.decoded_most))
+            .saturating_add(bytes.min(self.largest));
+        let beyond = held.saturating_sub(self.covered).min(self.ceiling);
+        Box::pin(async move {
+            if beyond <= self.taken.load(Ordering::SeqCst) {
+                return;
+            }
+            let _turn = self.flight.reply_turn.lock().await;
+            let more = beyond - self.taken.load(Ordering::SeqCst);
+            self.flight.take_bytes(more).await;
+            self.taken.fetch_add(more, Ordering::SeqCst);
+        })
+    }
+}
+
 /// A delivery whose visibility should be extended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueDelivery {
@@ -117,6 +154,7 @@ impl InFlight {
             bytes_in_use: AtomicUsize::new(0),
             peak_bytes: AtomicUsize::new(0),
             deliveries: Mutex::new(HashMap::default()),
+            reply_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -159,6 +197,29 @@ impl InFlight {
         let metrics = &self.metrics;
         metrics.set(Number::InFlight, self.held() as u64);
         metrics.set(Number::InFlightBytes, self.bytes_in_use() as u64);
+    }
+
+    /// The room the reply to a receive of `messages` may take beyond its
+    /// `reservation`, as `budget` sizes it.
+    pub fn reply_room(
+        &self,
+        reservation: &Reservation,
+        budget: &Budget,
+        messages: usize,
+    ) -> ReplyBytes<'_> {
+        ReplyBytes {
+            flight: self,
+            covered: reservation.bytes,
+            decoded_most: messages * budget.max_message_bytes,
+            largest: budget.max_message_bytes,
+            ceiling: budget.reply_ceiling(messages),
+            taken: AtomicUsize::new(0),
+        }
+    }
+
+    /// What `room` took joins `reservation`, to be kept or given back with it.
+    pub fn absorb(reservation: &mut Reservation, room: ReplyBytes<'_>) {
+        reservation.bytes += room.taken.into_inner();
     }
 
     /// Gives a whole reservation back (the receive brought nothing, or failed).
@@ -342,5 +403,52 @@ mod tests {
         );
         flight.extended(&[&a], Instant::now());
         assert!(flight.due_for_extension(Duration::from_secs(60)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_counts_with_what_it_decodes_to_beyond_its_reservation_up_to_its_ceiling() {
+        use crate::sqs::ReplyRoom;
+        let flight = InFlight::new(10, 2_000, Arc::default());
+        let budget = Budget {
+            receivers: 1,
+            writers: 1,
+            max_message_bytes: 50,
+            bound: 2_000,
+        };
+        // Two messages of at most 50 bytes: a reply of up to 600 beyond.
+        let mut reservation = flight.reserve(2, 100).await;
+        let room = flight.reply_room(&reservation, &budget, 2);
+        room.make_room(30).await;
+        assert_eq!(
+            flight.bytes_in_use(),
+            100,
+            "30 + 30 decoded + 30 scratch fit"
+        );
+        room.make_room(200).await;
+        assert_eq!(flight.bytes_in_use(), 350, "200 + 100 decoded + 50 scratch");
+        room.make_room(150).await;
+        assert_eq!(
+            flight.bytes_in_use(),
+            350,
+            "asking for less takes nothing back"
+        );
+        let other = flight.reserve(1, 1_650).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(50), room.make_room(400)).await;
+        assert!(waiting.is_err(), "200 more must wait for the other receive");
+        flight.cancel(other);
+        room.make_room(5_000).await;
+        assert_eq!(
+            flight.bytes_in_use(),
+            700,
+            "never more than the ceiling beyond the reservation"
+        );
+        InFlight::absorb(&mut reservation, room);
+        let a = receipt("a");
+        flight.hold(reservation, &[(&a, 50)]).await;
+        assert_eq!(
+            flight.bytes_in_use(),
+            50,
+            "the reply's room went back with the reservation's"
+        );
     }
 }

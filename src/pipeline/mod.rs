@@ -12,6 +12,7 @@
 //! receivers stop, writers finish what is in hand.
 
 mod ack;
+mod budget;
 mod depth;
 mod flight;
 mod heartbeat;
@@ -36,10 +37,10 @@ use crate::ops::OpsServer;
 use crate::postgres::{DatabaseSettings, Writer};
 use crate::sqs::SqsClient;
 
+pub use budget::Budget;
 pub use flight::{Delivery, InFlight};
 pub use housekeeping::pass as housekeeping_pass;
 pub use prepare::{prepare, Item};
-pub use receive::receive_reservation_bytes;
 pub use shared::{PipelineSettings, RunReport, SampleTable};
 
 /// Runs until `shutdown` fires (or the queue is drained, with
@@ -54,6 +55,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     ops: Option<OpsServer>,
 ) -> anyhow::Result<RunReport> {
+    let settings = &settings.clone().fitted()?;
     let mut writers = Vec::with_capacity(settings.writers);
     for _ in 0..settings.writers {
         writers.push(
@@ -73,6 +75,13 @@ pub async fn run(
         metrics.clone(),
         stop_receiving.clone(),
     ));
+    // Each writer's connection keeps buffers as large as its largest
+    // statement: that room is counted while the writers run, taken before
+    // any receive can fill the bound (see `budget`).
+    let statement_rooms = shared
+        .flight
+        .reserve(0, settings.writers * settings.budget().statement_room())
+        .await;
     let (sender, receiver) = mpsc::channel(settings.max_in_flight);
     let receiver = Arc::new(Mutex::new(receiver));
     let mut supervisor = supervisor::Supervisor::new();
@@ -125,6 +134,8 @@ pub async fn run(
         supervisor.spawn_background("operations endpoint", |stop| ops.supervised(stop));
     }
     metrics.set_state(ServiceState::Running);
-    supervisor.wait(&shared, &shutdown).await?;
+    let ended = supervisor.wait(&shared, &shutdown).await;
+    shared.flight.cancel(statement_rooms);
+    ended?;
     Ok(shared.report())
 }

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::ack;
+use super::flight::{InFlight, ReplyBytes};
 use super::prepare::{prepare, Item};
 use super::shared::{sleep_or_cancel, Shared};
 use crate::backoff::Backoff;
@@ -17,16 +18,6 @@ use crate::sqs::{QueueMessage, SqsError};
 
 /// How long a receive under way at shutdown may still take to return.
 const SHUTDOWN_RECEIVE_GRACE: Duration = Duration::from_secs(1);
-
-/// Room a receive of one message reserves beyond the message itself: its
-/// receipt, the prepared row, the sealed copy of a junk body.
-const PER_MESSAGE_OVERHEAD_BYTES: usize = 4 * 1024;
-
-/// Bytes one receive reserves before it asks SQS: room for as many of the
-/// queue's largest messages as it asks for.
-pub fn receive_reservation_bytes(max_messages: usize, max_message_bytes: usize) -> usize {
-    max_messages * (max_message_bytes + PER_MESSAGE_OVERHEAD_BYTES)
-}
 
 /// Receives until `stop` (shutdown, or a fatal error) or a drained queue.
 pub async fn receive_loop(
@@ -36,16 +27,20 @@ pub async fn receive_loop(
 ) {
     let request = shared.settings.receive;
     let asked = request.max_messages as usize;
-    let room = receive_reservation_bytes(asked, shared.settings.max_message_bytes);
+    let budget = shared.settings.budget();
+    let room = budget.reservation(asked);
     let mut backoff = Backoff::default();
     loop {
-        let reservation = tokio::select! {
+        let mut reservation = tokio::select! {
             // A stop comes first: no receive starts once it is asked for.
             biased;
             _ = stop.cancelled() => return,
             reservation = shared.flight.reserve(asked, room) => reservation,
         };
-        let received = match receive_or_stop(&shared, &stop).await {
+        let reply_room = shared.flight.reply_room(&reservation, &budget, asked);
+        let received = receive_or_stop(&shared, &reply_room, &stop).await;
+        InFlight::absorb(&mut reservation, reply_room);
+        let received = match received {
             Some(received) => received,
             None => {
                 shared.flight.cancel(reservation);
@@ -137,13 +132,16 @@ pub async fn receive_loop(
 /// queue it is just a long poll, abandoned at no cost.
 async fn receive_or_stop(
     shared: &Shared,
+    reply_room: &ReplyBytes<'_>,
     stop: &CancellationToken,
 ) -> Option<Result<Vec<QueueMessage>, SqsError>> {
     if stop.is_cancelled() {
         return None;
     }
     let started = tokio::time::Instant::now();
-    let receive = shared.sqs.receive(shared.settings.receive);
+    let receive = shared
+        .sqs
+        .receive_within(shared.settings.receive, Some(reply_room));
     tokio::pin!(receive);
     tokio::select! {
         biased;

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::flight::InFlight;
 use crate::contract::{ColumnType, Plan};
+use crate::error::ConfigError;
 use crate::keyring::Keyring;
 use crate::mask::MaskMode;
 use crate::metrics::Number;
@@ -37,7 +38,8 @@ pub struct PipelineSettings {
     pub writers: usize,
     /// A batch is written when it has this many messages...
     pub max_batch_rows: usize,
-    /// ...or this many bytes...
+    /// ...or as many bytes as the next item would take past this (an item
+    /// as large alone is a batch of its own)...
     pub max_batch_bytes: usize,
     /// ...or when its first message has waited this long.
     pub max_batch_wait: Duration,
@@ -72,6 +74,43 @@ pub struct PipelineSettings {
     /// The contracts bodies are parsed, masked and recorded by (the
     /// built-in login contract without `--contract`).
     pub plan: Arc<crate::contract::Plan>,
+}
+
+impl PipelineSettings {
+    /// These settings with receives and batches sized to fit the byte
+    /// bound: receives ask for fewer than `receive.max_messages` if that
+    /// many of the largest messages would not fit. Refused if not even one
+    /// does, with the bound that would.
+    pub fn fitted(mut self) -> Result<Self, ConfigError> {
+        let budget = self.budget();
+        let asked = self.receive.max_messages as usize;
+        let Some(fits) = budget.messages_per_receive(asked) else {
+            return Err(ConfigError(format!(
+                "--max-in-flight-bytes ({}) is too small for this queue, whose largest message \
+                 is {} bytes: it must hold {} receivers' room for one message each, one reply \
+                 being decoded (up to six times a message) and {} writers' statement buffers. \
+                 Use --max-in-flight-bytes {}MiB or more, or lower --receivers or --writers",
+                budget.bound,
+                budget.max_message_bytes,
+                budget.receivers,
+                budget.writers,
+                budget.needed(1).div_ceil(1 << 20),
+            )));
+        };
+        self.receive.max_messages = fits as i32;
+        self.max_batch_bytes = budget.max_batch_bytes();
+        Ok(self)
+    }
+
+    /// How the byte bound is shared (see `budget`).
+    pub fn budget(&self) -> super::budget::Budget {
+        super::budget::Budget {
+            receivers: self.receivers,
+            writers: self.writers,
+            max_message_bytes: self.max_message_bytes,
+            bound: self.max_in_flight_bytes,
+        }
+    }
 }
 
 /// What a run did.

@@ -34,18 +34,29 @@ pub async fn write_loop(
     shutdown: CancellationToken,
 ) {
     let abort = shared.failure.token().clone();
+    let mut next = None;
     loop {
-        let mut batch = collect(&shared, &receiver).await;
+        let mut batch = collect(&shared, &receiver, &mut next).await;
         if batch.is_empty() {
             return;
         }
+        let oversize =
+            batch.iter().map(|item| item.bytes).sum::<usize>() > shared.settings.max_batch_bytes;
         if abort.is_cancelled() {
             release(&shared, batch).await;
             continue;
         }
         let started = Instant::now();
         match write_with_retry(&shared, &mut database, &mut batch, &shutdown).await {
-            Ok(Some(results)) => committed(&shared, batch, &results, started),
+            Ok(Some(results)) => {
+                committed(&shared, batch, &results, started);
+                if oversize {
+                    // An item larger than a batch: its statement grew the
+                    // connection's buffers past the room counted for them;
+                    // a new connection starts small.
+                    database.reset();
+                }
+            }
             Ok(None) => release(&shared, batch).await,
             Err(error) => {
                 shared.metrics.database_failed(&error);
@@ -56,14 +67,24 @@ pub async fn write_loop(
     }
 }
 
-/// Up to `max_batch_rows` items (and about `max_batch_bytes`): waits for
-/// the first, then takes more until the batch is full or `max_batch_wait`
-/// has passed. Empty once the channel is closed and drained.
-async fn collect(shared: &Shared, receiver: &Mutex<mpsc::Receiver<Item>>) -> Vec<Item> {
+/// Up to `max_batch_rows` items and `max_batch_bytes`: waits for the
+/// first (`next`, if the last batch left one), then takes more until the
+/// batch is full or `max_batch_wait` has passed. An item that would take
+/// the batch past its bytes waits in `next`; one that large alone is a
+/// batch of its own. Empty once the channel is closed and drained.
+async fn collect(
+    shared: &Shared,
+    receiver: &Mutex<mpsc::Receiver<Item>>,
+    next: &mut Option<Item>,
+) -> Vec<Item> {
     let settings = &shared.settings;
     let mut receiver = receiver.lock().await;
-    let Some(first) = receiver.recv().await else {
-        return Vec::new();
+    let first = match next.take() {
+        Some(item) => item,
+        None => match receiver.recv().await {
+            Some(item) => item,
+            None => return Vec::new(),
+        },
     };
     let mut bytes = first.bytes;
     let mut batch = Vec::with_capacity(settings.max_batch_rows);
@@ -71,6 +92,10 @@ async fn collect(shared: &Shared, receiver: &Mutex<mpsc::Receiver<Item>>) -> Vec
     let deadline = tokio::time::Instant::now() + settings.max_batch_wait;
     while batch.len() < settings.max_batch_rows && bytes < settings.max_batch_bytes {
         match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(item)) if bytes + item.bytes > settings.max_batch_bytes => {
+                *next = Some(item);
+                break;
+            }
             Ok(Some(item)) => {
                 bytes += item.bytes;
                 batch.push(item);

@@ -72,9 +72,18 @@ impl SqsClient {
 
     /// Receives up to `request.max_messages` messages (long polling).
     pub async fn receive(&self, request: ReceiveRequest) -> Result<Vec<QueueMessage>, SqsError> {
+        self.receive_within(request, None).await
+    }
+
+    /// `receive`, asking `room` for what the reply takes before reading it.
+    pub async fn receive_within(
+        &self,
+        request: ReceiveRequest,
+        room: Option<&dyn super::ReplyRoom>,
+    ) -> Result<Vec<QueueMessage>, SqsError> {
         match &self.transport {
-            Transport::Json(t) => t.receive(&self.queue_url, request).await,
-            Transport::Query(t) => t.receive(&self.queue_url, request).await,
+            Transport::Json(t) => t.receive(&self.queue_url, request, room).await,
+            Transport::Query(t) => t.receive(&self.queue_url, request, room).await,
         }
     }
 

@@ -45,6 +45,17 @@ impl JsonTransport {
         request: &impl Serialize,
         timeout: Duration,
     ) -> Result<T, SqsError> {
+        self.call_within(action, request, timeout, None).await
+    }
+
+    /// `call`, asking `room` before the reply is read.
+    async fn call_within<T: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        request: &impl Serialize,
+        timeout: Duration,
+        room: Option<&dyn super::ReplyRoom>,
+    ) -> Result<T, SqsError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| SqsError::refused(format!("{action}: encoding request: {e}")))?;
         let target = target_of(action);
@@ -52,7 +63,10 @@ impl JsonTransport {
             ("content-type", JSON_CONTENT_TYPE),
             ("x-amz-target", target.as_str()),
         ];
-        let (status, reply) = self.signer.exchange(action, body, &signed, timeout).await?;
+        let (status, reply) = self
+            .signer
+            .exchange_within(action, body, &signed, timeout, room)
+            .await?;
         if !status.is_success() {
             let (code, message) = error_of(&reply);
             if is_expired_credentials(&code) {
@@ -74,6 +88,7 @@ impl JsonTransport {
         &self,
         queue_url: &str,
         request: ReceiveRequest,
+        room: Option<&dyn super::ReplyRoom>,
     ) -> Result<Vec<QueueMessage>, SqsError> {
         let call = ReceiveMessage {
             queue_url,
@@ -86,7 +101,9 @@ impl JsonTransport {
             message_attribute_names: request.message_attributes.then_some(["All"]),
         };
         let timeout = Duration::from_secs(request.wait_secs.max(0) as u64 + 15);
-        let reply: ReceiveReply = self.call("ReceiveMessage", &call, timeout).await?;
+        let reply: ReceiveReply = self
+            .call_within("ReceiveMessage", &call, timeout, room)
+            .await?;
         Ok(reply
             .messages
             .into_iter()

@@ -17,6 +17,17 @@ mod signer;
 mod values;
 
 pub use client::SqsClient;
+
+/// What a caller that bounds its memory is asked before a receive's reply
+/// is read. The reply (up to ten large bodies, escaped: up to six bytes of
+/// reply per body byte) is held while the messages are decoded from it, and
+/// only its length says how large it is.
+pub trait ReplyRoom: Sync {
+    /// Waits until the reply may take `bytes` in all. Asked again, with a
+    /// larger figure, if a reply grows beyond what it announced.
+    fn make_room(&self, bytes: usize) -> futures::future::BoxFuture<'_, ()>;
+}
+
 pub use endpoint::{resolve_endpoint, Endpoint};
 pub use error::{fix, SqsError};
 pub use signer::read_reply;

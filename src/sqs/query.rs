@@ -42,17 +42,32 @@ impl QueryTransport {
         params: &[(String, String)],
         timeout: Duration,
     ) -> Result<Reply, SqsError> {
+        self.call_within(action, params, timeout, None).await
+    }
+
+    /// `call`, asking `room` before the reply is read.
+    async fn call_within(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+        timeout: Duration,
+        room: Option<&dyn super::ReplyRoom>,
+    ) -> Result<Reply, SqsError> {
         let body = form_body(action, params);
         let (status, reply) = self
             .signer
-            .exchange(
+            .exchange_within(
                 action,
                 body.into_bytes(),
                 &[("content-type", FORM_CONTENT_TYPE)],
                 timeout,
+                room,
             )
             .await?;
-        let text = String::from_utf8_lossy(&reply).into_owned();
+        // The reply's own buffer becomes the text (a copy only if it is
+        // not UTF-8): a receive's reply is held once, not twice.
+        let text = String::from_utf8(Vec::from(reply))
+            .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned());
         if status.is_success() {
             return Ok(text);
         }
@@ -68,6 +83,7 @@ impl QueryTransport {
         &self,
         queue_url: &str,
         request: ReceiveRequest,
+        room: Option<&dyn super::ReplyRoom>,
     ) -> Result<Vec<QueueMessage>, SqsError> {
         let mut params = vec![
             ("QueueUrl".to_string(), queue_url.to_string()),
@@ -91,7 +107,9 @@ impl QueryTransport {
             params.push(("MessageAttributeName.1".into(), "All".into()));
         }
         let timeout = Duration::from_secs(request.wait_secs.max(0) as u64 + 15);
-        let reply = self.call("ReceiveMessage", &params, timeout).await?;
+        let reply = self
+            .call_within("ReceiveMessage", &params, timeout, room)
+            .await?;
         parse_messages(&reply)
     }
 

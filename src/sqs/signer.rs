@@ -106,6 +106,20 @@ impl Signer {
         headers: &[(&'static str, &str)],
         timeout: Duration,
     ) -> Result<(reqwest::StatusCode, bytes::Bytes), SqsError> {
+        self.exchange_within(action, body, headers, timeout, None)
+            .await
+    }
+
+    /// `exchange`, asking `room` for the bytes the reply takes before they
+    /// are read.
+    pub(super) async fn exchange_within(
+        &self,
+        action: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, &str)],
+        timeout: Duration,
+        room: Option<&dyn super::ReplyRoom>,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), SqsError> {
         let credentials = self.credentials.get().await?;
         let signature = crate::aws::sigv4::sign_headers(
             &credentials,
@@ -134,7 +148,7 @@ impl Signer {
             .await
             .map_err(|e| SqsError::Transient(format!("{action}: {}", error_chain(&e))))?;
         let status = response.status();
-        let reply = read_reply(&mut response)
+        let reply = read_reply_within(&mut response, room)
             .await
             .map_err(|e| SqsError::Transient(format!("{action}: reading reply: {e}")))?;
         Ok((status, bytes::Bytes::from(reply)))
@@ -146,15 +160,36 @@ impl Signer {
 /// `Response::bytes` does) holds two copies at once: for a receive of ten
 /// 1 MiB bodies, 20 MiB that the in-flight bound does not see.
 pub async fn read_reply(response: &mut reqwest::Response) -> reqwest::Result<Vec<u8>> {
+    read_reply_within(response, None).await
+}
+
+/// `read_reply`, asking `room` for the buffer's bytes before it holds them:
+/// the announced length first, then (a reply without one, or longer than
+/// it said) twice as much each time it would grow.
+async fn read_reply_within(
+    response: &mut reqwest::Response,
+    room: Option<&dyn super::ReplyRoom>,
+) -> reqwest::Result<Vec<u8>> {
     // A length above SQS's largest reply (ten 1 MiB messages, escaped) is
     // not believed for the allocation; the buffer grows if it must.
     const LARGEST_PLAUSIBLE_REPLY: u64 = 64 << 20;
     let expected = response
         .content_length()
         .unwrap_or(0)
-        .min(LARGEST_PLAUSIBLE_REPLY);
-    let mut reply = Vec::with_capacity(expected as usize);
+        .min(LARGEST_PLAUSIBLE_REPLY) as usize;
+    if let Some(room) = room {
+        room.make_room(expected).await;
+    }
+    let mut reply = Vec::with_capacity(expected);
     while let Some(chunk) = response.chunk().await? {
+        let needed = reply.len() + chunk.len();
+        if needed > reply.capacity() {
+            let grown = needed.max(reply.capacity() * 2);
+            if let Some(room) = room {
+                room.make_room(grown).await;
+            }
+            reply.reserve_exact(grown - reply.len());
+        }
         reply.extend_from_slice(&chunk);
     }
     Ok(reply)

@@ -34,7 +34,7 @@ fn admin_url() -> String {
 /// Upper bound for any wait in these tests.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn unique_suffix() -> String {
+pub fn unique_suffix() -> String {
     let bytes: [u8; 6] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -17,6 +17,7 @@ mod keyring;
 mod lambda;
 mod lifecycle;
 mod logs;
+mod memory;
 mod old_database;
 mod pipeline;
 mod privacy;
